@@ -1,0 +1,40 @@
+"""Errors onnxq raises on purpose.
+
+Every error a user can cause is an ``OnnxqError`` whose message is one line that names the problem and
+the fix. The CLI prints that line (no traceback) and exits with ``exit_code``: 2 for bad input or usage,
+1 for a failure while working (which is onnxq's fault, e.g. a model that failed validation).
+"""
+
+from __future__ import annotations
+
+
+class OnnxqError(Exception):
+    """Base class: a problem with a one-line explanation for the user."""
+
+    exit_code: int = 2
+
+
+class ConfigError(OnnxqError):
+    """An option or config file value is invalid."""
+
+
+class ModelLoadError(OnnxqError):
+    """The model file is missing, unreadable or not an ONNX model."""
+
+
+class UnsupportedModelError(OnnxqError):
+    """The model is a valid ONNX file but onnxq cannot quantize it (op, opset, domain...)."""
+
+
+class CalibrationDataError(OnnxqError):
+    """Calibration or evaluation data does not match the model or cannot be read."""
+
+
+class OutputError(OnnxqError):
+    """The output path cannot be written (same as input, unwritable folder...)."""
+
+
+class ValidationError(OnnxqError):
+    """A model onnxq produced failed validation. This is a bug in onnxq, never a valid output."""
+
+    exit_code = 1
