@@ -1,0 +1,1 @@
+"""Error analysis: metrics, model comparison, sensitivity."""

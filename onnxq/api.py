@@ -1,0 +1,168 @@
+"""Orchestration only: ``quantize`` wires load -> preprocess -> plan -> collect -> solve -> rewrite -> check."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import time
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import onnx
+
+from onnxq import __version__, io, runtime
+from onnxq.analysis.metrics import output_similarity
+from onnxq.calibrate.solve import solve
+from onnxq.collect import data as data_mod
+from onnxq.collect.collectors import collect
+from onnxq.collect.stats import TensorStats
+from onnxq.config import QuantConfig, Target, WeightFormat
+from onnxq.placement import QuantPlan, plan
+from onnxq.preprocess import preprocess
+from onnxq.preprocess.names import name_nodes
+from onnxq.report.records import QuantReport, TensorRecord
+from onnxq.rewrite import QuantParams, insert_qdq
+
+log = logging.getLogger(__name__)
+
+DataArg = data_mod.DataSource | str | os.PathLike | Iterable[dict[str, np.ndarray]] | None
+
+
+@dataclass
+class QuantResult:
+    """A quantized model in memory with its report; ``save`` validates and writes it atomically."""
+
+    model: onnx.ModelProto
+    report: QuantReport
+    plan: QuantPlan
+    params: dict[str, QuantParams]
+    stats: dict[str, TensorStats] = field(repr=False, default_factory=dict)
+    sample: dict[str, np.ndarray] | None = field(repr=False, default=None)
+    source: str | None = None
+
+    def save(self, path: str | os.PathLike) -> Path:
+        return io.save_model(self.model, path, feed=self.sample, source=self.source)
+
+
+def prepare(model: str | os.PathLike | onnx.ModelProto) -> tuple[onnx.ModelProto, list[str]]:
+    """Load and preprocess a float model (opset >= 13, shapes inferred, BN folded, nodes named)."""
+    loaded = io.load_model(model)
+    pre, notes = preprocess(loaded)
+    pre, renamed = name_nodes(pre)
+    if renamed:
+        notes.append(f"named {renamed} unnamed nodes")
+    return pre, notes
+
+
+def as_source(data: DataArg, model: onnx.ModelProto) -> data_mod.DataSource:
+    specs = data_mod.input_specs_from_model(model)
+    if data is None:
+        raise data_mod.CalibrationDataError("no calibration data given: pass a folder, a DataSource or an iterable")
+    if isinstance(data, data_mod.DataSource):
+        source = data
+    elif isinstance(data, (str, os.PathLike)):
+        source = data_mod.from_dir(data, specs)
+    else:
+        source = data_mod.from_iterable(data)
+    return data_mod.validated(source, specs)
+
+
+def quantize(
+    model: str | os.PathLike | onnx.ModelProto,
+    data: DataArg,
+    config: QuantConfig | None = None,
+    *,
+    stats: dict[str, TensorStats] | None = None,
+    progress: bool = False,
+) -> QuantResult:
+    """Quantize ``model`` with calibration ``data`` (or precomputed ``stats``) under ``config``."""
+    config = config or QuantConfig()
+    timings: dict[str, float] = {}
+    t = time.perf_counter()
+    pre, notes = prepare(model)
+    qplan = plan(pre, config)
+    timings["prepare"] = time.perf_counter() - t
+    source = as_source(data, pre) if data is not None else None
+    t = time.perf_counter()
+    samples = 0
+    if stats is None:
+        if source is None:
+            raise data_mod.CalibrationDataError("give calibration data or precomputed statistics (--load-stats)")
+        stats, samples = collect(pre, qplan, source, config, progress=progress)
+    timings["calibrate"] = time.perf_counter() - t
+    t = time.perf_counter()
+    params = solve(stats, qplan, pre, config)
+    dq_only = config.weights.format is WeightFormat.DQ_ONLY or config.target is Target.ORT_CPU
+    qmodel = insert_qdq(pre, qplan, params, dq_only=dq_only)
+    _stamp(qmodel, config)
+    timings["rewrite"] = time.perf_counter() - t
+    t = time.perf_counter()
+    sample = _first_sample(source, pre) if source is not None else None
+    io.check_model(qmodel, sample)
+    check = output_similarity(pre, qmodel, sample) if sample is not None else {}
+    timings["check"] = time.perf_counter() - t
+    report = QuantReport(
+        model=str(model) if not isinstance(model, onnx.ModelProto) else "<in-memory model>",
+        target=config.target.value,
+        method=config.activations.method.value,
+        config=config.to_dict(),
+        preprocess=tuple(notes),
+        data=source.description if source is not None else "precomputed statistics",
+        samples=samples,
+        quantized_nodes=qplan.quantized_nodes,
+        skipped=qplan.skips,
+        tensors=tuple(_records(qplan, params)),
+        timings={k: round(v, 3) for k, v in timings.items()},
+        check=check,
+    )
+    src = None if isinstance(model, onnx.ModelProto) else str(model)
+    return QuantResult(qmodel, report, qplan, params, stats, sample, src)
+
+
+def _first_sample(source: data_mod.DataSource, model: onnx.ModelProto) -> dict[str, np.ndarray] | None:
+    for feed in source:
+        return feed
+    return None
+
+
+def _stamp(model: onnx.ModelProto, config: QuantConfig) -> None:
+    model.producer_name = "onnxq"
+    model.producer_version = __version__
+    meta = {p.key: p.value for p in model.metadata_props}
+    meta["onnxq.version"] = __version__
+    meta["onnxq.config"] = json.dumps(config.to_dict(), sort_keys=True)
+    del model.metadata_props[:]
+    for key in sorted(meta):
+        model.metadata_props.add(key=key, value=meta[key])
+
+
+def _records(qplan: QuantPlan, params: dict[str, QuantParams]) -> list[TensorRecord]:
+    out = []
+    for spec in qplan.specs:
+        p = params[spec.key]
+        scale = np.atleast_1d(p.scale)
+        out.append(TensorRecord(
+            tensor=spec.tensor, role=spec.role.value, dtype=spec.dtype, rule=spec.rule, axis=spec.axis,
+            scale=float(scale.max()), channels=int(scale.size), lo=float(p.lo), hi=float(p.hi), group=spec.group,
+        ))
+    return out
+
+
+def calibrate(
+    model: str | os.PathLike | onnx.ModelProto, data: DataArg, config: QuantConfig | None = None,
+    *, progress: bool = False,
+) -> tuple[dict[str, TensorStats], int, QuantPlan]:
+    """Collect statistics once (for any method later): returns (stats, samples, plan)."""
+    config = config or QuantConfig()
+    pre, _ = prepare(model)
+    qplan = plan(pre, config)
+    stats, samples = collect(pre, qplan, as_source(data, pre), config, progress=progress)
+    return stats, samples, qplan
+
+
+def describe_runtime() -> dict[str, Any]:
+    return {"onnxq": __version__, "onnxruntime": runtime.ort_version(), "onnx": onnx.__version__}

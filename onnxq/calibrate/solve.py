@@ -1,0 +1,104 @@
+"""Turn statistics into quantization parameters for every spec of a plan (pure math).
+
+Activations: a float range per tensor from its statistics and the chosen method, then one range per
+shared-scale group (the union of its members' ranges), then scale/zero-point for the target dtype.
+Weights: per-channel (or per-tensor) amax from the initializer values; no data needed.
+Biases (onnxruntime CPU target): int32 with scale = input scale x weight scale, zero-point 0, as
+onnxruntime's integer kernels require.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import onnx
+import onnx_graphsurgeon as gs
+
+from onnxq.calibrate.params import MIN_SCALE, asymmetric_params, symmetric_scale
+from onnxq.calibrate.ranges import solve_range
+from onnxq.calibrate.weights import weight_amax
+from onnxq.collect.stats import TensorStats
+from onnxq.config import BatchStatistic, Method, QuantConfig
+from onnxq.errors import CalibrationDataError
+from onnxq.graph.query import GraphIndex
+from onnxq.placement.plan import QuantPlan, Role, TensorQuantSpec
+from onnxq.rewrite.insert_qdq import QuantParams
+
+
+def activation_range(stats: TensorStats, config: QuantConfig, symmetric: bool) -> tuple[float, float]:
+    spec = config.activations
+    if spec.batch_statistic is not BatchStatistic.NONE:
+        from onnxq.calibrate.minmax import aggregate_batch_ranges
+
+        return aggregate_batch_ranges(stats.batch_ranges, spec.batch_statistic.value, symmetric=symmetric)
+    options = {"percentile": spec.percentile} if spec.method is Method.PERCENTILE else {}
+    return solve_range(stats, spec.method.value, symmetric=symmetric, **options)
+
+
+def solve(
+    stats: dict[str, TensorStats], plan: QuantPlan, model: onnx.ModelProto, config: QuantConfig
+) -> dict[str, QuantParams]:
+    """QuantParams for every spec of ``plan``, keyed by ``spec.key``."""
+    ranges = _activation_ranges(stats, plan, config)
+    params: dict[str, QuantParams] = {}
+    for spec in plan.activations():
+        lo, hi = ranges[spec.group or spec.tensor]
+        params[spec.key] = _activation_params(spec, lo, hi)
+    index = GraphIndex.build(gs.import_onnx(model))
+    for spec in plan.weights():
+        params[spec.key] = _weight_params(spec, index, config)
+    for spec in plan.biases():
+        params[spec.key] = _bias_params(spec, plan, params)
+    return params
+
+
+def _activation_ranges(stats, plan: QuantPlan, config: QuantConfig) -> dict[str, tuple[float, float]]:
+    out: dict[str, tuple[float, float]] = {}
+    for spec in plan.activations():
+        s = stats.get(spec.tensor)
+        if s is None:
+            raise CalibrationDataError(
+                f"no statistics for tensor {spec.tensor!r}: the statistics file was collected for another "
+                "model or plan; run onnxq calibrate again on this model"
+            )
+        if s.count == 0:
+            lo, hi = 0.0, 0.0
+        else:
+            lo, hi = activation_range(s, config, spec.symmetric)
+        key = spec.group or spec.tensor
+        if key in out:
+            plo, phi = out[key]
+            lo, hi = min(lo, plo), max(hi, phi)
+        out[key] = (lo, hi)
+    return out
+
+
+def _activation_params(spec: TensorQuantSpec, lo: float, hi: float) -> QuantParams:
+    if spec.symmetric:
+        amax = max(abs(lo), abs(hi))
+        scale = np.float32(symmetric_scale(amax))
+        zp = np.zeros((), dtype=np.int8 if spec.dtype == "int8" else np.uint8)
+        return QuantParams(np.asarray(scale, np.float32), zp, None, spec.dtype, -amax, amax)
+    scale, zero_point = asymmetric_params(lo, hi)
+    return QuantParams(np.asarray(scale, np.float32), np.asarray(zero_point, np.uint8), None, spec.dtype, lo, hi)
+
+
+def _weight_params(spec: TensorQuantSpec, index: GraphIndex, config: QuantConfig) -> QuantParams:
+    value = index.constant_value(index.tensors[spec.tensor])
+    options = {"percentile": config.weights.percentile} if config.weights.method.value == "percentile" else {}
+    amax = np.asarray(weight_amax(value, spec.axis, config.weights.method.value, **options), dtype=np.float64)
+    scale = np.maximum(amax / 127.0, MIN_SCALE).astype(np.float32)
+    if spec.axis is None:
+        scale = scale.reshape(())
+    zp = np.zeros(scale.shape, dtype=np.int8)
+    return QuantParams(scale, zp, spec.axis, "int8", float(-amax.max()), float(amax.max()))
+
+
+def _bias_params(spec: TensorQuantSpec, plan: QuantPlan, params: dict[str, QuantParams]) -> QuantParams:
+    act, weight = spec.bias_of
+    act_p = params[plan.spec_for(act, Role.ACTIVATION).key]
+    weight_spec = next(s for s in plan.weights() if s.tensor == weight)
+    w_p = params[weight_spec.key]
+    scale = (np.float64(act_p.scale) * w_p.scale.astype(np.float64)).astype(np.float32)
+    scale = np.maximum(scale, np.float32(MIN_SCALE))
+    zp = np.zeros(scale.shape, dtype=np.int32)
+    return QuantParams(scale, zp, 0 if scale.ndim == 1 else None, "int32")

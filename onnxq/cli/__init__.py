@@ -1,0 +1,70 @@
+"""The ``onnxq`` command line: one module per subcommand, each with add_parser(sub) and run(args) -> int.
+
+Exit codes: 0 success, 1 failure while working (or a gate such as ``compare --min-sqnr`` failing),
+2 bad usage or bad input. Errors print one line, never a traceback (``-v`` shows it for bug reports).
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import logging
+import sys
+from collections.abc import Sequence
+
+from onnxq import __version__
+from onnxq.errors import OnnxqError
+
+COMMANDS = ("quantize", "inspect", "calibrate", "compare", "sensitivity", "demo")
+
+log = logging.getLogger("onnxq")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="onnxq", description="Post-training INT8 quantization of ONNX models for TensorRT and onnxruntime."
+    )
+    parser.add_argument("--version", action="version", version=f"onnxq {__version__}")
+    parser.add_argument("-v", "--verbose", action="count", default=0, help="more logging (-vv for debug)")
+    parser.add_argument("-q", "--quiet", action="store_true", help="errors only, no progress bar")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for name in COMMANDS:
+        try:
+            module = importlib.import_module(f"onnxq.cli.{name}")
+        except ModuleNotFoundError as exc:
+            if exc.name == f"onnxq.cli.{name}":
+                continue
+            raise
+        module.add_parser(sub)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as exc:  # argparse already printed usage and the error line
+        return int(exc.code or 0)
+    if not args.command:
+        parser.print_help()
+        return 2
+    level = logging.ERROR if args.quiet else (logging.WARNING, logging.INFO, logging.DEBUG)[min(args.verbose, 2)]
+    logging.basicConfig(level=level, format="onnxq: %(levelname)s: %(message)s")
+    try:
+        return int(args.run(args) or 0)
+    except OnnxqError as exc:
+        print(f"onnxq: error: {exc}", file=sys.stderr)
+        return exc.exit_code
+    except KeyboardInterrupt:
+        print("onnxq: interrupted; no output was written", file=sys.stderr)
+        return 130
+    except Exception as exc:  # a bug: keep the promise of no traceback unless asked
+        if args.verbose:
+            raise
+        print(f"onnxq: internal error: {type(exc).__name__}: {exc} (run with -v for details and report it)",
+              file=sys.stderr)
+        return 1
+
+
+def progress_enabled(args: argparse.Namespace) -> bool:
+    return not args.quiet and sys.stderr.isatty()

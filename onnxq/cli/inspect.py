@@ -1,0 +1,32 @@
+"""onnxq inspect: show the plan (what would be quantized, what stays float, and why) without data."""
+
+from __future__ import annotations
+
+import argparse
+import json
+
+from onnxq import api
+from onnxq.cli.common import add_quant_args, build_config
+from onnxq.placement import plan
+from onnxq.report.render import plan_text
+
+
+def add_parser(sub) -> None:
+    p = sub.add_parser("inspect", help="print the quantization plan of a model", description=__doc__)
+    p.add_argument("model", help="float ONNX model")
+    add_quant_args(p)
+    p.add_argument("--format", choices=["text", "json"], default="text")
+    p.set_defaults(run=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    config = build_config(args)
+    pre, notes = api.prepare(args.model)
+    qplan = plan(pre, config)
+    if args.format == "json":
+        print(json.dumps({"preprocess": notes, **qplan.to_dict()}, indent=2))
+    else:
+        for note in notes:
+            print(f"preprocess: {note}")
+        print(plan_text(qplan))
+    return 0

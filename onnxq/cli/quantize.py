@@ -1,0 +1,53 @@
+"""onnxq quantize: calibrate and write a QDQ model."""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+from pathlib import Path
+
+from onnxq import api, io
+from onnxq.cli import progress_enabled
+from onnxq.cli.common import add_data_args, add_quant_args, build_config, build_source
+from onnxq.collect import data as data_mod
+from onnxq.collect.stats import load_stats, save_stats
+from onnxq.report.render import report_json, report_text
+
+
+def add_parser(sub) -> None:
+    p = sub.add_parser("quantize", help="quantize a model to INT8 Q/DQ", description=__doc__)
+    p.add_argument("model", help="float ONNX model")
+    p.add_argument("-o", "--output", required=True, help="where to write the quantized model")
+    add_data_args(p)
+    add_quant_args(p)
+    p.add_argument("--save-stats", metavar="FILE", help="also save the collected statistics (.npz)")
+    p.add_argument("--load-stats", metavar="FILE", help="solve from saved statistics instead of running the model")
+    p.add_argument("--report-json", metavar="FILE", help="write the full report as JSON")
+    p.add_argument("--format", choices=["text", "json"], default="text", help="report format on stdout")
+    p.set_defaults(run=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    config = build_config(args)
+    io.check_output_path(Path(args.output), args.model)
+    stats = None
+    source = None
+    if args.load_stats:
+        stats, _meta = load_stats(args.load_stats)
+    model = io.load_model(args.model)
+    specs = data_mod.input_specs_from_model(model)
+    if not (args.load_stats and args.calib_data is None and args.calib_script is None and args.random is None):
+        source = build_source(args, specs, seed=config.seed)
+    result = api.quantize(model, source, config, stats=stats, progress=progress_enabled(args))
+    result.report = dataclasses.replace(result.report, model=str(args.model))
+    result.source = str(args.model)
+    if args.save_stats and result.stats:
+        save_stats(args.save_stats, result.stats, {"model": str(args.model)})
+    result.save(args.output)
+    if args.report_json:
+        io.write_bytes_atomic(report_json(result.report).encode(), args.report_json)
+    if not args.quiet:
+        print(report_json(result.report) if args.format == "json" else report_text(result.report, verbose=args.verbose > 0))
+        if args.format == "text":
+            print(f"wrote      {args.output}")
+    return 0

@@ -1,0 +1,175 @@
+"""Quantization options as frozen records.
+
+Strings from the CLI or a config file become enums in ``__post_init__``; a bad value raises
+``ConfigError`` naming the valid choices, and unknown keys in a config file get a "did you mean".
+One record per concern (activations, weights, placement) instead of a string-keyed option dict.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import json
+import tomllib
+from dataclasses import dataclass, field
+from enum import Enum
+from pathlib import Path
+from typing import Any
+
+from onnxq.errors import ConfigError
+
+
+class Target(str, Enum):
+    TENSORRT = "tensorrt"
+    ORT_CPU = "ort-cpu"
+
+
+class Method(str, Enum):
+    MINMAX = "minmax"
+    ENTROPY = "entropy"
+    MSE = "mse"
+    PERCENTILE = "percentile"
+
+
+class WeightMethod(str, Enum):
+    MAX = "max"
+    MSE = "mse"
+    PERCENTILE = "percentile"
+
+
+class WeightFormat(str, Enum):
+    QDQ = "qdq"  # float weight -> QuantizeLinear -> DequantizeLinear (TensorRT quantizes at build)
+    DQ_ONLY = "dq-only"  # int8 initializer -> DequantizeLinear (smaller file)
+
+
+class BatchStatistic(str, Enum):
+    NONE = "none"  # one range over all samples (batch-invariant)
+    MAX = "max"
+    MEAN = "mean"
+    MEDIAN = "median"
+    MODAL = "modal"
+
+
+def _enum(enum_type: type[Enum], value: Any, what: str) -> Enum:
+    if isinstance(value, enum_type):
+        return value
+    try:
+        return enum_type(str(value).lower())
+    except ValueError:
+        choices = ", ".join(e.value for e in enum_type)
+        raise ConfigError(f"invalid {what} {value!r}: choose one of {choices}") from None
+
+
+@dataclass(frozen=True)
+class ActivationSpec:
+    """How activation ranges are calibrated."""
+
+    method: Method = Method.MINMAX
+    num_bins: int = 2048
+    percentile: float = 99.99
+    batch_statistic: BatchStatistic = BatchStatistic.NONE
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "method", _enum(Method, self.method, "activation method"))
+        object.__setattr__(
+            self, "batch_statistic", _enum(BatchStatistic, self.batch_statistic, "batch statistic")
+        )
+        if self.num_bins < 256 or self.num_bins % 128:
+            raise ConfigError(f"num_bins must be a multiple of 128 and at least 256, got {self.num_bins}")
+        if not 50.0 < float(self.percentile) <= 100.0:
+            raise ConfigError(f"percentile must be in (50, 100], got {self.percentile}")
+
+    @property
+    def needs_histogram(self) -> bool:
+        return self.method is not Method.MINMAX
+
+
+@dataclass(frozen=True)
+class WeightSpec:
+    """How weights are quantized (always int8 symmetric, zero-point 0)."""
+
+    method: WeightMethod = WeightMethod.MAX
+    per_channel: bool = True
+    # TensorRT has been reported not to support per-output-channel ConvTranspose (TensorRT#2380).
+    convtranspose_per_channel: bool = True
+    format: WeightFormat = WeightFormat.QDQ
+    percentile: float = 99.99
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "method", _enum(WeightMethod, self.method, "weight method"))
+        object.__setattr__(self, "format", _enum(WeightFormat, self.format, "weight format"))
+
+
+@dataclass(frozen=True)
+class QuantConfig:
+    """Everything that decides the output model. Recorded in the written model's metadata."""
+
+    target: Target = Target.TENSORRT
+    activations: ActivationSpec = field(default_factory=ActivationSpec)
+    weights: WeightSpec = field(default_factory=WeightSpec)
+    exclude_nodes: tuple[str, ...] = ()  # regular expressions searched in node names
+    exclude_ops: tuple[str, ...] = ()  # op types left in float
+    batch_size: int = 1
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "target", _enum(Target, self.target, "target"))
+        if isinstance(self.activations, dict):
+            object.__setattr__(self, "activations", _from_dict(ActivationSpec, self.activations, "activations"))
+        if isinstance(self.weights, dict):
+            object.__setattr__(self, "weights", _from_dict(WeightSpec, self.weights, "weights"))
+        object.__setattr__(self, "exclude_nodes", tuple(self.exclude_nodes))
+        object.__setattr__(self, "exclude_ops", tuple(self.exclude_ops))
+        if self.batch_size < 1:
+            raise ConfigError(f"batch_size must be >= 1, got {self.batch_size}")
+
+    def to_dict(self) -> dict[str, Any]:
+        return _plain(dataclasses.asdict(self))
+
+    @staticmethod
+    def from_dict(data: dict[str, Any]) -> QuantConfig:
+        return _from_dict(QuantConfig, data, "config")
+
+
+def _plain(value: Any) -> Any:
+    if isinstance(value, Enum):
+        return value.value
+    if isinstance(value, dict):
+        return {k: _plain(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_plain(v) for v in value]
+    return value
+
+
+def _from_dict(cls: type, data: dict[str, Any], where: str) -> Any:
+    if not isinstance(data, dict):
+        raise ConfigError(f"{where} must be a table of keys, got {type(data).__name__}")
+    names = [f.name for f in dataclasses.fields(cls)]
+    for key in data:
+        if key not in names:
+            close = difflib.get_close_matches(key, names, n=1)
+            hint = f" (did you mean {close[0]!r}?)" if close else f" (valid keys: {', '.join(names)})"
+            raise ConfigError(f"unknown key {key!r} in {where}{hint}")
+    try:
+        return cls(**data)
+    except TypeError as exc:
+        raise ConfigError(f"bad value in {where}: {exc}") from None
+
+
+def load_config(path: str | Path) -> QuantConfig:
+    """Read a QuantConfig from a .toml or .json file (parsed as data: no code runs)."""
+    path = Path(path)
+    try:
+        text = path.read_bytes()
+    except OSError as exc:
+        raise ConfigError(f"cannot read config file {path}: {exc.strerror}") from None
+    try:
+        if path.suffix == ".toml":
+            data = tomllib.loads(text.decode("utf-8"))
+        elif path.suffix == ".json":
+            data = json.loads(text)
+        else:
+            raise ConfigError(f"config file {path} must end in .toml or .json")
+    except (tomllib.TOMLDecodeError, json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"config file {path} is not valid {path.suffix[1:]}: {exc}") from None
+    return QuantConfig.from_dict(data)

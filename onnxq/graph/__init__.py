@@ -1,0 +1,1 @@
+"""Read-only graph knowledge: the op taxonomy and queries over onnx-graphsurgeon graphs."""

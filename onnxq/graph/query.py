@@ -1,0 +1,73 @@
+"""Read-only queries over an onnx-graphsurgeon graph, computed once into plain dicts."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import onnx_graphsurgeon as gs
+
+from onnxq.graph.ops import FLOAT_DTYPES
+
+
+@dataclass(frozen=True)
+class GraphIndex:
+    """Producer and consumer maps of a graph, by tensor name, in graph (topological) order."""
+
+    graph: gs.Graph
+    tensors: dict[str, gs.Tensor]
+    producer: dict[str, gs.Node]
+    consumers: dict[str, list[tuple[gs.Node, int]]]
+    order: dict[str, int]  # node name -> position
+
+    @staticmethod
+    def build(graph: gs.Graph) -> GraphIndex:
+        producer: dict[str, gs.Node] = {}
+        consumers: dict[str, list[tuple[gs.Node, int]]] = {}
+        order: dict[str, int] = {}
+        for pos, node in enumerate(graph.nodes):
+            order[node.name] = pos
+            for out in node.outputs:
+                producer[out.name] = node
+            for idx, inp in enumerate(node.inputs):
+                if inp.name:
+                    consumers.setdefault(inp.name, []).append((node, idx))
+        return GraphIndex(graph, graph.tensors(), producer, consumers, order)
+
+    def is_constant(self, tensor: gs.Tensor) -> bool:
+        if isinstance(tensor, gs.Constant):
+            return True
+        node = self.producer.get(tensor.name)
+        return node is not None and node.op == "Constant"
+
+    def constant_value(self, tensor: gs.Tensor) -> np.ndarray | None:
+        if isinstance(tensor, gs.Constant):
+            return np.asarray(tensor.values)
+        node = self.producer.get(tensor.name)
+        if node is not None and node.op == "Constant" and "value" in node.attrs:
+            return np.asarray(node.attrs["value"].values)
+        return None
+
+    def dtype(self, tensor: gs.Tensor) -> np.dtype | None:
+        if isinstance(tensor, gs.Constant):
+            return np.asarray(tensor.values).dtype
+        if tensor.dtype is None:
+            return None
+        try:
+            return np.dtype(tensor.dtype)
+        except TypeError:
+            return None
+
+    def is_float(self, tensor: gs.Tensor) -> bool:
+        dt = self.dtype(tensor)
+        return dt is not None and dt in FLOAT_DTYPES
+
+    def is_graph_input(self, name: str) -> bool:
+        return any(t.name == name for t in self.graph.inputs)
+
+    def is_graph_output(self, name: str) -> bool:
+        return any(t.name == name for t in self.graph.outputs)
+
+    def single_consumer(self, name: str) -> gs.Node | None:
+        users = self.consumers.get(name, [])
+        return users[0][0] if len(users) == 1 and not self.is_graph_output(name) else None

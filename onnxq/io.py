@@ -1,0 +1,200 @@
+"""Reading and writing models: the only place (with the CLI) that touches model files.
+
+``load_model`` never modifies the file it reads. ``save_model`` validates first (onnx full check,
+onnxruntime loads and runs one sample, outputs finite) and then writes atomically: a temporary file in
+the destination folder renamed over the target, so a failure or an interruption leaves no partial file.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+import tempfile
+from collections.abc import Mapping
+from pathlib import Path
+
+import numpy as np
+import onnx
+from google.protobuf.message import DecodeError
+
+from onnxq import runtime
+from onnxq.errors import ModelLoadError, OutputError, UnsupportedModelError, ValidationError
+
+log = logging.getLogger(__name__)
+
+PROTOBUF_LIMIT = 2**31 - 1
+
+
+def load_model(source: str | os.PathLike | onnx.ModelProto) -> onnx.ModelProto:
+    """Load and sanity-check a model; a ModelProto argument is deep-copied, never modified."""
+    if isinstance(source, onnx.ModelProto):
+        model = onnx.ModelProto()
+        model.CopyFrom(source)
+        _check_model_shape(model, "the model object")
+        return model
+    path = Path(source)
+    if not path.exists():
+        raise ModelLoadError(f"model file {path} not found: check the path")
+    if path.is_dir():
+        raise ModelLoadError(f"{path} is a folder, not a model file: pass the .onnx file inside it")
+    if path.stat().st_size == 0:
+        raise ModelLoadError(f"model file {path} is empty: re-export the model")
+    try:
+        model = onnx.load_model(str(path), load_external_data=False)
+    except (DecodeError, RuntimeWarning, ValueError) as exc:
+        raise ModelLoadError(f"{path} is not an ONNX model (protobuf parse failed: {exc}): re-export it") from None
+    except OSError as exc:
+        raise ModelLoadError(f"cannot read model file {path}: {exc.strerror}") from None
+    _check_model_shape(model, str(path))
+    _load_external_data(model, path)
+    return model
+
+
+def _check_model_shape(model: onnx.ModelProto, where: str) -> None:
+    if not model.HasField("graph") or not model.graph.node or not model.opset_import or model.ir_version <= 0:
+        raise ModelLoadError(
+            f"{where} is not an ONNX model (no graph, nodes, opset or IR version): pass an exported .onnx model"
+        )
+    newest = onnx.defs.onnx_opset_version()
+    for opset in model.opset_import:
+        if opset.domain in ("", "ai.onnx") and opset.version > newest:
+            raise UnsupportedModelError(
+                f"{where} uses opset {opset.version}, newer than this onnx/onnxruntime supports ({newest}): "
+                f"re-export with opset <= {newest} or upgrade onnx and onnxruntime"
+            )
+
+
+def _external_tensors(model: onnx.ModelProto):
+    for tensor in onnx.external_data_helper._get_all_tensors(model):
+        if onnx.external_data_helper.uses_external_data(tensor):
+            yield tensor
+
+
+def _load_external_data(model: onnx.ModelProto, path: Path) -> None:
+    base = path.resolve().parent
+    for tensor in _external_tensors(model):
+        info = {e.key: e.value for e in tensor.external_data}
+        location = info.get("location", "")
+        target = (base / location).resolve()
+        if os.path.isabs(location) or base not in target.parents:
+            raise ModelLoadError(
+                f"tensor {tensor.name!r} stores its data at {location!r}, outside the model's folder: "
+                "move the data file next to the model (onnxq refuses paths that leave the folder)"
+            )
+        if not target.exists():
+            raise ModelLoadError(
+                f"external data file {location!r} of tensor {tensor.name!r} not found next to {path.name}: "
+                "copy it beside the model"
+            )
+    try:
+        onnx.external_data_helper.load_external_data_for_model(model, str(base))
+    except (OSError, ValueError) as exc:
+        raise ModelLoadError(f"cannot read external data of {path}: {exc}") from None
+
+
+def check_model(model: onnx.ModelProto, feed: Mapping[str, np.ndarray] | None) -> None:
+    """Full onnx check, then onnxruntime loads the model and runs ``feed``; outputs must be finite."""
+    try:
+        if model.ByteSize() > PROTOBUF_LIMIT:
+            _check_large(model)
+        else:
+            onnx.checker.check_model(model, full_check=True)
+    except onnx.checker.ValidationError as exc:
+        raise ValidationError(f"onnxq produced an invalid model ({_short(exc)}); please report this bug") from None
+    if feed is None:
+        return
+    try:
+        session = runtime.make_session(model if model.ByteSize() <= PROTOBUF_LIMIT else _large_bytes_path(model))
+        outputs = runtime.run(session, feed)
+    except UnsupportedModelError as exc:
+        raise ValidationError(f"onnxruntime cannot run the model onnxq produced ({exc}); please report this bug") from None
+    for name, value in zip(runtime.output_names(session), outputs):
+        if np.issubdtype(np.asarray(value).dtype, np.floating) and not np.all(np.isfinite(value)):
+            raise ValidationError(f"output {name!r} of the produced model is not finite; please report this bug")
+
+
+def _check_large(model: onnx.ModelProto) -> None:
+    with tempfile.TemporaryDirectory() as tmp:
+        path = os.path.join(tmp, "model.onnx")
+        onnx.save_model(model, path, save_as_external_data=True, location="model.onnx.data")
+        onnx.checker.check_model(path, full_check=True)
+
+
+def _large_bytes_path(model: onnx.ModelProto) -> str:
+    tmp = tempfile.mkdtemp(prefix="onnxq-check-")
+    path = os.path.join(tmp, "model.onnx")
+    onnx.save_model(model, path, save_as_external_data=True, location="model.onnx.data")
+    return path
+
+
+def _short(exc: BaseException) -> str:
+    return " ".join(str(exc).split())[:300]
+
+
+def save_model(
+    model: onnx.ModelProto,
+    path: str | os.PathLike,
+    *,
+    feed: Mapping[str, np.ndarray] | None = None,
+    source: str | os.PathLike | None = None,
+) -> Path:
+    """Validate ``model`` and write it atomically to ``path``; returns the path written.
+
+    Models over 2 GB are written with their tensors in ``<name>.data`` beside the model.
+    """
+    path = Path(path)
+    check_output_path(path, source)
+    check_model(model, feed)
+    large = model.ByteSize() > PROTOBUF_LIMIT
+    tmpdir = tempfile.mkdtemp(prefix=f".{path.name}.", dir=path.parent)
+    try:
+        tmp_model = os.path.join(tmpdir, path.name)
+        if large:
+            onnx.save_model(model, tmp_model, save_as_external_data=True, location=path.name + ".data")
+            os.replace(os.path.join(tmpdir, path.name + ".data"), str(path) + ".data")
+        else:
+            with open(tmp_model, "wb") as fh:
+                fh.write(model.SerializeToString(deterministic=True))
+                fh.flush()
+                os.fsync(fh.fileno())
+        os.replace(tmp_model, path)
+    except OSError as exc:
+        raise OutputError(f"cannot write {path}: {exc.strerror}: choose a writable location") from None
+    finally:
+        shutil.rmtree(tmpdir, ignore_errors=True)
+    return path
+
+
+def check_output_path(path: Path, source: str | os.PathLike | None) -> None:
+    """Refuse outputs that would overwrite the input or land in a missing/unwritable folder."""
+    if source is not None and not isinstance(source, onnx.ModelProto):
+        src = Path(source)
+        if src.exists() and path.exists() and os.path.samefile(src, path) or path.resolve() == src.resolve():
+            raise OutputError(f"output {path} is the input model: choose another output path (-o)")
+    parent = path.parent if str(path.parent) else Path(".")
+    if not parent.is_dir():
+        raise OutputError(f"output folder {parent} does not exist: create it or choose another -o path")
+    if not os.access(parent, os.W_OK):
+        raise OutputError(f"output folder {parent} is not writable: choose another -o path")
+    if path.is_dir():
+        raise OutputError(f"output {path} is a folder: give a file name such as {path / 'model.int8.onnx'}")
+
+
+def write_bytes_atomic(data: bytes, path: str | os.PathLike) -> Path:
+    """Write a small file (report, stats, json) atomically."""
+    path = Path(path)
+    parent = path.parent if str(path.parent) else Path(".")
+    if not parent.is_dir():
+        raise OutputError(f"output folder {parent} does not exist: create it or choose another path")
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=parent)
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(data)
+        os.replace(tmp, path)
+    except OSError as exc:
+        raise OutputError(f"cannot write {path}: {exc.strerror}") from None
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+    return path

@@ -1,0 +1,50 @@
+"""Frozen records of a quantization run: what was quantized, what was skipped and why, timings."""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from typing import Any
+
+from onnxq.placement.plan import Skip
+
+
+@dataclass(frozen=True)
+class TensorRecord:
+    """One planned tensor with its solved parameters (a scale summary for per-channel weights)."""
+
+    tensor: str
+    role: str
+    dtype: str
+    rule: str
+    axis: int | None
+    scale: float  # the scale (per tensor) or the largest channel scale (per channel)
+    channels: int  # 1 for per tensor
+    lo: float
+    hi: float
+    group: str | None = None
+
+
+@dataclass(frozen=True)
+class QuantReport:
+    model: str
+    target: str
+    method: str
+    config: dict[str, Any]
+    preprocess: tuple[str, ...]
+    data: str
+    samples: int
+    quantized_nodes: tuple[str, ...]
+    skipped: tuple[Skip, ...]
+    tensors: tuple[TensorRecord, ...]
+    timings: dict[str, float] = field(default_factory=dict)
+    check: dict[str, float] = field(default_factory=dict)  # output similarity on the validation sample
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    def counts(self) -> dict[str, int]:
+        roles: dict[str, int] = {}
+        for t in self.tensors:
+            roles[t.role] = roles.get(t.role, 0) + 1
+        return roles

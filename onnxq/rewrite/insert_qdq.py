@@ -1,0 +1,136 @@
+"""Insert Q/DQ pairs into a float graph according to a QuantPlan and solved parameters.
+
+One pair per planned tensor, shared by the consumers the plan lists; other consumers and graph outputs
+keep reading the float tensor. Names are derived from the tensor name (``<t>_q``, ``<t>_dq``,
+``<t>_scale``, ``<t>_zero_point``; a numeric suffix only on collision), so the output is deterministic.
+Weights become float -> Q -> DQ (default; TensorRT quantizes them at build) or, with ``dq_only``, an
+int8 initializer -> DQ. Biases planned as int32 become an int32 initializer -> DQ.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import onnx
+import onnx_graphsurgeon as gs
+
+from onnxq.graph.query import GraphIndex
+from onnxq.placement.plan import QuantPlan, Role, TensorQuantSpec
+
+NP_DTYPES = {"int8": np.int8, "uint8": np.uint8, "int32": np.int32}
+RANGES = {"int8": (-128, 127), "uint8": (0, 255), "int32": (-(2**31), 2**31 - 1)}
+
+
+@dataclass(frozen=True)
+class QuantParams:
+    """Scale and zero point of one spec; arrays are scalars (per tensor) or 1-D along ``axis``."""
+
+    scale: np.ndarray
+    zero_point: np.ndarray
+    axis: int | None
+    dtype: str
+    lo: float = 0.0  # calibrated float range, kept for the report
+    hi: float = 0.0
+
+
+def quantize_array(x: np.ndarray, params: QuantParams, narrow: bool = False) -> np.ndarray:
+    """numpy QuantizeLinear (round half to even, saturate), used for int8 weights and int32 biases."""
+    scale, zp = params.scale.astype(np.float64), params.zero_point.astype(np.float64)
+    if params.axis is not None and x.ndim > 0:
+        shape = [1] * x.ndim
+        shape[params.axis] = -1
+        scale, zp = scale.reshape(shape), zp.reshape(shape)
+    lo, hi = RANGES[params.dtype]
+    if narrow and params.dtype == "int8":
+        lo = -127
+    q = np.clip(np.rint(x.astype(np.float64) / scale) + zp, lo, hi)
+    return q.astype(NP_DTYPES[params.dtype])
+
+
+class _Names:
+    def __init__(self, graph: gs.Graph):
+        self.used = set(graph.tensors()) | {n.name for n in graph.nodes}
+
+    def new(self, base: str) -> str:
+        name, k = base, 1
+        while name in self.used:
+            name, k = f"{base}_{k}", k + 1
+        self.used.add(name)
+        return name
+
+
+def insert_qdq(
+    model: onnx.ModelProto, plan: QuantPlan, params: dict[str, QuantParams], *, dq_only: bool = False
+) -> onnx.ModelProto:
+    """Return a new model with Q/DQ inserted for every spec of ``plan``; ``model`` is not modified."""
+    graph = gs.import_onnx(model)
+    index = GraphIndex.build(graph)
+    nodes = {n.name: n for n in graph.nodes}
+    names = _Names(graph)
+    for spec in plan.specs:
+        if spec.key not in params:
+            raise KeyError(f"no quantization parameters for {spec.key!r}")
+        tensor = index.tensors.get(spec.tensor)
+        if tensor is None:
+            raise KeyError(f"planned tensor {spec.tensor!r} is not in the graph")
+        p = params[spec.key]
+        if spec.role is Role.ACTIVATION:
+            dq = _qdq_pair(graph, names, tensor, p)
+        else:
+            dq = _constant_dq(graph, names, index, tensor, spec, p, dq_only or spec.role is Role.BIAS)
+        for node_name, idx in spec.consumers:
+            nodes[node_name].inputs[idx] = dq
+    graph.cleanup(remove_unused_graph_inputs=False).toposort()
+    out = gs.export_onnx(graph, do_type_check=True)
+    _copy_model_fields(model, out)
+    return out
+
+
+def _scale_constants(graph: gs.Graph, names: _Names, base: str, p: QuantParams) -> tuple[gs.Constant, gs.Constant]:
+    scale = gs.Constant(names.new(f"{base}_scale"), np.asarray(p.scale, dtype=np.float32))
+    zero = gs.Constant(names.new(f"{base}_zero_point"), np.asarray(p.zero_point, dtype=NP_DTYPES[p.dtype]))
+    return scale, zero
+
+
+def _attrs(p: QuantParams) -> dict:
+    return {"axis": int(p.axis)} if p.axis is not None and np.ndim(p.scale) == 1 else {}
+
+
+def _qdq_pair(graph: gs.Graph, names: _Names, tensor: gs.Tensor, p: QuantParams) -> gs.Variable:
+    base = tensor.name
+    scale, zero = _scale_constants(graph, names, base, p)
+    q_out = gs.Variable(names.new(f"{base}_q"), dtype=NP_DTYPES[p.dtype], shape=tensor.shape)
+    dq_out = gs.Variable(names.new(f"{base}_dq"), dtype=tensor.dtype, shape=tensor.shape)
+    graph.nodes.append(gs.Node("QuantizeLinear", names.new(f"{base}_QuantizeLinear"),
+                               attrs=_attrs(p), inputs=[tensor, scale, zero], outputs=[q_out]))
+    graph.nodes.append(gs.Node("DequantizeLinear", names.new(f"{base}_DequantizeLinear"),
+                               attrs=_attrs(p), inputs=[q_out, scale, zero], outputs=[dq_out]))
+    return dq_out
+
+
+def _constant_dq(graph: gs.Graph, names: _Names, index: GraphIndex, tensor: gs.Tensor,
+                 spec: TensorQuantSpec, p: QuantParams, prequantized: bool) -> gs.Variable:
+    value = index.constant_value(tensor)
+    if not prequantized:
+        # Float weight -> Q -> DQ: TensorRT quantizes at build time with the same scale.
+        return _qdq_pair(graph, names, tensor, p)
+    base = tensor.name if spec.role is Role.WEIGHT else f"{tensor.name}_bias"
+    q_value = quantize_array(value, p, narrow=spec.role is Role.WEIGHT)
+    quant = gs.Constant(names.new(f"{base}_quantized"), q_value)
+    scale, zero = _scale_constants(graph, names, base, p)
+    dq_out = gs.Variable(names.new(f"{base}_dq"), dtype=value.dtype, shape=list(value.shape))
+    graph.nodes.append(gs.Node("DequantizeLinear", names.new(f"{base}_DequantizeLinear"),
+                               attrs=_attrs(p), inputs=[quant, scale, zero], outputs=[dq_out]))
+    return dq_out
+
+
+def _copy_model_fields(src: onnx.ModelProto, dst: onnx.ModelProto) -> None:
+    dst.ir_version = src.ir_version
+    del dst.opset_import[:]
+    dst.opset_import.extend(src.opset_import)
+    dst.doc_string = src.doc_string
+    dst.model_version = src.model_version
+    dst.domain = src.domain
+    del dst.metadata_props[:]
+    dst.metadata_props.extend(src.metadata_props)
