@@ -57,13 +57,13 @@ def data_path(root: str | Path | None, *parts: str) -> Path:
     """A file or folder inside the data root; raises FileNotFoundError naming the fix when it is missing."""
     path = data_root(root).joinpath(*parts)
     if not path.exists():
-        raise FileNotFoundError(f"{path} not found: set ONNXQ_DATA to the shared data folder (see models/README.md)")
+        raise FileNotFoundError(f"{path} not found: set ONNXQ_DATA to the shared data folder")
     return path
 
 
 # ------------------------------------------------------------------------------------ files and models
 def atomic_write_bytes(path: Path, data: bytes) -> Path:
-    """Write ``data`` to a temporary file beside ``path`` and rename it over: readers never see half a file."""
+    """Write ``data`` to a temporary file beside ``path``, then rename: no reader sees half a file."""
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
@@ -174,7 +174,7 @@ def extract_rapidocr_model(key: str, member: str, sha256: str, cache: str | Path
     data = rapidocr_onnx(member, cache)
     got = hashlib.sha256(data).hexdigest()
     if got != sha256:
-        raise RuntimeError(f"{member} in the wheel has SHA-256 {got}, expected {sha256}: use {RAPIDOCR_WHEEL}")
+        raise RuntimeError(f"{member} has SHA-256 {got}, expected {sha256}: use the {RAPIDOCR_WHEEL} wheel")
     return atomic_write_bytes(path, data)
 
 
@@ -182,7 +182,7 @@ def _find_or_download_wheel(folder: Path) -> Path:
     env = os.environ.get("ONNXQ_RAPIDOCR_WHEEL")
     if env:
         if not Path(env).is_file():
-            raise FileNotFoundError(f"ONNXQ_RAPIDOCR_WHEEL={env} is not a file: point it at {RAPIDOCR_WHEEL_GLOB}")
+            raise FileNotFoundError(f"ONNXQ_RAPIDOCR_WHEEL={env} is not a file: point it at the wheel")
         return Path(env)
     found = sorted(folder.glob(RAPIDOCR_WHEEL_GLOB))
     if found:
@@ -210,6 +210,10 @@ def session(model_path: str | Path, threads: int | None = None):
     opts.inter_op_num_threads = 1
     opts.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
     opts.log_severity_level = 3
+    # ONNXQ_EVAL_OPT=basic runs Q/DQ models as exact fake quantization (what TensorRT computes): onnxruntime's
+    # fused int8 x86 kernels saturate with int8 activations on CPUs without VNNI.
+    if os.environ.get("ONNXQ_EVAL_OPT", "all") == "basic":
+        opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_BASIC
     return ort.InferenceSession(str(model_path), opts, providers=["CPUExecutionProvider"])
 
 

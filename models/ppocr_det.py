@@ -37,7 +37,7 @@ def preprocess(rgb: np.ndarray) -> np.ndarray:
     """HxWx3 uint8 RGB -> [1,3,H,W] float32 model input; H and W must be multiples of 32."""
     h, w = rgb.shape[:2]
     if h % STRIDE or w % STRIDE:
-        raise ValueError(f"image is {w}x{h}: PP-OCR det needs sides that are multiples of 32; resize or pad it first")
+        raise ValueError(f"image is {w}x{h}: PP-OCR det needs sides that are multiples of 32: resize or pad")
     return common.bgr_unit_nchw(rgb)
 
 
@@ -62,7 +62,9 @@ def eval_feeds(data_root: Path | None = None, limit: int | None = None) -> Itera
     return _feeds(_files(data_root, "eval", limit))
 
 
-def evaluate(model_path: Path, data_root: Path | None = None, *, float_model: Path | None = None) -> dict[str, float]:
+def evaluate(
+    model_path: Path, data_root: Path | None = None, *, float_model: Path | None = None
+) -> dict[str, float]:
     """Hmean at IoU 0.5 (and box F1 against ``float_model``): see ``models/ppocr_det_eval.py``.
 
     Imported lazily so this recipe (build and feeds) works without the evaluator module.

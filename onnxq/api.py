@@ -58,17 +58,18 @@ def prepare(model: str | os.PathLike | onnx.ModelProto) -> tuple[onnx.ModelProto
     return pre, notes
 
 
-def as_source(data: DataArg, model: onnx.ModelProto) -> data_mod.DataSource:
+def as_source(data: DataArg, model: onnx.ModelProto, batch_size: int = 1) -> data_mod.DataSource:
     specs = data_mod.input_specs_from_model(model)
     if data is None:
         raise data_mod.CalibrationDataError("no calibration data given: pass a folder, a DataSource or an iterable")
     if isinstance(data, data_mod.DataSource):
         source = data
     elif isinstance(data, (str, os.PathLike)):
-        source = data_mod.from_dir(data, specs)
+        source = data_mod.from_dir(data, specs)  # images need explicit preprocessing: use from_images
     else:
         source = data_mod.from_iterable(data)
-    return data_mod.validated(source, specs)
+    # With batching, the collector validates whole batches instead (a fixed batch N > 1 rejects single samples).
+    return source if batch_size > 1 else data_mod.validated(source, specs)
 
 
 def quantize(
@@ -86,7 +87,7 @@ def quantize(
     pre, notes = prepare(model)
     qplan = plan(pre, config)
     timings["prepare"] = time.perf_counter() - t
-    source = as_source(data, pre) if data is not None else None
+    source = as_source(data, pre, config.batch_size) if data is not None else None
     t = time.perf_counter()
     samples = 0
     if stats is None:
@@ -160,7 +161,7 @@ def calibrate(
     config = config or QuantConfig()
     pre, _ = prepare(model)
     qplan = plan(pre, config)
-    stats, samples = collect(pre, qplan, as_source(data, pre), config, progress=progress)
+    stats, samples = collect(pre, qplan, as_source(data, pre, config.batch_size), config, progress=progress)
     return stats, samples, qplan
 
 

@@ -29,7 +29,7 @@ def activation_range(stats: TensorStats, config: QuantConfig, symmetric: bool) -
     if spec.batch_statistic is not BatchStatistic.NONE:
         from onnxq.calibrate.minmax import aggregate_batch_ranges
 
-        return aggregate_batch_ranges(stats.batch_ranges, spec.batch_statistic.value, symmetric=symmetric)
+        return aggregate_batch_ranges(stats.batch_ranges, spec.batch_statistic.value)
     options = {"percentile": spec.percentile} if spec.method is Method.PERCENTILE else {}
     return solve_range(stats, spec.method.value, symmetric=symmetric, **options)
 

@@ -26,6 +26,9 @@ def add_data_args(p: argparse.ArgumentParser, prefix: str = "calib", required: b
     i.add_argument("--image-size", type=int, nargs=2, metavar=("H", "W"), help="model input size (default: from model)")
     i.add_argument("--resize", choices=["stretch", "short-side", "letterbox"], default="short-side")
     i.add_argument("--short-side", type=int, help="resize the short side to this before the centre crop")
+    i.add_argument("--pad-value", type=float, nargs="+", default=[114.0], help="letterbox pad, 0-255 units")
+    i.add_argument("--pad-position", choices=["center", "top-left"], default="center",
+                   help="where the letterboxed image sits (YOLOX: top-left)")
     i.add_argument("--interpolation", choices=["bilinear", "bicubic", "nearest"], default="bilinear")
     i.add_argument("--pixel-scale", type=float, default=1 / 255, help="multiply pixels by this first (default 1/255)")
     i.add_argument("--mean", type=float, nargs="+", default=[0.0], help="per-channel mean subtracted after scaling")
@@ -78,6 +81,8 @@ def image_spec(args: argparse.Namespace) -> ImageSpec:
         resize=args.resize,
         short_side=args.short_side,
         interpolation=args.interpolation,
+        pad_value=args.pad_value[0] if len(args.pad_value) == 1 else tuple(args.pad_value),
+        pad_position=args.pad_position,
         scale=args.pixel_scale,
         mean=args.mean[0] if len(args.mean) == 1 else tuple(args.mean),
         std=args.std[0] if len(args.std) == 1 else tuple(args.std),

@@ -17,7 +17,7 @@ from tqdm import tqdm
 
 from onnxq import runtime
 from onnxq.collect import augment
-from onnxq.collect.data import DataSource, batched, input_specs_from_model
+from onnxq.collect.data import DataSource, batched, input_specs_from_model, validated
 from onnxq.collect.stats import TensorStats, merge_stats, new_stats, observe
 from onnxq.config import QuantConfig, Target
 from onnxq.errors import CalibrationDataError
@@ -49,7 +49,7 @@ def collect(
     stats = {t: empty for t in tensors}
     specs = input_specs_from_model(model)
     if config.batch_size > 1:
-        source = batched(source, config.batch_size, specs)
+        source = validated(batched(source, config.batch_size, specs), specs)
     inputs = {s.name for s in specs}
     internal = [t for t in tensors if t not in inputs]
     passes = _split_passes(model, internal, memory_mb) if hist else [internal]
@@ -72,7 +72,7 @@ def _run_pass(model, group, inputs, tensors, source, stats, hist, progress, desc
         fetch = [n for t in group for n in augment.range_output_names(t)]
     observed_inputs = [t for t in tensors if t in inputs]
     samples = 0
-    with tqdm(total=source.count, disable=not progress, unit="sample", desc=desc, leave=False) as bar:
+    with tqdm(total=source.count, disable=not progress, unit="batch", desc=desc, leave=False) as bar:
         for feed in source:
             outputs = runtime.run(session, feed, fetch) if fetch else []
             for name in observed_inputs:
@@ -84,9 +84,8 @@ def _run_pass(model, group, inputs, tensors, source, stats, hist, progress, desc
                 for k, name in enumerate(group):
                     lo, hi, size = outputs[3 * k: 3 * k + 3]
                     stats[name] = _observe_range(stats[name], float(lo), float(hi), int(size), name)
-            batch = _batch_size(feed)
-            samples += batch
-            bar.update(batch)
+            samples += _batch_size(feed)
+            bar.update(1)
     return samples
 
 

@@ -83,6 +83,11 @@ def format_shape(shape: Sequence[Dim] | None) -> str:
     return "[" + ", ".join("?" if d is None else str(d) for d in shape) + "]"
 
 
+def _dim_name(param: str) -> str | None:
+    """A named dynamic dim, or None; exporters write "?" for "unknown", which must not bind across dims."""
+    return param if param and param.strip("?") else None
+
+
 def input_specs_from_model(model: onnx.ModelProto) -> list[InputSpec]:
     """The inputs a feed must provide: graph inputs that are not initializers (IR < 4 lists weights
     as inputs too), with element types mapped to numpy dtypes."""
@@ -100,7 +105,8 @@ def input_specs_from_model(model: onnx.ModelProto) -> list[InputSpec]:
         tt = vi.type.tensor_type
         shape = None
         if tt.HasField("shape"):
-            shape = tuple(d.dim_value if d.HasField("dim_value") else (d.dim_param or None)
+            # Exporters sometimes write -1 (or 0) for a dynamic dim: treat any non-positive value as dynamic.
+            shape = tuple(d.dim_value if d.HasField("dim_value") and d.dim_value > 0 else (_dim_name(d.dim_param))
                           for d in tt.shape.dim)
         specs.append(InputSpec(vi.name, shape, onnx.helper.tensor_dtype_to_np_dtype(tt.elem_type)))
     return specs

@@ -31,23 +31,22 @@ propagate through min and max), one multiply, one abs, one float->int cast into 
 
 from __future__ import annotations
 
-import logging
 import math
 import os
 import tempfile
 import zipfile
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 
 import numpy as np
 
 from onnxq.errors import CalibrationDataError, ConfigError, OutputError
 
-logger = logging.getLogger(__name__)
-
 DEFAULT_NUM_BINS = 2048
 MIN_EXPONENT = -127
 STATS_FORMAT = "onnxq-stats/1"
 _CHUNK = 1 << 17  # elements per chunk: 512 KiB of float32, stays in L2 with its index buffer
+_LANES = 4  # interleaved sub-histograms, see _Workspace
+_MIN_LANED = 1 << 15  # tensors smaller than this count in one lane
 
 
 def exponent_for(absmax: float, num_bins: int) -> int:
@@ -75,13 +74,19 @@ class Histogram:
     def __post_init__(self) -> None:
         counts = np.array(self.counts, dtype=np.int64).reshape(-1)
         if counts.size < 2 or (counts < 0).any():
-            raise CalibrationDataError(
-                f"invalid histogram ({counts.size} bins, min count {counts.min(initial=0)}); "
-                "histograms need at least 2 bins and non-negative counts"
-            )
+            raise CalibrationDataError("a histogram needs at least 2 bins and non-negative counts")
         counts.flags.writeable = False
         object.__setattr__(self, "counts", counts)
         object.__setattr__(self, "exponent", int(self.exponent))
+
+    @classmethod
+    def _trusted(cls, counts: np.ndarray, exponent: int) -> Histogram:
+        """Wrap a fresh int64 array without copying or validating it (internal fast path)."""
+        hist = object.__new__(cls)
+        counts.flags.writeable = False
+        object.__setattr__(hist, "counts", counts)
+        object.__setattr__(hist, "exponent", exponent)
+        return hist
 
     @classmethod
     def empty(cls, num_bins: int = DEFAULT_NUM_BINS) -> Histogram:
@@ -99,11 +104,6 @@ class Histogram:
     @property
     def total(self) -> int:
         return int(self.counts.sum())
-
-    @property
-    def edges(self) -> np.ndarray:
-        """The ``num_bins + 1`` bin edges (exact in float64)."""
-        return np.arange(self.num_bins + 1, dtype=np.float64) * self.width
 
     @property
     def top_bin(self) -> int:
@@ -129,10 +129,13 @@ class Histogram:
 
 
 def _coarsen(counts: np.ndarray, shift: int) -> np.ndarray:
-    """Counts after ``shift`` pair-merges: new bin j = sum of old bins j*2**shift ... (j+1)*2**shift - 1."""
+    """Counts after ``shift`` pair-merges: new bin j = sum of old bins j*2**shift ... (j+1)*2**shift - 1.
+
+    ``shift == 0`` returns ``counts`` itself (callers only read it or add it into a new array).
+    """
     n = counts.size
     if shift <= 0:
-        return counts.copy()
+        return counts
     out = np.zeros(n, np.int64)
     if shift >= (n - 1).bit_length():  # every old index j < n has j >> shift == 0
         out[0] = counts.sum()
@@ -153,7 +156,7 @@ def merge(a: Histogram, b: Histogram) -> Histogram:
             "collect all statistics with the same num_bins"
         )
     e = max(a.exponent, b.exponent)
-    return Histogram(_coarsen(a.counts, e - a.exponent) + _coarsen(b.counts, e - b.exponent), e)
+    return Histogram._trusted(_coarsen(a.counts, e - a.exponent) + _coarsen(b.counts, e - b.exponent), e)
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -185,26 +188,65 @@ def _finite_minmax(x: np.ndarray) -> tuple[float, float]:
 
 
 class _Workspace:
-    """Per-call scratch buffers reused across chunks (never shared between calls)."""
+    """Scratch buffers for one ``observe`` call, reused across its chunks (never shared between calls).
 
-    def __init__(self, size: int, dtype: np.dtype, num_bins: int) -> None:
-        work = np.float64 if dtype == np.float64 else np.float32
-        self.f = np.empty(size, work)
-        self.i = np.empty(size, np.int16 if num_bins <= np.iinfo(np.int16).max else np.int32)
-        self.num_bins = num_bins
+    Counting is ``np.bincount`` of integer bin indices. Runs of equal indices (the exact zeros of ReLU
+    outputs) serialise its increments on one counter, so element k is counted in lane ``k % _LANES``
+    (index + lane * span) and the lanes are summed at the end: same counts, ~20 % faster on such data.
+    """
 
-    def count(self, v: np.ndarray, exponent: int, *, absolute: bool, in_place: bool = False) -> np.ndarray:
-        """bincount of floor(|v| * 2**-exponent); requires |v| < num_bins * 2**exponent.
+    def __init__(self, size: int, dtype: np.dtype, num_bins: int, halves: int) -> None:
+        self.f = np.empty(size, np.float64 if dtype == np.float64 else np.float32)
+        self.span = halves * num_bins
+        self.num_lanes = _LANES if size >= _MIN_LANED else 1  # small tensors: not worth the set-up
+        itype = np.int16 if self.num_lanes * self.span <= np.iinfo(np.int16).max else np.int32
+        self.i = np.empty(size, itype)
+        lanes = np.arange(self.num_lanes, dtype=itype) * self.span
+        self.lanes = np.tile(lanes, -(-size // self.num_lanes))[:size] if self.num_lanes > 1 else None
+        self.j = np.empty(size if halves == 2 else 0, itype)
+        self.mask = np.empty(size if halves == 2 else 0, bool)
 
-        With ``in_place`` the values are already in ``self.f[:v.size]`` and are scaled there.
-        """
-        f = self.f[: v.size]
-        i = self.i[: v.size]
-        np.multiply(f if in_place else v, f.dtype.type(math.ldexp(1.0, -exponent)), out=f)
-        if absolute:
-            np.abs(f, out=f)
+    def count(self, m: int) -> np.ndarray:
+        """Per-lane bincount of the indices in ``self.i[:m]``: shape (num_lanes * span,)."""
+        i = self.i[:m]
+        if self.lanes is not None:
+            np.add(i, self.lanes[:m], out=i)
+        return np.bincount(i, minlength=self.num_lanes * self.span)
+
+    def index_abs(self, x: np.ndarray, exponent: int) -> None:
+        """self.i[:m] = floor(|x| * 2**-exponent)."""
+        f, i = self.f[: x.size], self.i[: x.size]
+        np.multiply(x, f.dtype.type(math.ldexp(1.0, -exponent)), out=f)  # exact: a power of two
+        np.abs(f, out=f)
         np.copyto(i, f, casting="unsafe")  # truncation == floor for non-negative values
-        return np.bincount(i, minlength=self.num_bins)
+
+    def index_signed(self, x: np.ndarray, e_pos: int, e_neg: int) -> None:
+        """self.i[:m] = floor(x * 2**-e_pos) for x >= 0, n + floor(-x * 2**-e_neg) for x < 0.
+
+        Branch-free (masked ufuncs are ~50x slower on random signs): the two floors are computed on
+        max(x, 0) and -min(x, 0), one of which is 0 for every element, and added; the half offset n is
+        added in integers (adding it in floating point could round the fraction up).
+        """
+        f, i, j = self.f[: x.size], self.i[: x.size], self.j[: x.size]
+        np.maximum(x, 0, out=f)
+        np.multiply(f, f.dtype.type(math.ldexp(1.0, -e_pos)), out=f)
+        np.copyto(i, f, casting="unsafe")
+        np.minimum(x, 0, out=f)
+        np.multiply(f, f.dtype.type(-math.ldexp(1.0, -e_neg)), out=f)
+        np.copyto(j, f, casting="unsafe")
+        np.add(i, j, out=i)
+        np.less(x, 0, out=self.mask[: x.size])
+        np.multiply(self.mask[: x.size], i.dtype.type(self.span // 2), out=j)
+        np.add(i, j, out=i)
+
+
+def _rescale(acc: np.ndarray, exps: list[int], new: list[int]) -> np.ndarray:
+    """Fold the lanes of ``acc`` (lanes, halves, n) and move each half to its new exponent."""
+    folded = acc.sum(axis=0)
+    out = np.zeros_like(acc)
+    for h, (old, e) in enumerate(zip(exps, new, strict=True)):
+        out[0, h] = _coarsen(folded[h], e - old)
+    return out
 
 
 def _chunks(x: np.ndarray):
@@ -212,50 +254,34 @@ def _chunks(x: np.ndarray):
         yield x[start : start + _CHUNK]
 
 
-def _scan_abs(x: np.ndarray, num_bins: int) -> tuple[float, float, Histogram]:
-    """min, max and |x| histogram of a non-empty flat float array, chunk by chunk."""
-    ws = _Workspace(min(x.size, _CHUNK), x.dtype, num_bins)
-    counts = np.zeros(num_bins, np.int64)
-    exp, lo, hi = MIN_EXPONENT, math.inf, -math.inf
-    for xc in _chunks(x):
-        cmin, cmax = _finite_minmax(xc)
-        lo, hi = min(lo, cmin), max(hi, cmax)
-        e = exponent_for(max(-cmin, cmax), num_bins)
-        if e > exp:
-            counts, exp = _coarsen(counts, e - exp), e
-        counts += ws.count(xc, exp, absolute=True)
-    return lo, hi, Histogram(counts, exp)
+def _scan(x: np.ndarray, num_bins: int, signed: bool) -> tuple[float, float, list[Histogram]]:
+    """min, max and histograms ([|x|] or [pos, neg]) of a non-empty flat float array, chunk by chunk.
 
-
-def _scan_signed(x: np.ndarray, num_bins: int) -> tuple[float, float, Histogram, Histogram]:
-    """min, max and the (pos, neg) histograms of a non-empty flat float array.
-
-    pos counts max(x, 0) and neg counts max(-x, 0); each then removes the zeros contributed by the
-    other sign from its bin 0 (``x < 0`` decides the side, so -0.0 counts as positive).
+    |x|: bin = floor(|x| * 2**-e). Signed: x >= 0 goes to bin floor(x * 2**-e_pos) of the first half,
+    x < 0 to bin n + floor(-x * 2**-e_neg) of the second (so -0.0 counts as positive). Each chunk's
+    exponents can only grow the running ones; when they do, the counts so far are coarsened first.
     """
-    ws = _Workspace(min(x.size, _CHUNK), x.dtype, num_bins)
-    pos, neg = np.zeros(num_bins, np.int64), np.zeros(num_bins, np.int64)
-    epos = eneg = MIN_EXPONENT
-    lo, hi = math.inf, -math.inf
+    halves = 2 if signed else 1
+    ws = _Workspace(min(x.size, _CHUNK), x.dtype, num_bins, halves)
+    acc = np.zeros((ws.num_lanes, halves, num_bins), np.int64)
+    exps = [MIN_EXPONENT] * halves
+    lo, hi, counted = math.inf, -math.inf, False
     for xc in _chunks(x):
         cmin, cmax = _finite_minmax(xc)
         lo, hi = min(lo, cmin), max(hi, cmax)
-        n_neg = int(np.count_nonzero(xc < 0))
-        e = exponent_for(max(cmax, 0.0), num_bins)
-        if e > epos:
-            pos, epos = _coarsen(pos, e - epos), e
-        e = exponent_for(max(-cmin, 0.0), num_bins)
-        if e > eneg:
-            neg, eneg = _coarsen(neg, e - eneg), e
-        f = ws.f[: xc.size]
-        np.maximum(xc, 0, out=f)
-        pos += ws.count(xc, epos, absolute=False, in_place=True)
-        pos[0] -= n_neg
-        np.negative(xc, out=f)
-        np.maximum(f, 0, out=f)
-        neg += ws.count(xc, eneg, absolute=False, in_place=True)
-        neg[0] -= xc.size - n_neg
-    return lo, hi, Histogram(pos, epos), Histogram(neg, eneg)
+        tops = [max(cmax, 0.0), max(-cmin, 0.0)] if signed else [max(cmax, -cmin)]
+        new = [max(e, exponent_for(t, num_bins)) for e, t in zip(exps, tops, strict=True)]
+        if new != exps:
+            acc = _rescale(acc, exps, new) if counted else acc
+            exps = new
+        if signed:
+            ws.index_signed(xc, exps[0], exps[1])
+        else:
+            ws.index_abs(xc, exps[0])
+        acc += ws.count(xc.size).reshape(acc.shape)
+        counted = True
+    folded = acc.sum(axis=0)
+    return lo, hi, [Histogram._trusted(folded[h].copy(), exps[h]) for h in range(halves)]
 
 
 def histogram(x: np.ndarray, num_bins: int = DEFAULT_NUM_BINS) -> Histogram:
@@ -263,7 +289,7 @@ def histogram(x: np.ndarray, num_bins: int = DEFAULT_NUM_BINS) -> Histogram:
     x = _prepare(x)
     if x.size == 0:
         return Histogram.empty(num_bins)
-    return _scan_abs(x, num_bins)[2]
+    return _scan(x, num_bins, signed=False)[2][0]
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -271,7 +297,15 @@ def histogram(x: np.ndarray, num_bins: int = DEFAULT_NUM_BINS) -> Histogram:
 
 
 def _ranges_array(ranges: np.ndarray | None) -> np.ndarray:
-    arr = np.zeros((0, 2)) if ranges is None else np.array(ranges, dtype=np.float64).reshape(-1, 2)
+    """A read-only (batches, 2) float64 array; read-only float64 input is shared, anything else copied."""
+    arr = np.zeros((0, 2)) if ranges is None else np.asarray(ranges, dtype=np.float64).reshape(-1, 2)
+    if arr.flags.writeable:
+        arr = arr.copy()
+        arr.flags.writeable = False
+    return arr
+
+
+def _frozen(arr: np.ndarray) -> np.ndarray:
     arr.flags.writeable = False
     return arr
 
@@ -332,15 +366,16 @@ class TensorStats:
     def __eq__(self, other: object) -> bool:
         if not isinstance(other, TensorStats):
             return NotImplemented
-        same = (self.num_bins, self.count, self.min, self.max, self.hist, self.pos, self.neg) == (
-            other.num_bins, other.count, other.min, other.max, other.hist, other.pos, other.neg,
-        )
+        fields = ("num_bins", "count", "min", "max", "hist", "pos", "neg")
+        same = all(getattr(self, f) == getattr(other, f) for f in fields)
         return same and np.array_equal(self.batch_ranges, other.batch_ranges)
 
     __hash__ = None  # type: ignore[assignment]
 
 
-def new_stats(num_bins: int = DEFAULT_NUM_BINS, *, histogram: bool = True, signed: bool = False) -> TensorStats:
+def new_stats(
+    num_bins: int = DEFAULT_NUM_BINS, *, histogram: bool = True, signed: bool = False
+) -> TensorStats:
     """Empty statistics: min/max only (``histogram=False``), |x| histogram, or signed histograms."""
     if isinstance(num_bins, bool) or not isinstance(num_bins, (int, np.integer)) or num_bins < 2:
         raise ConfigError(f"num_bins must be an integer >= 2, got {num_bins!r}; 2048 is the usual choice")
@@ -364,12 +399,12 @@ def observe(stats: TensorStats, x: np.ndarray) -> TensorStats:
         return stats
     hist = pos = neg = None
     if stats.signed:
-        lo, hi, pos, neg = _scan_signed(flat, stats.num_bins)
+        lo, hi, (pos, neg) = _scan(flat, stats.num_bins, signed=True)
     elif stats.has_histogram:
-        lo, hi, hist = _scan_abs(flat, stats.num_bins)
+        lo, hi, (hist,) = _scan(flat, stats.num_bins, signed=False)
     else:
         lo, hi = _finite_minmax(flat)
-    batch = TensorStats(stats.num_bins, int(flat.size), lo, hi, hist, pos, neg, np.array([[lo, hi]]))
+    batch = TensorStats(stats.num_bins, int(flat.size), lo, hi, hist, pos, neg, _frozen(np.array([[lo, hi]])))
     return merge_stats(stats, batch)
 
 
@@ -393,14 +428,15 @@ def merge_stats(a: TensorStats, b: TensorStats) -> TensorStats:
         both(a.hist, b.hist),
         both(a.pos, b.pos),
         both(a.neg, b.neg),
-        np.concatenate([a.batch_ranges, b.batch_ranges]),
+        _frozen(np.concatenate([a.batch_ranges, b.batch_ranges])),
     )
 
 
 # ---------------------------------------------------------------------------------------------------
 # Persistence: a plain .npz, loadable with allow_pickle=False
 
-_MODES = {0: (False, False), 1: (True, False), 2: (True, True)}
+_MODES = {0: (False, False), 1: (True, False), 2: (True, True)}  # mode -> (has_histogram, signed)
+_READ_ERRORS = (OSError, ValueError, KeyError, TypeError, EOFError, zipfile.BadZipFile, CalibrationDataError)
 
 
 def _stats_arrays(i: int, s: TensorStats) -> dict[str, np.ndarray]:
@@ -417,7 +453,9 @@ def _stats_arrays(i: int, s: TensorStats) -> dict[str, np.ndarray]:
     return out
 
 
-def save_stats(path: str | os.PathLike, stats: dict[str, TensorStats], meta: dict[str, str] | None = None) -> None:
+def save_stats(
+    path: str | os.PathLike, stats: dict[str, TensorStats], meta: dict[str, str] | None = None
+) -> None:
     """Write ``stats`` (and string metadata) to ``path`` as an .npz, atomically (temp file + rename)."""
     meta = dict(meta or {})
     arrays: dict[str, np.ndarray] = {
@@ -433,7 +471,8 @@ def save_stats(path: str | os.PathLike, stats: dict[str, TensorStats], meta: dic
     try:
         fd, tmp = tempfile.mkstemp(prefix=f".{os.path.basename(path)}.", suffix=".tmp", dir=folder)
     except OSError as err:
-        raise OutputError(f"cannot write statistics to {path}: {err.strerror}; choose a writable folder") from err
+        msg = f"cannot write statistics to {path}: {err.strerror}; choose a writable folder"
+        raise OutputError(msg) from err
     try:
         with os.fdopen(fd, "wb") as fh:
             np.savez(fh, **arrays)
@@ -456,7 +495,8 @@ def _read_tensor(data, i: int) -> TensorStats:
         kw = {"pos": Histogram(data[f"{i}/pos"], e_pos), "neg": Histogram(data[f"{i}/neg"], e_neg)}
     elif has_hist:
         kw = {"hist": Histogram(data[f"{i}/counts"], e_hist)}
-    return TensorStats(num_bins, count, float(rng[0]), float(rng[1]), batch_ranges=data[f"{i}/batches"], **kw)
+    lo, hi = float(rng[0]), float(rng[1])
+    return TensorStats(num_bins, count, lo, hi, batch_ranges=data[f"{i}/batches"], **kw)
 
 
 def load_stats(path: str | os.PathLike) -> tuple[dict[str, TensorStats], dict[str, str]]:
@@ -466,15 +506,15 @@ def load_stats(path: str | os.PathLike) -> tuple[dict[str, TensorStats], dict[st
     if not os.path.isfile(path):
         raise CalibrationDataError(f"statistics file {path} does not exist; {fix}")
     try:
-        with np.load(path, allow_pickle=False) as data:
-            if not isinstance(data, np.lib.npyio.NpzFile):
-                raise ValueError("not an .npz archive")
+        data = np.load(path, allow_pickle=False)
+        if not isinstance(data, np.lib.npyio.NpzFile):
+            raise ValueError("not an .npz archive")
+        with data:
             if str(data["format"]) != STATS_FORMAT:
                 raise ValueError(f"format {str(data['format'])!r}, expected {STATS_FORMAT!r}")
             names = [str(n) for n in data["names"]]
             meta = {str(k): str(v) for k, v in zip(data["meta_keys"], data["meta_values"], strict=True)}
             stats = {name: _read_tensor(data, i) for i, name in enumerate(names)}
-    except (OSError, ValueError, KeyError, TypeError, AttributeError, EOFError, zipfile.BadZipFile,
-            CalibrationDataError) as err:
+    except _READ_ERRORS as err:
         raise CalibrationDataError(f"{path} is not a valid onnxq statistics file ({err}); {fix}") from err
     return stats, meta

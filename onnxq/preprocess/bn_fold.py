@@ -92,9 +92,9 @@ def _fold_one(graph: gs.Graph, bn: gs.Node, names: set[str]) -> str | None:
     producer = x.inputs[0]
     params = _bn_params(bn)
     if producer.op == "Gemm":
-        reason = _fold_gemm(graph, producer, params, names)
+        reason = _fold_gemm(producer, params, names)
     else:
-        reason = _fold_conv(graph, producer, params, names)
+        reason = _fold_conv(producer, params, names)
     if reason:
         return reason
     y = bn.outputs[0]
@@ -138,7 +138,7 @@ def _bn_params(bn: gs.Node) -> _BnParams:
     return _BnParams(scale=gamma / np.sqrt(var + eps), mean=mean, beta=beta)
 
 
-def _fold_conv(graph: gs.Graph, conv: gs.Node, bn: _BnParams, names: set[str]) -> str | None:
+def _fold_conv(conv: gs.Node, bn: _BnParams, names: set[str]) -> str | None:
     """W' = W * s per output channel (axis 0 for Conv, axis 1 within groups for ConvTranspose)."""
     weight = conv.inputs[1] if len(conv.inputs) > 1 else None
     if weight is None or not _is_float_constant(weight) or weight.values.ndim < 3:
@@ -170,7 +170,7 @@ def _fold_conv(graph: gs.Graph, conv: gs.Node, bn: _BnParams, names: set[str]) -
     return None
 
 
-def _fold_gemm(graph: gs.Graph, gemm: gs.Node, bn: _BnParams, names: set[str]) -> str | None:
+def _fold_gemm(gemm: gs.Node, bn: _BnParams, names: set[str]) -> str | None:
     """B' = B * s per output column, C' = (beta_g * C - mean) * s + beta, Gemm beta = 1."""
     b_in = gemm.inputs[1]
     if not _is_float_constant(b_in) or b_in.values.ndim != 2:

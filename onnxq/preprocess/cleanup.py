@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import logging
 
+import numpy as np
 import onnx
 import onnx_graphsurgeon as gs
 
@@ -34,7 +35,8 @@ from onnxq.preprocess.shapes import infer_shapes
 logger = logging.getLogger(__name__)
 
 RANDOM_OPS = frozenset(
-    {"RandomNormal", "RandomUniform", "RandomNormalLike", "RandomUniformLike", "Bernoulli", "Multinomial", "Dropout"}
+    {"RandomNormal", "RandomUniform", "RandomNormalLike", "RandomUniformLike", "Bernoulli", "Multinomial"}
+    | {"Dropout"}
 )
 EXPANDING_OPS = frozenset({"Expand", "Tile", "ConstantOfShape", "Range"})
 FOLDABLE_DOMAINS = frozenset({None, "", "ai.onnx", "ai.onnx.ml", "com.microsoft"})
@@ -78,16 +80,10 @@ def _known_bytes(tensor: gs.Tensor) -> int:
     for d in shape:
         count *= d
     try:
-        itemsize = onnx.helper.tensor_dtype_to_np_dtype(_gs_dtype_to_onnx(dtype)).itemsize
-    except (KeyError, TypeError, ValueError):
+        itemsize = np.dtype(dtype).itemsize
+    except TypeError:  # a dtype numpy does not know (bfloat16, float8): at most 8 bytes
         itemsize = 8
     return count * itemsize
-
-
-def _gs_dtype_to_onnx(dtype: object) -> int:
-    if isinstance(dtype, int):
-        return dtype
-    return onnx.helper.np_dtype_to_tensor_dtype(dtype)  # type: ignore[arg-type]
 
 
 def remove_identities(graph: gs.Graph) -> gs.Graph:

@@ -144,12 +144,14 @@ def _culprits(model: onnx.ModelProto, target: int) -> list[str]:
     typed = shapes.infer_shapes(model).graph
     types = {vi.name: vi for vi in [*typed.input, *typed.value_info, *typed.output]}
     for tensor in model.graph.initializer:
-        types.setdefault(tensor.name, helper.make_tensor_value_info(tensor.name, tensor.data_type, tensor.dims))
+        typed_init = helper.make_tensor_value_info(tensor.name, tensor.data_type, tensor.dims)
+        types.setdefault(tensor.name, typed_init)
     failing = []
     for op in sorted({n.op_type for n in model.graph.node if n.domain in DEFAULT_DOMAINS}):
         nodes = [n for n in model.graph.node if n.op_type == op and n.domain in DEFAULT_DOMAINS]
         names = list(dict.fromkeys(i for n in nodes for i in n.input if i))
-        inputs = [types.get(name) or helper.make_tensor_value_info(name, onnx.TensorProto.FLOAT, None) for name in names]
+        untyped = onnx.TensorProto.FLOAT
+        inputs = [types.get(name) or helper.make_tensor_value_info(name, untyped, None) for name in names]
         outputs = [helper.make_empty_tensor_value_info(o) for n in nodes for o in n.output if o]
         probe = helper.make_model(
             helper.make_graph(nodes, "probe", inputs, outputs), opset_imports=list(model.opset_import)

@@ -25,6 +25,7 @@ from onnxq.preprocess.shapes import fits_in_memory_api, infer_shapes
 logger = logging.getLogger(__name__)
 
 PER_CHANNEL_OPSET = 13
+_BN = "BatchNormalization"
 
 
 @dataclass(frozen=True)
@@ -100,7 +101,8 @@ def _cleanup_notes(before: Counter[str], after: Counter[str]) -> list[str]:
     if not removed and not added:
         return []
     detail = ", ".join(f"{op} {count}" for op, count in removed.most_common())
-    note = f"folded constants and removed dead nodes: {total} nodes fewer ({detail})"
+    plural = "" if total == 1 else "s"
+    note = f"folded constants and removed dead nodes: {total} node{plural} fewer ({detail})"
     if added:
         note += "; added " + ", ".join(f"{op} {count}" for op, count in added.most_common())
     return [note]
@@ -108,9 +110,9 @@ def _cleanup_notes(before: Counter[str], after: Counter[str]) -> list[str]:
 
 def _bn_notes(before: onnx.ModelProto, after: onnx.ModelProto) -> list[str]:
     """A folded BN's output keeps its name and is now written by the node it was folded into."""
-    bn_outputs = [n.output[0] for n in before.graph.node if n.op_type == "BatchNormalization"]
+    bn_outputs = [n.output[0] for n in before.graph.node if n.op_type == _BN]
     producer = {out: node.op_type for node in after.graph.node for out in node.output}
-    into = Counter(producer[name] for name in bn_outputs if producer.get(name, "BatchNormalization") != "BatchNormalization")
+    into = Counter(producer[name] for name in bn_outputs if producer.get(name, _BN) != _BN)
     notes = []
     if into:
         detail = ", ".join(f"{op} {count}" for op, count in into.most_common())

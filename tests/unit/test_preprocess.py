@@ -139,7 +139,9 @@ def test_bn_folds_into_conv_transpose(group, bias):
 
 
 @pytest.mark.parametrize("trans_b", [0, 1])
-@pytest.mark.parametrize("c_shape", [None, (5,), (1, 5), (3, 5), ()], ids=["noC", "C-vec", "C-row", "C-mat", "C-scalar"])
+@pytest.mark.parametrize(
+    "c_shape", [None, (5,), (1, 5), (3, 5), ()], ids=["noC", "C-vec", "C-row", "C-mat", "C-scalar"]
+)
 def test_bn_folds_into_gemm(trans_b, c_shape):
     rng = _rng(4)
     k, n = 7, 5
@@ -193,7 +195,8 @@ def test_bn_not_folded_in_training_mode_or_with_variable_stats():
 
 def test_standalone_bn_left_alone():
     rng = _rng(8)
-    model = _model([_bn_node("x", "y")], [_vi("x", [1, 4, 3, 3])], [_vi("y", [1, 4, 3, 3])], _bn_inits(4, rng))
+    shape = [1, 4, 3, 3]
+    model = _model([_bn_node("x", "y")], [_vi("x", shape)], [_vi("y", shape)], _bn_inits(4, rng))
     out, notes = preprocess(model)
     assert _ops(out) == Counter({"BatchNormalization": 1})
     assert notes == ["1 BatchNormalization left unfolded (no foldable producer, shared output, "
@@ -414,7 +417,9 @@ def test_input_model_is_not_modified():
 
 def test_options_disable_passes_and_validate():
     model = _opset11_model(_rng(19))
-    off = PreprocessOptions(upgrade_opset=False, fold_constants=False, infer_shapes=False, fold_batchnorm=False)
+    off = PreprocessOptions(
+        upgrade_opset=False, fold_constants=False, infer_shapes=False, fold_batchnorm=False
+    )
     out, notes = preprocess(model, off)
     assert notes == [] and out.SerializeToString() == model.SerializeToString()
     with pytest.raises(ConfigError, match="min_opset"):
