@@ -210,10 +210,11 @@ def session(model_path: str | Path, threads: int | None = None):
     opts.inter_op_num_threads = 1
     opts.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
     opts.log_severity_level = 3
-    # ONNXQ_EVAL_OPT=basic runs Q/DQ models as exact fake quantization (what TensorRT computes): onnxruntime's
-    # fused int8 x86 kernels saturate with int8 activations on CPUs without VNNI.
-    if os.environ.get("ONNXQ_EVAL_OPT", "all") == "basic":
-        opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_BASIC
+    # ONNXQ_EVAL_OPT=exact runs Q/DQ models as exact fake quantization (what TensorRT computes): onnxruntime's
+    # graph optimizations rewrite Q/DQ into int8 kernels that differ from it (on x86 without VNNI its
+    # int8 Conv saturates with int8 activations), so they are disabled.
+    if os.environ.get("ONNXQ_EVAL_OPT", "all") == "exact":
+        opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
     return ort.InferenceSession(str(model_path), opts, providers=["CPUExecutionProvider"])
 
 
