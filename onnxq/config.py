@@ -94,6 +94,10 @@ class WeightSpec:
     convtranspose_per_channel: bool = True
     format: WeightFormat = WeightFormat.QDQ
     percentile: float = 99.99
+    # 7-bit weights ([-63, 63]). onnxruntime's x86 int8 kernels without VNNI add pairs of uint8 x int8
+    # products in int16 and saturate with full-range weights; 7 bits cannot saturate. None = the target's
+    # default: on for ort-cpu, off for tensorrt (TensorRT has no such limit).
+    reduce_range: bool | None = None
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "method", _enum(WeightMethod, self.method, "weight method"))

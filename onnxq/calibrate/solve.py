@@ -17,7 +17,7 @@ from onnxq.calibrate.params import MIN_SCALE, asymmetric_params, symmetric_scale
 from onnxq.calibrate.ranges import solve_range
 from onnxq.calibrate.weights import weight_amax
 from onnxq.collect.stats import TensorStats
-from onnxq.config import BatchStatistic, Method, QuantConfig
+from onnxq.config import BatchStatistic, Method, QuantConfig, Target
 from onnxq.errors import CalibrationDataError
 from onnxq.graph.query import GraphIndex
 from onnxq.placement.plan import QuantPlan, Role, TensorQuantSpec
@@ -82,11 +82,18 @@ def _activation_params(spec: TensorQuantSpec, lo: float, hi: float) -> QuantPara
     return QuantParams(np.asarray(scale, np.float32), np.asarray(zero_point, np.uint8), None, spec.dtype, lo, hi)
 
 
+def weight_qmax(config: QuantConfig) -> float:
+    reduce = config.weights.reduce_range
+    if reduce is None:
+        reduce = config.target is Target.ORT_CPU
+    return 63.0 if reduce else 127.0
+
+
 def _weight_params(spec: TensorQuantSpec, index: GraphIndex, config: QuantConfig) -> QuantParams:
     value = index.constant_value(index.tensors[spec.tensor])
     options = {"percentile": config.weights.percentile} if config.weights.method.value == "percentile" else {}
     amax = np.asarray(weight_amax(value, spec.axis, config.weights.method.value, **options), dtype=np.float64)
-    scale = np.maximum(amax / 127.0, MIN_SCALE).astype(np.float32)
+    scale = np.maximum(amax / weight_qmax(config), MIN_SCALE).astype(np.float32)
     if spec.axis is None:
         scale = scale.reshape(())
     zp = np.zeros(scale.shape, dtype=np.int8)

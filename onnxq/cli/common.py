@@ -11,10 +11,18 @@ from onnxq.config import ActivationSpec, QuantConfig, WeightSpec, load_config
 from onnxq.errors import ConfigError
 
 
+def _folder_flag(prefix: str) -> str:
+    """``--calib-data`` for prefix "calib", plain ``--data`` for prefix "data" (not ``--data-data``)."""
+    return "--data" if prefix == "data" else f"--{prefix}-data"
+
+
 def add_data_args(p: argparse.ArgumentParser, prefix: str = "calib", required: bool = False) -> None:
-    """--<prefix>-data DIR (npy/npz or images), --<prefix>-script FILE, --random N and image options."""
+    """--<prefix>-data DIR (npy/npz or images), --<prefix>-script FILE, --random N and image options.
+
+    Prefix "data" gives ``--data DIR`` and ``--data-script FILE`` (both read back as ``args.data_data`` /
+    ``args.data_script`` by :func:`build_source`)."""
     g = p.add_argument_group(f"{prefix} data (one source)")
-    g.add_argument(f"--{prefix}-data", metavar="DIR",
+    g.add_argument(_folder_flag(prefix), dest=f"{prefix}_data", metavar="DIR",
                    help="folder of .npy (single input) or .npz (input name -> array) files, or of images")
     g.add_argument(f"--{prefix}-script", metavar="FILE",
                    help="Python file exposing load_data() that yields feed dicts (runs that file's code)")
@@ -58,7 +66,7 @@ def build_source(args: argparse.Namespace, specs, prefix: str = "calib", seed: i
     given = [x for x in (folder, script, args.random) if x is not None]
     if len(given) != 1:
         raise ConfigError(
-            f"give exactly one data source: --{prefix}-data DIR, --{prefix}-script FILE or --random N"
+            f"give exactly one data source: {_folder_flag(prefix)} DIR, --{prefix}-script FILE or --random N"
         )
     if folder is not None:
         path = data_mod.existing_dir(folder, f"{prefix} data folder")
@@ -104,6 +112,8 @@ def add_quant_args(p: argparse.ArgumentParser) -> None:
     q.add_argument("--per-tensor-weights", action="store_true", help="one scale per weight tensor")
     q.add_argument("--convtranspose-per-tensor", action="store_true",
                    help="per-tensor ConvTranspose weights (TensorRT may reject per-channel deconvolution)")
+    q.add_argument("--reduce-range", choices=["on", "off"],
+                   help="7-bit weights (default: on for ort-cpu, whose x86 kernels saturate otherwise; off for tensorrt)")
     q.add_argument("--weight-format", choices=["qdq", "dq-only"], help="float->Q->DQ (default) or int8->DQ")
     q.add_argument("--exclude-node", action="append", default=[], metavar="REGEX",
                    help="leave nodes whose name matches REGEX (re.search) in float; repeatable")
@@ -127,6 +137,7 @@ def build_config(args: argparse.Namespace) -> QuantConfig:
         convtranspose_per_channel=w.convtranspose_per_channel and not args.convtranspose_per_tensor,
         format=args.weight_format or w.format,
         percentile=w.percentile,
+        reduce_range={"on": True, "off": False}.get(args.reduce_range, w.reduce_range),
     )
     return QuantConfig(
         target=args.target or base.target,

@@ -1,0 +1,103 @@
+"""Latency of quantized models on onnxruntime CPU at batch 1, side by side with the float model.
+
+    python benchmarks/speed.py [--model efficientnet_lite0] [--runs 200]
+
+Quantizes the model with onnxq (ort-cpu and tensorrt targets) and with onnxruntime's quantize_static
+(QDQ, uint8 activations, int8 per-channel weights: its fast x86 form), then times each file in the same
+process, interleaving rounds so drift hits all of them alike. Prints a markdown table and writes
+benchmarks/results/speed.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import onnxruntime as ort
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path[:0] = [str(ROOT), str(ROOT / "models")]
+
+import onnxq  # noqa: E402
+from onnxq.api import quantize  # noqa: E402
+from onnxq.config import ActivationSpec, QuantConfig  # noqa: E402
+
+
+def ort_quantize(float_path: Path, feeds: list[dict], out: Path) -> None:
+    from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantType, quantize_static
+
+    class Reader(CalibrationDataReader):
+        def __init__(self):
+            self.it = iter(feeds)
+
+        def get_next(self):
+            return next(self.it, None)
+
+    quantize_static(str(float_path), str(out), Reader(), quant_format=QuantFormat.QDQ, per_channel=True,
+                    activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8)
+
+
+def session(path: Path, threads: int) -> ort.InferenceSession:
+    opts = ort.SessionOptions()
+    opts.intra_op_num_threads = threads
+    opts.inter_op_num_threads = 1
+    opts.log_severity_level = 3
+    return ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
+
+
+def time_models(paths: dict[str, Path], feed: dict, runs: int, threads: int) -> dict[str, float]:
+    sessions = {k: session(p, threads) for k, p in paths.items()}
+    for s in sessions.values():
+        for _ in range(10):
+            s.run(None, feed)
+    samples: dict[str, list[float]] = {k: [] for k in sessions}
+    for _ in range(runs // 10):
+        for k, s in sessions.items():
+            t = time.perf_counter()
+            for _ in range(10):
+                s.run(None, feed)
+            samples[k].append((time.perf_counter() - t) / 10 * 1000)
+    return {k: statistics.median(v) for k, v in samples.items()}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--model", default="efficientnet_lite0")
+    ap.add_argument("--runs", type=int, default=200)
+    ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--calib", type=int, default=32)
+    args = ap.parse_args()
+    recipe = __import__(args.model)
+    float_path = recipe.build()
+    feeds = list(recipe.calib_feeds(limit=args.calib))
+    tmp = Path(tempfile.mkdtemp(prefix="onnxq-speed-"))
+    paths = {"float": float_path}
+    for target in ("ort-cpu", "tensorrt"):
+        cfg = QuantConfig(target=target, activations=ActivationSpec(method="minmax"))
+        paths[f"onnxq {target}"] = quantize(float_path, feeds, cfg).save(tmp / f"{target}.onnx")
+    ort_quantize(float_path, feeds, tmp / "ort.onnx")
+    paths["onnxruntime quantize_static (U8S8 QDQ)"] = tmp / "ort.onnx"
+    ms = time_models(paths, feeds[0], args.runs, args.threads)
+    lines = [
+        f"{args.model}, batch 1, onnxruntime {ort.__version__} CPU, {args.threads} thread(s), "
+        f"median of {args.runs // 10} rounds of 10 runs, onnxq {onnxq.__version__}",
+        "",
+        "| model file | ms per image | speed-up vs float |",
+        "|---|---|---|",
+    ]
+    for k, v in ms.items():
+        lines.append(f"| {k} | {v:.2f} | {ms['float'] / v:.2f}x |")
+    text = "\n".join(lines)
+    print(text)
+    out = ROOT / "benchmarks" / "results" / "speed.md"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(text + "\n")
+
+
+if __name__ == "__main__":
+    main()

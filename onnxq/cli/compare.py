@@ -1,0 +1,130 @@
+"""onnxq compare: error of a quantized model against its float model, per output and per layer.
+
+Exit status 0 when every given tolerance holds, 1 when one is violated (a CI gate), 2 for bad input.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import importlib.util
+import io as _bytes_io
+import logging
+from pathlib import Path
+
+import numpy as np
+
+from onnxq import io
+from onnxq.analysis.compare import MetricFn, Tolerances, check_tolerances, compare, dump_tensors
+from onnxq.cli import progress_enabled
+from onnxq.cli.common import add_data_args, build_source
+from onnxq.collect import data as data_mod
+from onnxq.errors import ConfigError, OutputError
+from onnxq.report.compare_render import DEFAULT_TOP, compare_json, compare_text
+
+log = logging.getLogger(__name__)
+
+
+def add_parser(sub) -> None:
+    p = sub.add_parser("compare", help="compare a quantized model with its float model", description=__doc__)
+    p.add_argument("float_model", help="float ONNX model (the reference)")
+    p.add_argument("quant_model", help="quantized ONNX model (same inputs and output names)")
+    add_data_args(p, prefix="data")
+    p.add_argument("--per-layer", action="store_true",
+                   help="also the SQNR of every tensor both models produce by name, worst first")
+    p.add_argument("--top", type=int, default=DEFAULT_TOP, metavar="N",
+                   help=f"layers shown in the text table (default {DEFAULT_TOP}; 0 = all; json has all)")
+    p.add_argument("--optimize", action="store_true",
+                   help="run the quantized model with onnxruntime graph optimizations for its outputs "
+                        "(how an ort-cpu model is deployed; default: off, exact fake quantization)")
+    p.add_argument("--metric-script", metavar="FILE",
+                   help="Python file exposing metric(outputs_float, outputs_quant) -> (float_score, quant_score); "
+                        "each argument is a list over samples of the outputs list (runs that file's code)")
+    p.add_argument("--dump", metavar="DIR",
+                   help="write every intermediate tensor of both models as DIR/float/NNNNN.npz, DIR/quant/NNNNN.npz")
+    p.add_argument("--dump-samples", type=int, default=1, metavar="N", help="samples to dump (default 1)")
+    p.add_argument("--format", choices=["text", "json"], default="text", help="report format on stdout")
+    t = p.add_argument_group("tolerances (exit status 1 when one is violated)")
+    t.add_argument("--min-sqnr", type=float, metavar="DB", help="minimum SQNR of every output, in dB")
+    t.add_argument("--min-cosine", type=float, metavar="X", help="minimum cosine of every output")
+    t.add_argument("--min-top1", type=float, metavar="PCT", help="minimum top-1 agreement of logits outputs, in %%")
+    t.add_argument("--max-loss", type=float, metavar="PCT",
+                   help="maximum quantization loss |quant - float| / |float| x 100 of the --metric-script metric")
+    p.set_defaults(run=run)
+
+
+def load_metric(path: str | Path) -> MetricFn:
+    """``metric`` from a user's Python file (executed here), or a ConfigError naming the fix."""
+    script = Path(path)
+    if not script.is_file():
+        raise ConfigError(f"metric script '{script}' does not exist; pass a Python file defining metric()")
+    spec = importlib.util.spec_from_file_location(f"onnxq_metric_{abs(hash(str(script.resolve())))}", script)
+    module = importlib.util.module_from_spec(spec)
+    try:
+        spec.loader.exec_module(module)
+    except Exception as exc:
+        raise ConfigError(f"metric script '{script.name}' failed while loading: {type(exc).__name__}: "
+                          f"{data_mod.one_line(exc)}; fix the script (run it with python)") from exc
+    fn = getattr(module, "metric", None)
+    if not callable(fn):
+        raise ConfigError(f"metric script '{script.name}' defines no metric() function; add "
+                          "def metric(outputs_float, outputs_quant): return float_score, quant_score")
+
+    def checked(outputs_float, outputs_quant) -> tuple[float, float]:
+        try:
+            result = fn(outputs_float, outputs_quant)
+            f_score, q_score = (float(v) for v in result)
+        except Exception as exc:
+            raise ConfigError(f"metric() in '{script.name}' failed: {type(exc).__name__}: "
+                              f"{data_mod.one_line(exc)}; it must return (float_score, quant_score)") from exc
+        return f_score, q_score
+
+    return checked
+
+
+def _tolerances(args: argparse.Namespace) -> Tolerances:
+    tol = Tolerances(args.min_sqnr, args.min_cosine, args.min_top1, args.max_loss)
+    if tol.max_loss_pct is not None and not args.metric_script:
+        raise ConfigError("--max-loss needs a metric: pass --metric-script FILE defining metric()")
+    for flag, value in (("--min-top1", tol.min_top1_pct), ("--max-loss", tol.max_loss_pct)):
+        if value is not None and value < 0:
+            raise ConfigError(f"{flag} {value:g} is negative; give a percentage >= 0")
+    return tol
+
+
+def _dump(args, float_model, quant_model, source) -> None:
+    if args.dump_samples < 1:
+        raise ConfigError(f"--dump-samples {args.dump_samples} must be at least 1")
+    root = Path(args.dump)
+    if root.exists() and not root.is_dir():
+        raise OutputError(f"--dump {root} is a file; give a folder")
+    try:
+        for sub in ("float", "quant"):
+            (root / sub).mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise OutputError(f"cannot create {root}: {exc.strerror}; choose a writable folder") from None
+    count = 0
+    for k, (f_vals, q_vals) in enumerate(dump_tensors(float_model, quant_model, source, args.dump_samples)):
+        for sub, values in (("float", f_vals), ("quant", q_vals)):
+            buf = _bytes_io.BytesIO()
+            np.savez(buf, **values)
+            io.write_bytes_atomic(buf.getvalue(), root / sub / f"{k:05d}.npz")
+        count = k + 1
+    log.info("dumped the tensors of %d sample(s) into %s", count, root)
+
+
+def run(args: argparse.Namespace) -> int:
+    tol = _tolerances(args)
+    metric = load_metric(args.metric_script) if args.metric_script else None
+    float_model = io.load_model(args.float_model)
+    quant_model = io.load_model(args.quant_model)
+    source = build_source(args, data_mod.input_specs_from_model(float_model), prefix="data")
+    if args.dump:
+        _dump(args, float_model, quant_model, source)
+    report = compare(float_model, quant_model, source, per_layer=args.per_layer, optimize=args.optimize,
+                     metric=metric, progress=progress_enabled(args))
+    report = dataclasses.replace(report, float_model=str(args.float_model), quant_model=str(args.quant_model))
+    report = dataclasses.replace(report, violations=check_tolerances(report, tol))
+    if not args.quiet or report.violations:
+        print(compare_json(report) if args.format == "json" else compare_text(report, top=args.top))
+    return 1 if report.violations else 0

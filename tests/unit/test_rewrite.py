@@ -1,0 +1,124 @@
+"""Q/DQ insertion checked against onnxruntime executing the graph and a numpy fake-quant reference."""
+
+from __future__ import annotations
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+import pytest
+
+from onnxq.calibrate.solve import solve
+from onnxq.collect.stats import new_stats, observe
+from onnxq.config import QuantConfig, WeightSpec
+from onnxq.placement import Role, plan
+from onnxq.rewrite import QuantParams, insert_qdq
+from onnxq.rewrite.insert_qdq import quantize_array
+from onnxq.testing import model_from_text
+
+CONV = """
+<ir_version: 8, opset_import: ["" : 17]>
+g (float[1,3,6,6] x) => (float[1,4,6,6] y) { y = Conv <pads=[1,1,1,1]> (x, W, B) }
+"""
+
+
+def run(model: onnx.ModelProto, feed: dict) -> np.ndarray:
+    opts = ort.SessionOptions()
+    opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
+    return ort.InferenceSession(model.SerializeToString(), opts).run(None, feed)[0]
+
+
+def fake_quant(x: np.ndarray, scale, axis=None, qmin=-128, qmax=127) -> np.ndarray:
+    scale = np.asarray(scale, np.float32)
+    if axis is not None:
+        shape = [1] * x.ndim
+        shape[axis] = -1
+        scale = scale.reshape(shape)
+    return (np.clip(np.rint(x / scale), qmin, qmax) * scale).astype(np.float32)
+
+
+def conv2d(x: np.ndarray, w: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """Plain numpy 3x3 convolution with padding 1 (the reference the QDQ graph must match)."""
+    xp = np.pad(x, ((0, 0), (0, 0), (1, 1), (1, 1)))
+    n, c, h, wd = x.shape
+    out = np.zeros((n, w.shape[0], h, wd), np.float64)
+    for i in range(h):
+        for j in range(wd):
+            patch = xp[:, :, i:i + 3, j:j + 3]
+            out[:, :, i, j] = np.tensordot(patch, w, axes=([1, 2, 3], [1, 2, 3]))
+    return (out + b[None, :, None, None]).astype(np.float32)
+
+
+@pytest.mark.parametrize("dq_only", [False, True])
+def test_conv_qdq_matches_numpy_fake_quantization(dq_only: bool) -> None:
+    rng = np.random.default_rng(0)
+    m = model_from_text(CONV, weights={"W": (4, 3, 3, 3), "B": (4,)})
+    x = rng.standard_normal((1, 3, 6, 6)).astype(np.float32)
+    qplan = plan(m)
+    stats = {"x": observe(new_stats(histogram=False), x)}
+    params = solve(stats, qplan, m, QuantConfig())
+    q = insert_qdq(m, qplan, params, dq_only=dq_only)
+    onnx.checker.check_model(q, full_check=True)
+    w = onnx.numpy_helper.to_array(next(i for i in m.graph.initializer if i.name == "W"))
+    b = onnx.numpy_helper.to_array(next(i for i in m.graph.initializer if i.name == "B"))
+    x_scale = np.abs(x).max() / 127
+    w_scale = np.abs(w).reshape(4, -1).max(1) / 127
+    np.testing.assert_allclose(params["x"].scale, x_scale, rtol=1e-6)
+    expected = conv2d(fake_quant(x, x_scale), fake_quant(w, w_scale, axis=0, qmin=-127), b)
+    np.testing.assert_allclose(run(q, {"x": x}), expected, rtol=1e-4, atol=1e-4)
+    # every zero point is 0 and weights stay within [-127, 127]
+    for init in q.graph.initializer:
+        arr = onnx.numpy_helper.to_array(init)
+        if init.name.endswith("zero_point"):
+            assert not arr.any()
+        if init.name.endswith("_quantized"):
+            assert arr.min() >= -127
+
+
+def test_qdq_names_are_deterministic_and_original_tensors_kept() -> None:
+    m = model_from_text(CONV, weights={"W": (4, 3, 3, 3), "B": (4,)})
+    qplan = plan(m)
+    params = solve({"x": observe(new_stats(histogram=False), np.ones((1, 3, 6, 6), np.float32))}, qplan, m,
+                   QuantConfig())
+    a = insert_qdq(m, qplan, params).SerializeToString(deterministic=True)
+    b = insert_qdq(m, qplan, params).SerializeToString(deterministic=True)
+    assert a == b
+    names = {n.name for n in onnx.load_from_string(a).graph.node}
+    assert {"x_QuantizeLinear", "x_DequantizeLinear", "W_QuantizeLinear", "W_DequantizeLinear"} <= names
+
+
+def test_uint8_activation_and_int32_bias_for_ort_cpu_target() -> None:
+    rng = np.random.default_rng(1)
+    m = model_from_text(CONV, weights={"W": (4, 3, 3, 3), "B": (4,)})
+    x = rng.uniform(0, 2, (1, 3, 6, 6)).astype(np.float32)
+    cfg = QuantConfig(target="ort-cpu")
+    qplan = plan(m, cfg)
+    stats = {s.tensor: observe(new_stats(histogram=False), x) for s in qplan.activations()}
+    params = solve(stats, qplan, m, cfg)
+    q = insert_qdq(m, qplan, params, dq_only=True)
+    onnx.checker.check_model(q, full_check=True)
+    px = params["x"]
+    assert px.dtype == "uint8" and px.zero_point == 0 and np.isclose(px.scale, x.max() / 255)
+    bias = next(s for s in qplan.specs if s.role is Role.BIAS)
+    pb = params[bias.key]
+    w_scale = params[next(s.key for s in qplan.weights())].scale
+    np.testing.assert_allclose(pb.scale, px.scale * w_scale, rtol=1e-6)
+    w = onnx.numpy_helper.to_array(next(i for i in m.graph.initializer if i.name == "W"))
+    b = onnx.numpy_helper.to_array(next(i for i in m.graph.initializer if i.name == "B"))
+    b_q = np.rint(b / pb.scale) * pb.scale
+    expected = conv2d(fake_quant(x, px.scale, qmin=0, qmax=255), fake_quant(w, w_scale, axis=0, qmin=-127), b_q)
+    np.testing.assert_allclose(run(q, {"x": x}), expected, rtol=1e-4, atol=1e-4)
+
+
+def test_quantize_array_rounds_half_to_even_and_saturates() -> None:
+    p = QuantParams(np.float32(0.5), np.int8(0), None, "int8")
+    got = quantize_array(np.array([0.25, 0.75, -0.25, 1000.0, -1000.0], np.float32), p)
+    assert got.tolist() == [0, 2, 0, 127, -128]
+    assert quantize_array(np.array([-1000.0], np.float32), p, narrow=True).tolist() == [-127]
+
+
+def test_per_tensor_weights_option_gives_scalar_scale() -> None:
+    m = model_from_text(CONV, weights={"W": (4, 3, 3, 3), "B": (4,)})
+    cfg = QuantConfig(weights=WeightSpec(per_channel=False))
+    qplan = plan(m, cfg)
+    params = solve({"x": observe(new_stats(histogram=False), np.ones((1, 3, 6, 6), np.float32))}, qplan, m, cfg)
+    assert params[qplan.weights()[0].key].scale.ndim == 0
