@@ -193,16 +193,17 @@ class _Plan:
     """What to fetch from each session and how the fetched values pair up."""
 
     outputs: tuple[str, ...]
-    layers: tuple[str, ...] = ()  # shared float tensors
+    layers: tuple[str, ...] = ()  # shared float tensors (quantized graph inputs included)
     dq: dict[str, str] = field(default_factory=dict)  # tensor -> its DQ output in the quantized model
     weights: dict[str, str] = field(default_factory=dict)  # initializer -> its DQ output (quantized model)
+    inputs: frozenset[str] = frozenset()  # graph inputs: read from the feed, not fetched
 
     def float_fetch(self) -> list[str]:
-        return list(dict.fromkeys(self.outputs + self.layers))
+        return [t for t in dict.fromkeys(self.outputs + self.layers) if t not in self.inputs]
 
     def quant_fetch(self) -> list[str]:
         extra = [self.dq[t] for t in self.layers if t in self.dq] + list(self.weights.values())
-        return list(dict.fromkeys(self.outputs + self.layers + tuple(extra)))
+        return [t for t in dict.fromkeys(self.outputs + self.layers + tuple(extra)) if t not in self.inputs]
 
 
 def _shared_outputs(fm: onnx.ModelProto, qm: onnx.ModelProto) -> tuple[str, ...]:
@@ -238,12 +239,13 @@ def _sessions(fm: onnx.ModelProto, qm: onnx.ModelProto, per_layer: bool, optimiz
     pairs = _qdq_of(qm)
     inits = {t.name for t in qm.graph.initializer}
     weights = {t: dq for t, dq in pairs.items() if t in inits}
-    dq = {t: pairs[t] for t in candidates if t in pairs}
+    inputs = [s.name for s in input_specs_from_model(fm) if s.name in pairs and s.dtype.kind == "f"]
+    dq = {t: pairs[t] for t in inputs + candidates if t in pairs}
     fs = runtime.make_session(_expose(fm, candidates))
     qs = runtime.make_session(_expose(qm, candidates + list(dq.values()) + list(weights.values())))
     floats = _float_outputs(fs) & _float_outputs(qs)
-    layers = tuple(t for t in candidates if t in floats and t not in outputs)
-    plan = _Plan(outputs, layers, {t: d for t, d in dq.items() if t in layers}, weights)
+    layers = tuple(inputs) + tuple(t for t in candidates if t in floats and t not in outputs)
+    plan = _Plan(outputs, layers, {t: d for t, d in dq.items() if t in layers}, weights, frozenset(inputs))
     return fs, qs, runtime.make_session(qm, optimize=True) if optimize else None, plan
 
 
@@ -333,8 +335,8 @@ def compare(
     acc = _Running(plan, keep=metric is not None)
     with tqdm(total=source.count, disable=not progress, unit="sample", desc="comparing", leave=False) as bar:
         for feed in source:
-            fv = dict(zip(f_fetch, runtime.run(fs, feed, f_fetch)))
-            qv = dict(zip(q_fetch, runtime.run(qs, feed, q_fetch)))
+            fv = {**feed, **dict(zip(f_fetch, runtime.run(fs, feed, f_fetch)))}
+            qv = {**feed, **dict(zip(q_fetch, runtime.run(qs, feed, q_fetch)))}
             if opt is not None:
                 qv.update(zip(plan.outputs, runtime.run(opt, feed, plan.outputs)))
             if acc.samples == 0:
@@ -365,12 +367,12 @@ def _layers(fm, qm, plan: _Plan, sums: dict[str, ErrorSums], pre: dict[str, Erro
     for t in plan.layers:
         if t not in sums:
             continue  # shapes differed: not the same tensor
-        node = f_nodes[t][1]
+        name, op, position = ("", "input", -1) if t in plan.inputs else (
+            f_nodes[t][1].name, f_nodes[t][1].op_type, q_nodes[t][0])
         role = "activation" if t in plan.dq else "float"
         p = pre[t].sqnr_db if t in pre else None
         s = sums[t]
-        rows.append(LayerComparison(t, node.name, node.op_type, role, s.sqnr_db, s.cosine, s.max_abs, p,
-                                    q_nodes[t][0]))
+        rows.append(LayerComparison(t, name, op, role, s.sqnr_db, s.cosine, s.max_abs, p, position))
     for w, dq in plan.weights.items():
         if w in sums:
             k, consumer = dq_consumer.get(dq, (q_nodes[dq][0], q_nodes[dq][1]))

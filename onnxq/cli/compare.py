@@ -10,6 +10,7 @@ import dataclasses
 import importlib.util
 import io as _bytes_io
 import logging
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -125,6 +126,9 @@ def run(args: argparse.Namespace) -> int:
                      metric=metric, progress=progress_enabled(args))
     report = dataclasses.replace(report, float_model=str(args.float_model), quant_model=str(args.quant_model))
     report = dataclasses.replace(report, violations=check_tolerances(report, tol))
-    if not args.quiet or report.violations:
+    if not args.quiet:
         print(compare_json(report) if args.format == "json" else compare_text(report, top=args.top))
+    else:
+        for line in report.violations:
+            print(f"onnxq: tolerance violated: {line}", file=sys.stderr)
     return 1 if report.violations else 0

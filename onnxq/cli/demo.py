@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 from pathlib import Path
 
 import numpy as np
@@ -10,6 +11,7 @@ import numpy as np
 from onnxq import api, demo, io, runtime
 from onnxq.analysis.metrics import top1_agreement
 from onnxq.cli import progress_enabled
+from onnxq.collect import data as data_mod
 from onnxq.config import ActivationSpec, QuantConfig
 from onnxq.report.render import report_text
 
@@ -33,8 +35,11 @@ def _predict(model, data) -> np.ndarray:
 def run(args: argparse.Namespace) -> int:
     config = QuantConfig(target=args.target, activations=ActivationSpec(method=args.method))
     model = io.load_model(demo.model_path())
-    result = api.quantize(model, demo.feeds(args.calib_size, seed=1), config, progress=progress_enabled(args))
+    calib = data_mod.from_iterable(demo.feeds(args.calib_size, seed=1),
+                                  description=f"{args.calib_size} rendered text lines (seed 1)")
+    result = api.quantize(model, calib, config, progress=progress_enabled(args))
     result.source = str(demo.model_path())
+    result.report = dataclasses.replace(result.report, model="embedded ch_ppocr_mobile_v2.0_cls (PaddleOCR)")
     result.save(args.output)
     eval_set = list(demo.samples(args.eval_size, seed=2))
     labels = np.array([y for _, y in eval_set])

@@ -1,0 +1,118 @@
+"""Means of activations around weighted ops, measured with onnxruntime, for bias correction.
+
+Two measurements, both streaming (each batch is reduced and dropped):
+
+* ``input_moments``: for each correctable Conv/Gemm/MatMul with a constant weight, the moments of its
+  activation input that bias correction needs (Conv: tap means ``[C, taps]``; Gemm/MatMul: the mean over
+  every axis but K). Run on the float model, they give the analytic (data-driven) correction of
+  ``onnxq.calibrate.bias_correction``.
+* ``output_means``: the per-channel mean of chosen tensors (channel axis given per tensor), on any model,
+  float or quantized. Comparing the two is the empirical correction, which also catches the mean shift
+  of activation clipping and of upstream layers.
+
+This is a separate pass over the data from the histogram collector; it could be merged into it later
+(the collector already exposes the same input tensors).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+
+import numpy as np
+import onnx
+import onnx_graphsurgeon as gs
+
+from onnxq import runtime
+from onnxq.calibrate.bias_correction import (
+    CORRECTABLE_OPS,
+    ConvGeometry,
+    InputMoments,
+    conv_tap_moments,
+    matmul_moments,
+    merge_moments,
+)
+from onnxq.collect import augment
+from onnxq.errors import CalibrationDataError
+from onnxq.graph.query import GraphIndex
+
+log = logging.getLogger(__name__)
+
+Feeds = Iterable[Mapping[str, np.ndarray]]
+
+
+@dataclass(frozen=True)
+class CorrectableNode:
+    """A weighted op whose bias can absorb a mean shift: its activation input and channel axis."""
+
+    node: str
+    op: str
+    activation: str
+    weight: str
+    output: str
+    channel_axis: int  # of the output: Conv 1, Gemm/MatMul -1
+    attrs: dict
+    kernel: tuple[int, ...] = ()
+
+
+def correctable_nodes(model: onnx.ModelProto, names: Iterable[str] | None = None) -> list[CorrectableNode]:
+    """Conv/Gemm/MatMul nodes (optionally only ``names``) with a constant weight and a variable input."""
+    graph = gs.import_onnx(model)
+    index = GraphIndex.build(graph)
+    wanted = None if names is None else set(names)
+    out = []
+    for node in graph.nodes:
+        if node.op not in CORRECTABLE_OPS or (wanted is not None and node.name not in wanted):
+            continue
+        if len(node.inputs) < 2 or index.is_constant(node.inputs[0]) or not index.is_constant(node.inputs[1]):
+            continue
+        weight = index.constant_value(node.inputs[1])
+        if weight is None or weight.dtype.kind != "f":
+            continue
+        if node.op == "MatMul" and weight.ndim != 2:
+            continue
+        if node.op == "Gemm" and node.attrs.get("transA", 0) and weight.ndim != 2:
+            continue
+        axis = 1 if node.op == "Conv" else -1
+        kernel = tuple(int(k) for k in weight.shape[2:]) if node.op == "Conv" else ()
+        out.append(CorrectableNode(node.name, node.op, node.inputs[0].name, node.inputs[1].name,
+                                   node.outputs[0].name, axis, dict(node.attrs), kernel))
+    return out
+
+
+def _moments(node: CorrectableNode, x: np.ndarray) -> InputMoments:
+    if node.op == "Conv":
+        return conv_tap_moments(x, ConvGeometry.from_attrs(node.attrs, node.kernel))
+    return matmul_moments(x, trans=node.op == "Gemm" and bool(node.attrs.get("transA", 0)))
+
+
+def input_moments(model: onnx.ModelProto, nodes: list[CorrectableNode], feeds: Feeds) -> dict[str, InputMoments]:
+    """Moments of the activation input of each node over ``feeds``, keyed by node name."""
+    tensors = list(dict.fromkeys(n.activation for n in nodes))
+    session = runtime.make_session(augment.expose(model, tensors))
+    out: dict[str, InputMoments | None] = {n.node: None for n in nodes}
+    for feed in feeds:
+        values = dict(zip(tensors, runtime.run(session, feed, tensors)))
+        for node in nodes:
+            out[node.node] = merge_moments(out[node.node], _moments(node, values[node.activation]))
+    if any(m is None for m in out.values()):
+        raise CalibrationDataError("the data produced no samples for bias correction; give at least one")
+    return out  # type: ignore[return-value]
+
+
+def output_means(model: onnx.ModelProto, axes: Mapping[str, int], feeds: Feeds) -> dict[str, np.ndarray]:
+    """Per-channel mean (float64) of each tensor in ``axes`` (tensor -> channel axis) over ``feeds``."""
+    tensors = list(axes)
+    session = runtime.make_session(augment.expose(model, tensors))
+    sums: dict[str, np.ndarray] = {}
+    counts: dict[str, int] = dict.fromkeys(tensors, 0)
+    for feed in feeds:
+        for name, value in zip(tensors, runtime.run(session, feed, tensors)):
+            v = np.moveaxis(np.asarray(value, dtype=np.float64), axes[name], -1)
+            rows = v.reshape(-1, v.shape[-1])
+            sums[name] = sums.get(name, 0.0) + rows.sum(axis=0)
+            counts[name] += rows.shape[0]
+    if not sums:
+        raise CalibrationDataError("the data produced no samples for bias correction; give at least one")
+    return {name: sums[name] / counts[name] for name in tensors}

@@ -1,0 +1,192 @@
+"""Bias correction: the expected output shift a quantized weight causes, and how to cancel it (pure math).
+
+Quantizing a weight ``W`` to ``W_q = W + dW`` shifts the output of a linear op by ``op(x, dW)``. That
+error has a non-zero mean over the data whenever the inputs do (ReLU/ReLU6 outputs, images), and a
+per-channel mean error is not noise that later layers average away: it is a bias that every following
+layer sees and propagates (Nagel et al. 2019, "Data-Free Quantization Through Weight Equalization and
+Bias Correction", section 4.2; PPQ ``BiasCorrectionPass``; Quark ``bias_correction``). Since the op is
+linear in ``x`` for a fixed weight,
+
+    E[op(x, dW)] = op-shaped contraction of dW with the input means,
+
+so subtracting that per-output-channel vector from the (float) bias cancels the mean error exactly,
+for the data the means were measured on.
+
+Conv needs more than the per-channel mean of ``x``: near the borders a kernel tap reads padding, so the
+mean seen by tap ``t`` of channel ``c`` differs from the channel mean. The exact statistic is the *tap
+mean* ``M[c, t]``: the mean, over samples and output positions, of the input value tap ``t`` reads
+(padding zeros included) - the mean of the im2col matrix. Then for output channel ``o`` of group ``g``
+
+    shift[o] = sum_{c in g, t} dW[o, c, t] * M[c, t]
+
+which is exact for any padding, stride, dilation and grouping (depthwise included). Gemm and MatMul
+need the mean of ``x`` over every axis but the reduction axis K: ``shift = mean_x @ dW``.
+
+``InputMoments`` are running means that merge across batches and across inputs of different spatial
+size (weighted by the number of output positions), so any data source gives the same result.
+"""
+
+from __future__ import annotations
+
+import itertools
+from dataclasses import dataclass
+
+import numpy as np
+
+from onnxq.errors import UnsupportedModelError
+
+CORRECTABLE_OPS = frozenset({"Conv", "Gemm", "MatMul"})
+
+
+@dataclass(frozen=True)
+class InputMoments:
+    """Running mean of what a weighted op's weight multiplies: Conv ``[C, taps]``, Gemm/MatMul ``[K]``.
+
+    ``count`` is the number of rows averaged (samples x output positions), for merging.
+    """
+
+    mean: np.ndarray
+    count: int
+
+
+def merge_moments(a: InputMoments | None, b: InputMoments) -> InputMoments:
+    """Count-weighted mean of two moments of the same op (``a`` may be None: start of a stream)."""
+    if a is None or a.count == 0:
+        return b
+    if a.mean.shape != b.mean.shape:
+        raise UnsupportedModelError(
+            f"input moments of shapes {a.mean.shape} and {b.mean.shape} cannot merge: the op changed between "
+            "batches; collect the means of one model only"
+        )
+    n = a.count + b.count
+    mean = a.mean * (a.count / n) + b.mean * (b.count / n)
+    return InputMoments(mean, n)
+
+
+@dataclass(frozen=True)
+class ConvGeometry:
+    """Conv attributes that decide which input value each kernel tap reads."""
+
+    kernel: tuple[int, ...]
+    strides: tuple[int, ...]
+    dilations: tuple[int, ...]
+    pads: tuple[int, ...]  # begins then ends, ONNX order
+    auto_pad: str = "NOTSET"
+
+    @staticmethod
+    def from_attrs(attrs: dict, kernel: tuple[int, ...]) -> ConvGeometry:
+        n = len(kernel)
+        auto_pad = attrs.get("auto_pad", "NOTSET")
+        auto_pad = auto_pad.decode() if isinstance(auto_pad, bytes) else str(auto_pad)
+        return ConvGeometry(
+            kernel=tuple(int(k) for k in kernel),
+            strides=tuple(int(s) for s in attrs.get("strides", [1] * n)),
+            dilations=tuple(int(d) for d in attrs.get("dilations", [1] * n)),
+            pads=tuple(int(p) for p in attrs.get("pads", [0] * (2 * n))),
+            auto_pad=auto_pad,
+        )
+
+    def resolved_pads(self, spatial: tuple[int, ...]) -> tuple[list[int], list[int]]:
+        """(begins, ends) padding for an input of ``spatial`` size, resolving ``auto_pad`` as ONNX does."""
+        n = len(self.kernel)
+        if self.auto_pad in ("NOTSET", ""):
+            return list(self.pads[:n]), list(self.pads[n:])
+        if self.auto_pad == "VALID":
+            return [0] * n, [0] * n
+        begins, ends = [], []
+        for size, k, s, d in zip(spatial, self.kernel, self.strides, self.dilations):
+            out = -(-size // s)
+            total = max(0, (out - 1) * s + (k - 1) * d + 1 - size)
+            small, big = total // 2, total - total // 2
+            begins.append(big if self.auto_pad == "SAME_LOWER" else small)
+            ends.append(small if self.auto_pad == "SAME_LOWER" else big)
+        return begins, ends
+
+
+def conv_tap_moments(x: np.ndarray, geometry: ConvGeometry) -> InputMoments:
+    """Tap means ``[C, prod(kernel)]`` of a batch ``x`` of shape ``[N, C, *spatial]`` (float64).
+
+    For each tap, the strided slice of the zero-padded input that the tap reads over all output
+    positions is averaged; padding contributes zeros, exactly as the convolution sees it.
+    """
+    x = np.asarray(x, dtype=np.float64)
+    n_spatial = len(geometry.kernel)
+    if x.ndim != n_spatial + 2:
+        raise UnsupportedModelError(
+            f"conv input of rank {x.ndim} does not match a {n_spatial}-D kernel; check the model's shapes"
+        )
+    begins, ends = geometry.resolved_pads(tuple(x.shape[2:]))
+    padded = np.pad(x, [(0, 0), (0, 0)] + list(zip(begins, ends)))
+    out_sizes = []
+    for size, k, s, d in zip(padded.shape[2:], geometry.kernel, geometry.strides, geometry.dilations):
+        out_sizes.append((size - (k - 1) * d - 1) // s + 1)
+    if min(out_sizes) <= 0:
+        raise UnsupportedModelError(f"conv input {x.shape} is smaller than its kernel {geometry.kernel}")
+    taps = []
+    for offsets in itertools.product(*(range(k) for k in geometry.kernel)):
+        index = tuple(
+            slice(o * d, o * d + (m - 1) * s + 1, s)
+            for o, d, s, m in zip(offsets, geometry.dilations, geometry.strides, out_sizes)
+        )
+        window = padded[(slice(None), slice(None)) + index]
+        taps.append(window.mean(axis=(0,) + tuple(range(2, window.ndim))))
+    count = int(x.shape[0] * np.prod(out_sizes))
+    return InputMoments(np.stack(taps, axis=1), count)
+
+
+def matmul_moments(x: np.ndarray, *, trans: bool = False) -> InputMoments:
+    """Mean of ``x`` over every axis but the reduction axis K (the last; the first of a transposed 2-D A)."""
+    x = np.asarray(x, dtype=np.float64)
+    if trans:
+        x = x.T
+    rows = x.reshape(-1, x.shape[-1])
+    return InputMoments(rows.mean(axis=0), int(rows.shape[0]))
+
+
+def conv_shift(dw: np.ndarray, moments: InputMoments, group: int = 1) -> np.ndarray:
+    """Mean output shift per output channel of a Conv whose weight changed by ``dw`` ``[O, C/g, *k]``."""
+    dw = np.asarray(dw, dtype=np.float64)
+    out_ch, in_per_group = dw.shape[:2]
+    taps = int(np.prod(dw.shape[2:], dtype=np.int64))
+    m = np.asarray(moments.mean, dtype=np.float64)
+    if out_ch % group or m.shape != (in_per_group * group, taps):
+        raise UnsupportedModelError(
+            f"conv weight {dw.shape} with group={group} does not match input moments {m.shape}"
+        )
+    d = dw.reshape(group, out_ch // group, in_per_group, taps)
+    return np.einsum("goct,gct->go", d, m.reshape(group, in_per_group, taps)).reshape(out_ch)
+
+
+def matmul_shift(dw: np.ndarray, moments: InputMoments) -> np.ndarray:
+    """Mean output shift ``mean_x @ dw`` for a 2-D weight ``[K, N]`` (Gemm's B already transposed)."""
+    dw = np.asarray(dw, dtype=np.float64)
+    m = np.asarray(moments.mean, dtype=np.float64)
+    if dw.ndim != 2 or m.shape != (dw.shape[0],):
+        raise UnsupportedModelError(f"weight {dw.shape} does not match input moments {m.shape}")
+    return m @ dw
+
+
+def weight_shift(op: str, attrs: dict, w: np.ndarray, w_q: np.ndarray, moments: InputMoments) -> np.ndarray:
+    """Expected per-output-channel change of ``op``'s output when weight ``w`` becomes ``w_q``.
+
+    Gemm includes ``alpha`` (the caller divides by ``beta`` for the C input); ``transB`` is honoured.
+    Zero exactly when ``w_q == w``.
+    """
+    dw = np.asarray(w_q, dtype=np.float64) - np.asarray(w, dtype=np.float64)
+    if op == "Conv":
+        return conv_shift(dw, moments, int(attrs.get("group", 1)))
+    if op == "Gemm":
+        b = dw.T if attrs.get("transB", 0) else dw
+        return float(attrs.get("alpha", 1.0)) * matmul_shift(b, moments)
+    if op == "MatMul":
+        return matmul_shift(dw, moments)
+    raise UnsupportedModelError(f"bias correction supports {sorted(CORRECTABLE_OPS)}, not {op}")
+
+
+def corrected_bias(bias: np.ndarray | None, shift: np.ndarray, *, scale: float = 1.0) -> np.ndarray:
+    """``bias - shift / scale`` in the bias dtype (a missing bias is zero); ``scale`` is Gemm's beta."""
+    shift = np.asarray(shift, dtype=np.float64) / scale
+    if bias is None:
+        return (-shift).astype(np.float32)
+    b = np.asarray(bias)
+    return (b.astype(np.float64) - shift.reshape(b.shape)).astype(b.dtype)
