@@ -31,6 +31,7 @@ propagate through min and max), one multiply, one abs, one float->int cast into 
 
 from __future__ import annotations
 
+import functools
 import math
 import os
 import tempfile
@@ -187,6 +188,17 @@ def _finite_minmax(x: np.ndarray) -> tuple[float, float]:
     return lo, hi
 
 
+@functools.cache
+def _lane_offsets(num_lanes: int, span: int, itype: type) -> np.ndarray:
+    """Read-only ``(k % num_lanes) * span`` for k < _CHUNK: a constant per (lanes, span, dtype).
+
+    Memoised because building it per ``observe`` call (np.tile) cost ~15 % of the counting time.
+    """
+    lanes = np.tile(np.arange(num_lanes, dtype=itype) * itype(span), -(-_CHUNK // num_lanes))[:_CHUNK]
+    lanes.flags.writeable = False
+    return lanes
+
+
 class _Workspace:
     """Scratch buffers for one ``observe`` call, reused across its chunks (never shared between calls).
 
@@ -201,8 +213,7 @@ class _Workspace:
         self.num_lanes = _LANES if size >= _MIN_LANED else 1  # small tensors: not worth the set-up
         itype = np.int16 if self.num_lanes * self.span <= np.iinfo(np.int16).max else np.int32
         self.i = np.empty(size, itype)
-        lanes = np.arange(self.num_lanes, dtype=itype) * self.span
-        self.lanes = np.tile(lanes, -(-size // self.num_lanes))[:size] if self.num_lanes > 1 else None
+        self.lanes = _lane_offsets(self.num_lanes, self.span, itype)[:size] if self.num_lanes > 1 else None
         self.j = np.empty(size if halves == 2 else 0, itype)
         self.mask = np.empty(size if halves == 2 else 0, bool)
 

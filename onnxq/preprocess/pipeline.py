@@ -20,6 +20,7 @@ from onnxq.errors import ConfigError
 from onnxq.preprocess.bn_fold import fold_batchnorms
 from onnxq.preprocess.cleanup import fold_constants
 from onnxq.preprocess.opset import default_opset, upgrade_opset
+from onnxq.preprocess.pad_fold import fold_pads
 from onnxq.preprocess.shapes import fits_in_memory_api, infer_shapes
 
 logger = logging.getLogger(__name__)
@@ -36,6 +37,7 @@ class PreprocessOptions:
     fold_constants: bool = True
     infer_shapes: bool = True
     fold_batchnorm: bool = True
+    fold_pads: bool = True
     min_opset: int = PER_CHANNEL_OPSET
 
     def __post_init__(self) -> None:
@@ -66,6 +68,10 @@ def preprocess(
         before = _op_counts(work)
         work = fold_constants(work)
         notes.extend(_cleanup_notes(before, _op_counts(work)))
+    if options.fold_pads:
+        work, folded_pads = fold_pads(work)
+        if folded_pads:
+            notes.append(f"folded {folded_pads} zero Pad into Conv padding")
     if options.infer_shapes:
         if fits_in_memory_api(work):
             work = infer_shapes(work)

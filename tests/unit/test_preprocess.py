@@ -418,7 +418,7 @@ def test_input_model_is_not_modified():
 def test_options_disable_passes_and_validate():
     model = _opset11_model(_rng(19))
     off = PreprocessOptions(
-        upgrade_opset=False, fold_constants=False, infer_shapes=False, fold_batchnorm=False
+        upgrade_opset=False, fold_constants=False, infer_shapes=False, fold_batchnorm=False, fold_pads=False
     )
     out, notes = preprocess(model, off)
     assert notes == [] and out.SerializeToString() == model.SerializeToString()
@@ -453,3 +453,31 @@ def test_yolox_nano_real_model():
     (ref,), (got,) = _run(model, {"images": x}), _run(out, {"images": x})
     assert ref.shape == got.shape
     np.testing.assert_allclose(got, ref, rtol=1e-3, atol=1e-3 * float(np.abs(ref).max()))
+
+
+def test_zero_pad_folds_into_conv_padding_with_identical_outputs() -> None:
+    import numpy as np
+    import onnxruntime as ort
+
+    from onnxq.preprocess.pad_fold import fold_pads
+    from onnxq.testing import model_from_text
+
+    text = """
+    <ir_version: 8, opset_import: ["" : 17]>
+    g (float[1,3,7,7] x) => (float[1,4,8,8] y, float[1,3,9,9] z) {
+      p = Pad (x, pads)
+      y = Conv <pads=[1,0,0,1]> (p, W)
+      q = Pad <mode="reflect"> (x, pads2)
+      z = Identity (q)
+    }
+    """
+    m = model_from_text(text, weights={"W": (4, 3, 3, 3), "pads": np.array([0, 0, 1, 2, 0, 0, 1, 0], np.int64),
+                                       "pads2": np.array([0, 0, 1, 1, 0, 0, 1, 1], np.int64)})
+    folded, n = fold_pads(m)
+    assert n == 1
+    assert [x.op_type for x in folded.graph.node].count("Pad") == 1  # the reflect Pad stays
+    x = np.random.default_rng(0).standard_normal((1, 3, 7, 7)).astype(np.float32)
+    a = ort.InferenceSession(m.SerializeToString()).run(None, {"x": x})
+    b = ort.InferenceSession(folded.SerializeToString()).run(None, {"x": x})
+    np.testing.assert_allclose(a[0], b[0], rtol=1e-5, atol=1e-5)
+    np.testing.assert_array_equal(a[1], b[1])

@@ -1,0 +1,91 @@
+"""Fold a zero-valued constant Pad into the Conv that reads it.
+
+``Pad(x, pads) -> Conv`` computes the same as ``Conv`` with its ``pads`` attribute increased by the
+spatial part of ``pads`` when the Pad is in constant mode with value 0, pads only spatial axes, adds no
+negative padding, and the Conv does not use ``auto_pad``. Exporters emit such Pads for "same" padding
+(TensorFlow-style EfficientNet ports, timm ``static_padding``). Folding them matters for quantization:
+a standalone Pad between two quantized convs needs its own Q/DQ pair (onnxruntime has no int8 Pad
+kernel, so each costs a dequantize, a float pad and a quantize) and TensorRT sees an extra layer.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import onnx
+from onnx import numpy_helper
+
+
+def _constants(model: onnx.ModelProto) -> dict[str, np.ndarray]:
+    out = {i.name: numpy_helper.to_array(i) for i in model.graph.initializer}
+    for node in model.graph.node:
+        if node.op_type == "Constant" and node.attribute and node.attribute[0].name == "value":
+            out[node.output[0]] = numpy_helper.to_array(node.attribute[0].t)
+    return out
+
+
+def _attr(node: onnx.NodeProto, name: str, default=None):
+    for a in node.attribute:
+        if a.name == name:
+            return onnx.helper.get_attribute_value(a)
+    return default
+
+
+def _foldable_pads(pad: onnx.NodeProto, consts: dict[str, np.ndarray]) -> list[int] | None:
+    """Spatial (begin..., end...) pads of a zero constant Pad on NC... data, else None."""
+    mode = _attr(pad, "mode", b"constant")
+    if (mode.decode() if isinstance(mode, bytes) else mode) != "constant":
+        return None
+    if len(pad.input) < 2 or pad.input[1] not in consts:
+        return None
+    if len(pad.input) > 2 and pad.input[2]:
+        value = consts.get(pad.input[2])
+        if value is None or np.any(value != 0):
+            return None
+    if len(pad.input) > 3 and pad.input[3]:
+        return None  # explicit axes: rare, keep the Pad
+    pads = [int(v) for v in np.asarray(consts[pad.input[1]]).ravel()]
+    rank = len(pads) // 2
+    begin, end = pads[:rank], pads[rank:]
+    if rank < 3 or any(v < 0 for v in pads) or begin[:2] != [0, 0] or end[:2] != [0, 0]:
+        return None
+    return begin[2:] + end[2:]
+
+
+def fold_pads(model: onnx.ModelProto) -> tuple[onnx.ModelProto, int]:
+    """Return a copy with foldable Pad -> Conv pairs merged, and the number folded."""
+    out = onnx.ModelProto()
+    out.CopyFrom(model)
+    graph = out.graph
+    consts = _constants(out)
+    readers: dict[str, list[onnx.NodeProto]] = {}
+    for node in graph.node:
+        for name in node.input:
+            readers.setdefault(name, []).append(node)
+    outputs = {o.name for o in graph.output}
+    removed = []
+    for pad in graph.node:
+        if pad.op_type != "Pad" or pad.output[0] in outputs:
+            continue
+        users = readers.get(pad.output[0], [])
+        if len(users) != 1 or users[0].op_type != "Conv" or users[0].input[0] != pad.output[0]:
+            continue
+        conv = users[0]
+        if _attr(conv, "auto_pad", b"NOTSET") not in (b"NOTSET", "NOTSET"):
+            continue
+        extra = _foldable_pads(pad, consts)
+        if extra is None:
+            continue
+        spatial = len(extra) // 2
+        current = list(_attr(conv, "pads", [0] * (2 * spatial)))
+        if len(current) != len(extra):
+            continue
+        merged = [a + b for a, b in zip(current, extra)]
+        for a in list(conv.attribute):
+            if a.name == "pads":
+                conv.attribute.remove(a)
+        conv.attribute.append(onnx.helper.make_attribute("pads", merged))
+        conv.input[0] = pad.input[0]
+        removed.append(pad)
+    for pad in removed:
+        graph.node.remove(pad)
+    return out, len(removed)

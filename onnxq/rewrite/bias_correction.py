@@ -1,0 +1,145 @@
+"""Fold bias corrections into the float biases of weighted ops (a graph change, so it lives in rewrite/).
+
+Runs on the float graph before ``insert_qdq``: the plan names tensors and (node, input) edges, and this
+pass keeps every name the plan refers to, so Q/DQ placement is unchanged. Biases stay float (the
+TensorRT rule; for the onnxruntime CPU target ``insert_qdq`` quantizes the corrected bias afterwards).
+
+* A node with a constant bias used only by it: the values change, the name stays.
+* A Conv without bias, or a Gemm without C: a new bias initializer is added as input 2.
+* A MatMul: the bias lives in a following ``Add`` with a constant operand of size N (the transformer
+  pattern); that constant is adjusted. A MatMul without one is left alone (adding an Add would change
+  what TensorRT fuses), and so is a bias shared by several nodes or planned as an int32 input.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping
+
+import numpy as np
+import onnx
+import onnx_graphsurgeon as gs
+
+from onnxq.calibrate.bias_correction import CORRECTABLE_OPS, InputMoments, corrected_bias, weight_shift
+from onnxq.calibrate.params import fake_quantize
+from onnxq.graph.query import GraphIndex
+from onnxq.placement.plan import QuantPlan, Role
+from onnxq.preprocess._gs import quiet_gs, to_model
+from onnxq.rewrite.insert_qdq import RANGES, QuantParams
+
+log = logging.getLogger(__name__)
+
+
+def quantized_weight(w: np.ndarray, params: QuantParams) -> np.ndarray:
+    """What the Q/DQ pair of ``params`` makes of the float weight ``w``."""
+    lo, hi = RANGES[params.dtype]
+    return fake_quantize(w, params.scale, params.zero_point, params.axis, lo, hi)
+
+
+def weight_shifts(
+    model: onnx.ModelProto, plan: QuantPlan, params: Mapping[str, QuantParams], means: Mapping[str, InputMoments]
+) -> dict[str, np.ndarray]:
+    """Expected output shift per output channel of every planned weight consumer that has input means."""
+    graph = gs.import_onnx(model)
+    index = GraphIndex.build(graph)
+    nodes = {n.name: n for n in graph.nodes}
+    shifts: dict[str, np.ndarray] = {}
+    for spec in plan.weights():
+        w = index.constant_value(index.tensors[spec.tensor])
+        w_q = quantized_weight(w, params[spec.key])
+        for node_name, idx in spec.consumers:
+            node = nodes[node_name]
+            if idx != 1 or node.op not in CORRECTABLE_OPS or node_name not in means:
+                continue
+            shifts[node_name] = weight_shift(node.op, node.attrs, w, w_q, means[node_name])
+    return shifts
+
+
+def correct_biases(
+    model: onnx.ModelProto, plan: QuantPlan, params: Mapping[str, QuantParams], means: Mapping[str, InputMoments]
+) -> onnx.ModelProto:
+    """A new float model whose biases cancel the mean output error of the planned weight quantization.
+
+    ``means`` are the input moments of each weighted node (``analysis.activation_means.input_moments``);
+    nodes without them are left alone.
+    """
+    return apply_bias_shifts(model, weight_shifts(model, plan, params, means), plan)
+
+
+def apply_bias_shifts(
+    model: onnx.ModelProto, shifts: Mapping[str, np.ndarray], plan: QuantPlan | None = None
+) -> onnx.ModelProto:
+    """A new model where node ``n``'s output bias is lowered by ``shifts[n]`` (one value per channel)."""
+    with quiet_gs():
+        graph = gs.import_onnx(model)
+    index = GraphIndex.build(graph)
+    planned_biases = {s.tensor for s in plan.biases()} if plan is not None else set()
+    nodes = {n.name: n for n in graph.nodes}
+    done = 0
+    for name, shift in shifts.items():
+        node = nodes.get(name)
+        if node is None:
+            raise KeyError(f"bias correction for node {name!r}, which is not in the graph")
+        if not np.any(shift):
+            continue
+        if node.op == "MatMul":
+            done += _shift_matmul_add(index, node, shift)
+        else:
+            done += _shift_bias_input(graph, index, node, shift, planned_biases)
+    log.debug("bias correction changed %d of %d biases", done, len(shifts))
+    return to_model(graph, model)
+
+
+def _shift_bias_input(graph: gs.Graph, index: GraphIndex, node: gs.Node, shift: np.ndarray, planned: set) -> int:
+    beta = float(node.attrs.get("beta", 1.0)) if node.op == "Gemm" else 1.0
+    channels = shift.shape[0]
+    if len(node.inputs) > 2 and node.inputs[2].name:
+        bias = node.inputs[2]
+        value = index.constant_value(bias)
+        if value is None or value.size != channels or beta == 0.0:
+            log.info("bias of %s is not a constant of %d values; not corrected", node.name, channels)
+            return 0
+        shared = len(index.consumers.get(bias.name, [])) > 1
+        if shared and bias.name in planned:
+            log.info("bias %s is shared and planned as int32; %s not corrected", bias.name, node.name)
+            return 0
+        new_value = corrected_bias(value, shift, scale=beta)
+        if shared or not isinstance(bias, gs.Constant):
+            node.inputs[2] = gs.Constant(_fresh(graph, f"{node.name}_bias_corrected"), new_value)
+        else:
+            bias.values = new_value
+        return 1
+    if node.op == "Gemm":
+        node.attrs["beta"] = 1.0  # C was absent, so beta multiplied nothing; the new C enters as is
+    dtype = index.constant_value(node.inputs[1]).dtype
+    constant = gs.Constant(_fresh(graph, f"{node.name}_bias"), corrected_bias(None, shift).astype(dtype))
+    if len(node.inputs) == 2:
+        node.inputs.append(constant)
+    else:
+        node.inputs[2] = constant  # an empty optional input
+    return 1
+
+
+def _shift_matmul_add(index: GraphIndex, node: gs.Node, shift: np.ndarray) -> int:
+    users = index.consumers.get(node.outputs[0].name, [])
+    if len(users) != 1 or users[0][0].op != "Add" or index.is_graph_output(node.outputs[0].name):
+        log.info("MatMul %s has no bias Add to absorb its correction; not corrected", node.name)
+        return 0
+    add, idx = users[0]
+    other = add.inputs[1 - idx]
+    value = index.constant_value(other) if index.is_constant(other) else None
+    used_once = len(index.consumers.get(other.name, [])) == 1
+    if value is None or value.size != shift.shape[0] or not isinstance(other, gs.Constant) or not used_once:
+        log.info("the Add after MatMul %s has no private constant bias of size %d; not corrected",
+                 node.name, shift.shape[0])
+        return 0
+    other.values = corrected_bias(value, shift)
+    return 1
+
+
+def _fresh(graph: gs.Graph, base: str) -> str:
+    used = set(graph.tensors())
+    name, k = base, 1
+    while name in used:
+        name, k = f"{base}_{k}", k + 1
+    return name
