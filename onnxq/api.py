@@ -21,6 +21,7 @@ from onnxq.collect import data as data_mod
 from onnxq.collect.collectors import collect
 from onnxq.collect.stats import TensorStats
 from onnxq.config import QuantConfig, Target, WeightFormat
+from onnxq.errors import UnsupportedModelError, ValidationError
 from onnxq.placement import QuantPlan, plan
 from onnxq.preprocess import preprocess
 from onnxq.preprocess.names import name_nodes
@@ -85,6 +86,7 @@ def quantize(
     timings: dict[str, float] = {}
     t = time.perf_counter()
     pre, notes = prepare(model)
+    _require_quantizable(pre)
     qplan = plan(pre, config)
     timings["prepare"] = time.perf_counter() - t
     source = as_source(data, pre, config.batch_size) if data is not None else None
@@ -103,7 +105,11 @@ def quantize(
     timings["rewrite"] = time.perf_counter() - t
     t = time.perf_counter()
     sample = _first_sample(source, pre) if source is not None else None
-    io.check_model(qmodel, sample)
+    try:
+        io.check_model(qmodel, sample)
+    except ValidationError:
+        io.check_input_model(pre, sample)  # an invalid float model is the input's fault, not an onnxq bug
+        raise
     check = output_similarity(pre, qmodel, sample) if sample is not None else {}
     timings["check"] = time.perf_counter() - t
     report = QuantReport(
@@ -122,6 +128,24 @@ def quantize(
     )
     src = None if isinstance(model, onnx.ModelProto) else str(model)
     return QuantResult(qmodel, report, qplan, params, stats, sample, src)
+
+
+_FLOAT_TYPES = frozenset({onnx.TensorProto.FLOAT, onnx.TensorProto.FLOAT16, onnx.TensorProto.DOUBLE,
+                          onnx.TensorProto.BFLOAT16})
+
+
+def _require_quantizable(model: onnx.ModelProto) -> None:
+    """Refuse, before any calibration work, models onnxruntime cannot run or with nothing to quantize."""
+    runtime.require_known_ops(model)
+    g = model.graph
+    types = [vi.type.tensor_type.elem_type for vi in (*g.input, *g.output, *g.value_info)]
+    types += [t.data_type for t in g.initializer]
+    types += [a.t.data_type for n in g.node if n.op_type == "Constant" for a in n.attribute if a.HasField("t")]
+    if not _FLOAT_TYPES.intersection(types):
+        raise UnsupportedModelError(
+            "nothing to quantize: the model has no float tensors (INT8 quantization maps float tensors to "
+            "int8); use the model as it is"
+        )
 
 
 def _first_sample(source: data_mod.DataSource, model: onnx.ModelProto) -> dict[str, np.ndarray] | None:
@@ -160,6 +184,7 @@ def calibrate(
     """Collect statistics once (for any method later): returns (stats, samples, plan)."""
     config = config or QuantConfig()
     pre, _ = prepare(model)
+    _require_quantizable(pre)
     qplan = plan(pre, config)
     stats, samples = collect(pre, qplan, as_source(data, pre, config.batch_size), config, progress=progress)
     return stats, samples, qplan

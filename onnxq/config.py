@@ -115,6 +115,7 @@ class QuantConfig:
     exclude_ops: tuple[str, ...] = ()  # op types left in float
     batch_size: int = 1
     seed: int = 0
+    collect_memory_mb: float = 1024.0  # exposed activations held at once while collecting; more -> passes
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "target", _enum(Target, self.target, "target"))
@@ -126,6 +127,9 @@ class QuantConfig:
         object.__setattr__(self, "exclude_ops", tuple(self.exclude_ops))
         if self.batch_size < 1:
             raise ConfigError(f"batch_size must be >= 1, got {self.batch_size}")
+        if isinstance(self.collect_memory_mb, bool) or not isinstance(self.collect_memory_mb, (int, float)) \
+                or not self.collect_memory_mb > 0:
+            raise ConfigError(f"collect_memory_mb must be a positive number, got {self.collect_memory_mb!r}")
 
     def to_dict(self) -> dict[str, Any]:
         return _plain(dataclasses.asdict(self))

@@ -90,42 +90,75 @@ def _load_external_data(model: onnx.ModelProto, path: Path) -> None:
     try:
         onnx.external_data_helper.load_external_data_for_model(model, str(base))
     except (OSError, ValueError) as exc:
-        raise ModelLoadError(f"cannot read external data of {path}: {exc}") from None
+        raise ModelLoadError(
+            f"cannot read external data of {path}: {_short(exc)}; the data file is damaged or does not belong "
+            "to this model: copy the complete file beside it or re-export the model"
+        ) from None
 
 
 def check_model(model: onnx.ModelProto, feed: Mapping[str, np.ndarray] | None) -> None:
     """Full onnx check, then onnxruntime loads the model and runs ``feed``; outputs must be finite."""
+    problem = _validation_problem(model, feed)
+    if problem is not None:
+        raise ValidationError(f"{problem} in the model onnxq produced; please report this bug")
+
+
+def check_input_model(model: onnx.ModelProto, feed: Mapping[str, np.ndarray] | None) -> None:
+    """The checks of :func:`check_model` on a float model: an UnsupportedModelError when it fails them.
+
+    Called after a quantized model failed validation: when the float model fails the same checks, the
+    fault is in the input (declared shapes that contradict the ops, an op onnxruntime cannot run), which
+    the user must fix; it is not an onnxq bug.
+    """
+    problem = _validation_problem(model, feed)
+    if problem is not None:
+        raise UnsupportedModelError(
+            f"the input model itself fails validation: {problem}; fix the model or re-export it "
+            "(onnx.checker.check_model(path, full_check=True) shows the problem)"
+        )
+
+
+def _validation_problem(model: onnx.ModelProto, feed: Mapping[str, np.ndarray] | None) -> str | None:
     try:
         if model.ByteSize() > PROTOBUF_LIMIT:
             _check_large(model)
         else:
             onnx.checker.check_model(model, full_check=True)
-    except onnx.checker.ValidationError as exc:
-        raise ValidationError(f"onnxq produced an invalid model ({_short(exc)}); please report this bug") from None
+    except (onnx.checker.ValidationError, onnx.shape_inference.InferenceError) as exc:
+        return f"onnx's checker fails ({_short(exc)})"
     if feed is None:
-        return
+        return None
     try:
-        session = runtime.make_session(model if model.ByteSize() <= PROTOBUF_LIMIT else _large_bytes_path(model))
-        outputs = runtime.run(session, feed)
+        if model.ByteSize() <= PROTOBUF_LIMIT:
+            session = runtime.make_session(model)
+            outputs = runtime.run(session, feed)
+        else:
+            with tempfile.TemporaryDirectory(prefix="onnxq-check-") as tmp:
+                path = os.path.join(tmp, "model.onnx")
+                _save_external(model, path, "model.onnx.data")
+                session = runtime.make_session(path)
+                outputs = runtime.run(session, feed)
     except UnsupportedModelError as exc:
-        raise ValidationError(f"onnxruntime cannot run the model onnxq produced ({exc}); please report this bug") from None
+        return f"onnxruntime cannot run it ({exc})"
     for name, value in zip(runtime.output_names(session), outputs):
         if np.issubdtype(np.asarray(value).dtype, np.floating) and not np.all(np.isfinite(value)):
-            raise ValidationError(f"output {name!r} of the produced model is not finite; please report this bug")
+            return f"output {name!r} is not finite"
+    return None
 
 
 def _check_large(model: onnx.ModelProto) -> None:
-    with tempfile.TemporaryDirectory() as tmp:
+    with tempfile.TemporaryDirectory(prefix="onnxq-check-") as tmp:
         path = os.path.join(tmp, "model.onnx")
-        onnx.save_model(model, path, save_as_external_data=True, location="model.onnx.data")
+        _save_external(model, path, "model.onnx.data")
         onnx.checker.check_model(path, full_check=True)
 
 
-def _large_bytes_path(model: onnx.ModelProto) -> str:
-    tmp = tempfile.mkdtemp(prefix="onnxq-check-")
-    path = os.path.join(tmp, "model.onnx")
-    onnx.save_model(model, path, save_as_external_data=True, location="model.onnx.data")
-    return path
+def _save_external(model: onnx.ModelProto, path: str, location: str) -> None:
+    """Save with tensors in ``location`` beside ``path``, on a copy: onnx's external-data save moves the
+    tensors' bytes out of the proto it is given, which would empty the caller's model."""
+    copy = onnx.ModelProto()
+    copy.CopyFrom(model)
+    onnx.save_model(copy, path, save_as_external_data=True, location=location)
 
 
 def _short(exc: BaseException) -> str:
@@ -147,11 +180,14 @@ def save_model(
     check_output_path(path, source)
     check_model(model, feed)
     large = model.ByteSize() > PROTOBUF_LIMIT
-    tmpdir = tempfile.mkdtemp(prefix=f".{path.name}.", dir=path.parent)
+    try:
+        tmpdir = tempfile.mkdtemp(prefix=f".{path.name}.", dir=path.parent)
+    except OSError as exc:  # root passes os.access checks yet cannot create files on some filesystems
+        raise OutputError(f"cannot write in {path.parent}: {exc.strerror}: choose a writable location") from None
     try:
         tmp_model = os.path.join(tmpdir, path.name)
         if large:
-            onnx.save_model(model, tmp_model, save_as_external_data=True, location=path.name + ".data")
+            _save_external(model, tmp_model, path.name + ".data")
             os.replace(os.path.join(tmpdir, path.name + ".data"), str(path) + ".data")
         else:
             with open(tmp_model, "wb") as fh:
@@ -172,6 +208,8 @@ def check_output_path(path: Path, source: str | os.PathLike | None) -> None:
         src = Path(source)
         if src.exists() and path.exists() and os.path.samefile(src, path) or path.resolve() == src.resolve():
             raise OutputError(f"output {path} is the input model: choose another output path (-o)")
+        if path.exists() and src.is_file() and path.resolve() in _external_files(src):
+            raise OutputError(f"output {path} holds the input model's external data: choose another output path (-o)")
     parent = path.parent if str(path.parent) else Path(".")
     if not parent.is_dir():
         raise OutputError(f"output folder {parent} does not exist: create it or choose another -o path")
@@ -179,6 +217,17 @@ def check_output_path(path: Path, source: str | os.PathLike | None) -> None:
         raise OutputError(f"output folder {parent} is not writable: choose another -o path")
     if path.is_dir():
         raise OutputError(f"output {path} is a folder: give a file name such as {path / 'model.int8.onnx'}")
+
+
+def _external_files(model_path: Path) -> set[Path]:
+    """The external-data files a model file refers to (resolved); empty when it cannot be read."""
+    try:
+        model = onnx.load_model(str(model_path), load_external_data=False)
+    except Exception:  # not a model: load_model reports that; here there is nothing to protect
+        return set()
+    base = model_path.resolve().parent
+    locations = {e.value for t in _external_tensors(model) for e in t.external_data if e.key == "location"}
+    return {(base / location).resolve() for location in locations}
 
 
 def write_bytes_atomic(data: bytes, path: str | os.PathLike) -> Path:

@@ -60,7 +60,53 @@ def run(session: ort.InferenceSession, feed: Mapping[str, np.ndarray], outputs: 
     try:
         return session.run(list(outputs) if outputs is not None else None, dict(feed))
     except Exception as exc:
-        raise UnsupportedModelError(f"onnxruntime failed to run the model: {_first_line(exc)}") from None
+        raise UnsupportedModelError(
+            f"onnxruntime failed to run the model: {_first_line(exc)}; check that the input data (values, "
+            "shapes) is what the model expects"
+        ) from None
+
+
+def unknown_ops(model: onnx.ModelProto) -> list[tuple[str, str, str]]:
+    """(node name, domain, op type) of every node, subgraphs included, in a non-standard domain that
+    onnxruntime has no schema for and the model does not define as a local function.
+
+    Checked before calibration so that a custom op fails with its name and domain up front, instead of
+    as onnxruntime's load error after the work (or, with nothing to calibrate, at the final check).
+    Returns [] when this onnxruntime build cannot list its schemas.
+    """
+    try:
+        schemas = ort.capi._pybind_state.get_all_operator_schema()
+    except Exception:  # a build without the schema registry: onnxruntime reports unknown ops itself
+        return []
+    known = {(s.domain, s.name) for s in schemas} | {(f.domain, f.name) for f in model.functions}
+    found = []
+    for node in _all_nodes(model.graph):
+        if node.domain not in ("", "ai.onnx") and (node.domain, node.op_type) not in known:
+            found.append((node.name, node.domain, node.op_type))
+    return found
+
+
+def require_known_ops(model: onnx.ModelProto) -> None:
+    """UnsupportedModelError naming the first op onnxruntime cannot run (see :func:`unknown_ops`)."""
+    unknown = unknown_ops(model)
+    if unknown:
+        name, domain, op = unknown[0]
+        more = f" (and {len(unknown) - 1} more)" if len(unknown) > 1 else ""
+        raise UnsupportedModelError(
+            f"node {name!r} is op {op!r} of custom domain {domain!r}{more}, which onnxruntime does not know; "
+            "onnxq runs the float model in onnxruntime to calibrate it: replace the op with standard ONNX ops "
+            "or ship it as an ONNX function in the model"
+        )
+
+
+def _all_nodes(graph: onnx.GraphProto) -> list[onnx.NodeProto]:
+    nodes = []
+    for node in graph.node:
+        nodes.append(node)
+        for attr in node.attribute:
+            for sub in list(attr.graphs) + ([attr.g] if attr.HasField("g") else []):
+                nodes.extend(_all_nodes(sub))
+    return nodes
 
 
 def output_names(session: ort.InferenceSession) -> list[str]:

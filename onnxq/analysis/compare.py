@@ -346,7 +346,7 @@ def compare(
     return CompareReport(
         float_model="<float model>", quant_model="<quantized model>", data=source.description,
         samples=acc.samples, optimized=opt is not None, outputs=acc.output_records(),
-        layers=_layers(float_model, quant_model, plan, acc.layers, acc.pre),
+        layers=_layers(quant_model, plan, acc.layers, acc.pre),
         metric=_metric(metric, acc.kept_f, acc.kept_q) if metric is not None else None,
     )
 
@@ -360,15 +360,17 @@ def _weight_sums(quant_model: onnx.ModelProto, plan: _Plan, qv: dict[str, np.nda
     return out
 
 
-def _layers(fm, qm, plan: _Plan, sums: dict[str, ErrorSums], pre: dict[str, ErrorSums]):
-    f_nodes, q_nodes = _node_outputs(fm), _node_outputs(qm)
+def _layers(qm: onnx.ModelProto, plan: _Plan, sums: dict[str, ErrorSums], pre: dict[str, ErrorSums]):
+    q_nodes = _node_outputs(qm)
     dq_consumer = {i: (k, n) for k, n in enumerate(qm.graph.node) for i in n.input}
     rows = []
     for t in plan.layers:
         if t not in sums:
             continue  # shapes differed: not the same tensor
+        # the quantized graph's node: its name is what --exclude-node matches (BN folding, for one, makes
+        # a Conv produce the tensor a BatchNormalization produced in the float model)
         name, op, position = ("", "input", -1) if t in plan.inputs else (
-            f_nodes[t][1].name, f_nodes[t][1].op_type, q_nodes[t][0])
+            q_nodes[t][1].name, q_nodes[t][1].op_type, q_nodes[t][0])
         role = "activation" if t in plan.dq else "float"
         p = pre[t].sqnr_db if t in pre else None
         s = sums[t]

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+from pathlib import Path
 
 from onnxq import api, io
 from onnxq.cli import progress_enabled
@@ -27,6 +28,7 @@ def run(args: argparse.Namespace) -> int:
     # Histograms always: the point of saved statistics is to solve with any method later.
     if config.activations.method is Method.MINMAX:
         config = dataclasses.replace(config, activations=dataclasses.replace(config.activations, method=Method.ENTROPY))
+    io.check_output_path(Path(args.output), args.model)  # before calibrating, not after
     model = io.load_model(args.model)
     source = build_source(args, data_mod.input_specs_from_model(model), seed=config.seed)
     stats, samples, qplan = api.calibrate(model, source, config, progress=progress_enabled(args))

@@ -120,6 +120,7 @@ def add_quant_args(p: argparse.ArgumentParser) -> None:
     q.add_argument("--exclude-op", action="append", default=[], metavar="TYPE",
                    help="leave every node of this op type in float; repeatable")
     q.add_argument("--batch-size", type=int, help="samples per onnxruntime run (dynamic batch models only)")
+    q.add_argument("--memory-mb", type=float, help="memory for activations while calibrating (default 1024)")
 
 
 def build_config(args: argparse.Namespace) -> QuantConfig:
@@ -147,4 +148,5 @@ def build_config(args: argparse.Namespace) -> QuantConfig:
         exclude_ops=tuple(base.exclude_ops) + tuple(args.exclude_op),
         batch_size=args.batch_size or base.batch_size,
         seed=base.seed,
+        collect_memory_mb=base.collect_memory_mb if getattr(args, "memory_mb", None) is None else args.memory_mb,
     )

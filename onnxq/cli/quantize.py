@@ -30,6 +30,9 @@ def add_parser(sub) -> None:
 def run(args: argparse.Namespace) -> int:
     config = build_config(args)
     io.check_output_path(Path(args.output), args.model)
+    for side in (args.save_stats, args.report_json):  # refused before any work, not after the model is written
+        if side:
+            io.check_output_path(Path(side), args.model)
     stats = None
     source = None
     if args.load_stats:
