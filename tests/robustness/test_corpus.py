@@ -128,7 +128,8 @@ def _bad_model_file(write: Callable[[Path], None]) -> Callable[[Path, Path], Run
         m = inp / "m.onnx"
         write(m)
         q = out / "q.onnx"
-        return Run(["quantize", str(m), "-o", str(q), "--random", "2"], lambda: api.prepare(m), q)
+        feeds = [{"x": np.zeros((1, 3, 8, 8), np.float32)}]
+        return Run(["quantize", str(m), "-o", str(q), "--random", "2"], _quantize(m, q, feeds), q)
     return setup
 
 
@@ -450,7 +451,7 @@ CASES = [
     Case("opset-newer-than-supported", setup_opset_too_new, UnsupportedModelError, ("opset 99", "re-export")),
     Case("invalid-model-contradicting-shapes",
          _bad_model_file(lambda p: p.write_bytes(rm.contradictory_shape_model().SerializeToString())),
-         UnsupportedModelError, ("invalid", "shape")),
+         UnsupportedModelError, ("input model itself fails validation", "shape", "fix the model")),
     # --- awkward models
     Case("no-float-tensors", _model_random(rm.int_only_model), UnsupportedModelError,
          ("nothing to quantize", "float")),
