@@ -22,6 +22,7 @@ from onnxq.collect.collectors import collect
 from onnxq.collect.stats import TensorStats
 from onnxq.config import QuantConfig, Target, WeightFormat
 from onnxq.errors import UnsupportedModelError, ValidationError
+from onnxq.graph.size import fits_protobuf
 from onnxq.placement import QuantPlan, plan
 from onnxq.preprocess import preprocess
 from onnxq.preprocess.names import name_nodes
@@ -87,6 +88,7 @@ def quantize(
     t = time.perf_counter()
     pre, notes = prepare(model)
     _require_quantizable(pre)
+    _require_valid(pre, model)
     qplan = plan(pre, config)
     timings["prepare"] = time.perf_counter() - t
     source = as_source(data, pre, config.batch_size) if data is not None else None
@@ -148,6 +150,25 @@ def _require_quantizable(model: onnx.ModelProto) -> None:
         )
 
 
+def _require_valid(pre: onnx.ModelProto, model: str | os.PathLike | onnx.ModelProto) -> None:
+    """Refuse an invalid float model before calibrating: its quantized form could not pass the final check.
+
+    When the preprocessed model fails but the model as given passes, the message says so: either the
+    newer opset's checks found a flaw the old one missed, or preprocessing broke it. Models over 2 GB
+    are left to the final check (checking them here means writing them to disk).
+    """
+    if not fits_protobuf(pre):
+        return
+    problem = io.validation_problem(pre, None)
+    if problem is None:
+        return
+    io.check_input_model(io.load_model(model), None)  # raises when the model as given is invalid
+    raise UnsupportedModelError(
+        f"the model fails validation after onnxq's preprocessing (opset upgrade, folding): {problem}; "
+        "re-export the model at opset >= 13, and report it if that does not help"
+    )
+
+
 def _first_sample(source: data_mod.DataSource, model: onnx.ModelProto) -> dict[str, np.ndarray] | None:
     for feed in source:
         return feed
@@ -192,3 +213,76 @@ def calibrate(
 
 def describe_runtime() -> dict[str, Any]:
     return {"onnxq": __version__, "onnxruntime": runtime.ort_version(), "onnx": onnx.__version__}
+
+
+def quantize_with_fallback(
+    model: str | os.PathLike | onnx.ModelProto,
+    data: DataArg,
+    config: QuantConfig | None = None,
+    rule: Any = None,
+    *,
+    eval_data: DataArg = None,
+    metric: Any = None,
+    options: Any = None,
+    stats: dict[str, TensorStats] | None = None,
+    progress: bool = False,
+) -> tuple[QuantResult, Any, Any]:
+    """Quantize with automatic float fallback: returns (result, FallbackResult, SensitivityReport).
+
+    Ranks the quantized layers by sensitivity on ``eval_data`` (default: ``data``), leaves the most
+    sensitive in float until ``rule`` (an ``onnxq.analysis.fallback.FallbackRule``) holds, then plans and
+    rewrites once with them excluded (``config.exclude_nodes`` gains one ``^name$`` pattern each, so the
+    recorded config reproduces the model). Statistics are collected once, with histograms (any method can
+    then solve from them), and reused; tensors only the final plan quantizes are collected then. The
+    written model is evaluated exactly on the same samples: ``FallbackResult.verified``.
+    ``metric``: ``metric(outputs) -> float`` or ``metric(outputs_float, outputs_quant) -> (f, q)``.
+    """
+    import dataclasses
+
+    from onnxq.analysis.fallback import FallbackRule, choose_float_layers
+    from onnxq.analysis.sensitivity import sensitivity
+
+    config = config or QuantConfig()
+    rule = rule if rule is not None else FallbackRule()  # FallbackRule() names the missing stopping rule
+    pre, _ = prepare(model)
+    _require_quantizable(pre)
+    qplan = plan(pre, config)
+    source = as_source(data, pre, config.batch_size) if data is not None else None
+    samples = 0
+    if stats is None:
+        if source is None:
+            raise data_mod.CalibrationDataError("give calibration data or precomputed statistics (--load-stats)")
+        stats, samples = collect(pre, qplan, source, config, progress=progress, histograms=True)
+    params = solve(stats, qplan, pre, config)
+    evaluation = eval_data if eval_data is not None else data
+    if evaluation is None:
+        raise data_mod.CalibrationDataError("automatic fallback needs evaluation data: pass eval_data (--eval-data)")
+    feeds = list(as_source(evaluation, pre))
+    ranking, evaluator = sensitivity(pre, qplan, params, feeds, options, metric=metric, progress=progress)
+    chosen = choose_float_layers(evaluator, ranking, rule, progress=progress)
+    final = dataclasses.replace(config, exclude_nodes=tuple(config.exclude_nodes) + chosen.exclude_patterns)
+    stats = _complete_stats(pre, plan(pre, final), stats, source, final, progress)
+    result = quantize(model, source, final, stats=stats, progress=progress)
+    result.report = dataclasses.replace(result.report, samples=samples or result.report.samples)
+    verified = evaluator.score_model(result.model)
+    met = rule.holds(verified, chosen.float_metric) if rule.has_target else None
+    return result, dataclasses.replace(chosen, verified=verified, verified_met=met), ranking
+
+
+def _complete_stats(pre: onnx.ModelProto, qplan: QuantPlan, stats: dict[str, TensorStats],
+                    source: data_mod.DataSource | None, config: QuantConfig, progress: bool
+                    ) -> dict[str, TensorStats]:
+    """``stats`` plus those of activations ``qplan`` quantizes and ``stats`` lacks (a plan with exclusions
+    can move a residual Add's Q/DQ to its other input)."""
+    import dataclasses
+
+    missing = [s for s in qplan.activations() if s.tensor not in stats]
+    if not missing:
+        return stats
+    if source is None:
+        raise data_mod.CalibrationDataError(
+            f"the statistics lack tensor {missing[0].tensor!r} that the fallback plan quantizes; "
+            "pass the calibration data too")
+    extra, _ = collect(pre, dataclasses.replace(qplan, specs=tuple(missing)), source, config,
+                       progress=progress, histograms=True)
+    return {**stats, **extra}

@@ -115,7 +115,7 @@ class QuantConfig:
     exclude_ops: tuple[str, ...] = ()  # op types left in float
     batch_size: int = 1
     seed: int = 0
-    collect_memory_mb: float = 1024.0  # exposed activations held at once while collecting; more -> passes
+    collect_memory_mb: float = 1024.0  # activations held at once while collecting (more: several passes)
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "target", _enum(Target, self.target, "target"))

@@ -20,10 +20,10 @@ from google.protobuf.message import DecodeError
 
 from onnxq import runtime
 from onnxq.errors import ModelLoadError, OutputError, UnsupportedModelError, ValidationError
+from onnxq.graph.size import PROTOBUF_LIMIT, fits_protobuf  # noqa: F401 (PROTOBUF_LIMIT re-exported)
 
 log = logging.getLogger(__name__)
 
-PROTOBUF_LIMIT = 2**31 - 1
 
 
 def load_model(source: str | os.PathLike | onnx.ModelProto) -> onnx.ModelProto:
@@ -56,6 +56,7 @@ def _check_model_shape(model: onnx.ModelProto, where: str) -> None:
         raise ModelLoadError(
             f"{where} is not an ONNX model (no graph, nodes, opset or IR version): pass an exported .onnx model"
         )
+    _check_single_assignment(model.graph, where)
     newest = onnx.defs.onnx_opset_version()
     for opset in model.opset_import:
         if opset.domain in ("", "ai.onnx") and opset.version > newest:
@@ -63,6 +64,22 @@ def _check_model_shape(model: onnx.ModelProto, where: str) -> None:
                 f"{where} uses opset {opset.version}, newer than this onnx/onnxruntime supports ({newest}): "
                 f"re-export with opset <= {newest} or upgrade onnx and onnxruntime"
             )
+
+
+def _check_single_assignment(graph: onnx.GraphProto, where: str) -> None:
+    """Every tensor is written once (ONNX's SSA rule); a second writer makes the graph meaningless and
+    crashes graph tools with a misleading "cycle" error, so it is refused here with the tensor's name."""
+    written = {vi.name for vi in graph.input} | {t.name for t in graph.initializer}
+    for node in graph.node:
+        for name in node.output:
+            if not name:
+                continue
+            if name in written:
+                raise ModelLoadError(
+                    f"{where}: tensor {name!r} is written twice (node {node.name or node.op_type!r} and an earlier "
+                    "node, graph input or initializer); ONNX requires one writer per tensor: fix or re-export the model"
+                )
+            written.add(name)
 
 
 def _external_tensors(model: onnx.ModelProto):
@@ -98,7 +115,7 @@ def _load_external_data(model: onnx.ModelProto, path: Path) -> None:
 
 def check_model(model: onnx.ModelProto, feed: Mapping[str, np.ndarray] | None) -> None:
     """Full onnx check, then onnxruntime loads the model and runs ``feed``; outputs must be finite."""
-    problem = _validation_problem(model, feed)
+    problem = validation_problem(model, feed)
     if problem is not None:
         raise ValidationError(f"{problem} in the model onnxq produced; please report this bug")
 
@@ -110,7 +127,7 @@ def check_input_model(model: onnx.ModelProto, feed: Mapping[str, np.ndarray] | N
     fault is in the input (declared shapes that contradict the ops, an op onnxruntime cannot run), which
     the user must fix; it is not an onnxq bug.
     """
-    problem = _validation_problem(model, feed)
+    problem = validation_problem(model, feed)
     if problem is not None:
         raise UnsupportedModelError(
             f"the input model itself fails validation: {problem}; fix the model or re-export it "
@@ -118,9 +135,10 @@ def check_input_model(model: onnx.ModelProto, feed: Mapping[str, np.ndarray] | N
         )
 
 
-def _validation_problem(model: onnx.ModelProto, feed: Mapping[str, np.ndarray] | None) -> str | None:
+def validation_problem(model: onnx.ModelProto, feed: Mapping[str, np.ndarray] | None) -> str | None:
+    """What fails in :func:`check_model` (one line), or None when the model passes."""
     try:
-        if model.ByteSize() > PROTOBUF_LIMIT:
+        if not fits_protobuf(model):
             _check_large(model)
         else:
             onnx.checker.check_model(model, full_check=True)
@@ -129,7 +147,7 @@ def _validation_problem(model: onnx.ModelProto, feed: Mapping[str, np.ndarray] |
     if feed is None:
         return None
     try:
-        if model.ByteSize() <= PROTOBUF_LIMIT:
+        if fits_protobuf(model):
             session = runtime.make_session(model)
             outputs = runtime.run(session, feed)
         else:
@@ -179,7 +197,7 @@ def save_model(
     path = Path(path)
     check_output_path(path, source)
     check_model(model, feed)
-    large = model.ByteSize() > PROTOBUF_LIMIT
+    large = not fits_protobuf(model)
     try:
         tmpdir = tempfile.mkdtemp(prefix=f".{path.name}.", dir=path.parent)
     except OSError as exc:  # root passes os.access checks yet cannot create files on some filesystems

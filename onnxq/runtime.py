@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 import os
+import tempfile
 from collections.abc import Mapping, Sequence
 
 import numpy as np
@@ -15,17 +16,24 @@ import onnx
 import onnxruntime as ort
 
 from onnxq.errors import UnsupportedModelError
+from onnxq.graph.size import fits_protobuf
 
 log = logging.getLogger(__name__)
 
-ort.set_default_logger_severity(3)
+# FATAL only: onnxruntime's errors reach the user as one-line OnnxqErrors; its own ERROR log lines would
+# print a second, coloured copy on stderr.
+ort.set_default_logger_severity(4)
 
 
-def session_options(*, optimize: bool = False, threads: int | None = None) -> ort.SessionOptions:
+def session_options(
+    *, optimize: bool = False, threads: int | None = None, fake_quant: bool = False
+) -> ort.SessionOptions:
     """Options for a deterministic CPU session.
 
     Calibration runs with graph optimizations off (``optimize=False``) so that every planned tensor
-    still exists by its name and holds exactly the float model's values.
+    still exists by its name and holds exactly the float model's values. ``fake_quant=True`` keeps
+    onnxruntime from fusing Q/DQ into integer kernels (whose x86 int8 path without VNNI saturates), so
+    Q/DQ run as fake quantization while float kernels may still be optimized (sensitivity analysis).
     """
     opts = ort.SessionOptions()
     opts.graph_optimization_level = (
@@ -34,7 +42,9 @@ def session_options(*, optimize: bool = False, threads: int | None = None) -> or
     if threads is None:
         threads = int(os.environ.get("ONNXQ_THREADS", "0"))
     opts.intra_op_num_threads = threads
-    opts.log_severity_level = 3
+    opts.log_severity_level = 4
+    if fake_quant:
+        opts.add_session_config_entry("session.disable_quant_qdq", "1")
     return opts
 
 
@@ -44,12 +54,26 @@ def make_session(
     optimize: bool = False,
     threads: int | None = None,
     providers: Sequence[str] = ("CPUExecutionProvider",),
+    fake_quant: bool = False,
 ) -> ort.InferenceSession:
-    """An onnxruntime session; a model onnxruntime rejects becomes an UnsupportedModelError."""
+    """An onnxruntime session; a model onnxruntime rejects becomes an UnsupportedModelError.
+
+    A ModelProto over 2 GB cannot be serialized: it is written with external data to a temporary folder,
+    loaded from there (onnxruntime reads the tensors in) and the folder is removed.
+    """
+    if isinstance(model, onnx.ModelProto) and not fits_protobuf(model):
+        with tempfile.TemporaryDirectory(prefix="onnxq-session-", ignore_cleanup_errors=True) as tmp:
+            path = os.path.join(tmp, "model.onnx")
+            copy = onnx.ModelProto()
+            copy.CopyFrom(model)  # onnx's external-data save empties the tensors of the proto it is given
+            onnx.save_model(copy, path, save_as_external_data=True, location="model.onnx.data")
+            del copy
+            return make_session(path, optimize=optimize, threads=threads, providers=providers, fake_quant=fake_quant)
     payload = model.SerializeToString() if isinstance(model, onnx.ModelProto) else model
     try:
         return ort.InferenceSession(
-            payload, sess_options=session_options(optimize=optimize, threads=threads), providers=list(providers)
+            payload, sess_options=session_options(optimize=optimize, threads=threads, fake_quant=fake_quant),
+            providers=list(providers)
         )
     except Exception as exc:  # onnxruntime raises several private exception types
         raise UnsupportedModelError(f"onnxruntime cannot load the model: {_first_line(exc)}") from None

@@ -6,12 +6,13 @@ import argparse
 import dataclasses
 from pathlib import Path
 
-from onnxq import api, io
-from onnxq.cli import progress_enabled
+from onnxq import io
 from onnxq.cli.common import add_data_args, add_quant_args, build_config, build_source
+from onnxq.cli.sensitivity import add_fallback_args, quantize_from_args, write_quantize_report
 from onnxq.collect import data as data_mod
 from onnxq.collect.stats import load_stats, save_stats
 from onnxq.report.render import report_json, report_text
+from onnxq.report.sensitivity_render import fallback_text
 
 
 def add_parser(sub) -> None:
@@ -24,13 +25,15 @@ def add_parser(sub) -> None:
     p.add_argument("--load-stats", metavar="FILE", help="solve from saved statistics instead of running the model")
     p.add_argument("--report-json", metavar="FILE", help="write the full report as JSON")
     p.add_argument("--format", choices=["text", "json"], default="text", help="report format on stdout")
+    add_fallback_args(p)
     p.set_defaults(run=run)
 
 
 def run(args: argparse.Namespace) -> int:
     config = build_config(args)
     io.check_output_path(Path(args.output), args.model)
-    for side in (args.save_stats, args.report_json):  # refused before any work, not after the model is written
+    # refused before any work, not after the model is written
+    for side in (args.save_stats, args.report_json, args.report):
         if side:
             io.check_output_path(Path(side), args.model)
     stats = None
@@ -41,16 +44,20 @@ def run(args: argparse.Namespace) -> int:
     specs = data_mod.input_specs_from_model(model)
     if not (args.load_stats and args.calib_data is None and args.calib_script is None and args.random is None):
         source = build_source(args, specs, seed=config.seed)
-    result = api.quantize(model, source, config, stats=stats, progress=progress_enabled(args))
+    result, fallback, ranking = quantize_from_args(args, model, source, config, stats)
     result.report = dataclasses.replace(result.report, model=str(args.model))
     result.source = str(args.model)
     if args.save_stats and result.stats:
         save_stats(args.save_stats, result.stats, {"model": str(args.model)})
     result.save(args.output)
+    if args.report:
+        write_quantize_report(args, model, source, result, fallback, ranking)
     if args.report_json:
         io.write_bytes_atomic(report_json(result.report).encode(), args.report_json)
     if not args.quiet:
         print(report_json(result.report) if args.format == "json" else report_text(result.report, verbose=args.verbose > 0))
         if args.format == "text":
+            if fallback is not None:
+                print(fallback_text(fallback))
             print(f"wrote      {args.output}")
     return 0

@@ -30,6 +30,7 @@ def expose(model: onnx.ModelProto, tensors: list[str]) -> onnx.ModelProto:
     present = {o.name for o in out.graph.output}
     for name in tensors:
         if name not in present:
-            out.graph.output.append(helper.make_tensor_value_info(name, types.get(name, TensorProto.FLOAT), None))
+            elem = types.get(name, TensorProto.FLOAT)
+            out.graph.output.append(helper.make_tensor_value_info(name, elem, None))
             present.add(name)
     return out

@@ -144,7 +144,8 @@ def _run_pass(
     """Run ``group`` exposed over ``data``; count batch k in a worker while batch k+1 runs."""
     session = None
     if group:
-        session = runtime.make_session(augment.expose(model, group), optimize=optimize, threads=_ort_threads())
+        exposed = augment.expose(model, group)
+        session = runtime.make_session(exposed, optimize=optimize, threads=_ort_threads())
     from_feed = names[: len(names) - len(group)]
     samples = 0
     pending: Future | None = None
@@ -217,7 +218,8 @@ def tensor_bytes(model: onnx.ModelProto, tensors: Sequence[str], feed: Feed) -> 
         for d, size in zip(dims, np.shape(arr)):
             if d.dim_param:
                 known.setdefault(d.dim_param, int(size))
-    infos = {vi.name: vi for vi in itertools.chain(model.graph.value_info, model.graph.output)}
+    graph = model.graph
+    infos = {vi.name: vi for vi in itertools.chain(graph.input, graph.value_info, graph.output)}
     out: dict[str, float | None] = {}
     for name in tensors:
         vi = infos.get(name)
@@ -262,5 +264,6 @@ def split_passes(
         passes[-1].append(name)
         used += size
     if len(passes) > 1:
-        log.info("collecting %d tensors in %d passes to stay within the memory budget", len(tensors), len(passes))
+        log.info("collecting %d tensors in %d passes to stay within the memory budget",
+                 len(tensors), len(passes))
     return passes

@@ -16,6 +16,8 @@ from collections.abc import Iterator
 import onnx
 import onnx_graphsurgeon as gs
 
+from onnxq.errors import UnsupportedModelError
+
 logger = logging.getLogger(__name__)
 
 
@@ -32,10 +34,19 @@ def is_default_domain(node: gs.Node) -> bool:
 
 
 def to_graph(model: onnx.ModelProto) -> gs.Graph:
-    """Import ``model`` into a graph; the graph must be toposorted before folding, so it is here."""
+    """Import ``model`` into a graph; the graph must be toposorted before folding, so it is here.
+
+    A graph that cannot be ordered (a cycle) is the model's fault: UnsupportedModelError, not a crash.
+    """
     with quiet_gs():
         graph = gs.import_onnx(model)
-        graph.toposort()
+        try:
+            graph.toposort()
+        except gs.util.exception.OnnxGraphSurgeonException as exc:
+            raise UnsupportedModelError(
+                f"the graph cannot be put in execution order ({str(exc).strip().splitlines()[0]}): "
+                "fix the model or re-export it"
+            ) from None
     return graph
 
 

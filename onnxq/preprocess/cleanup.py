@@ -49,13 +49,20 @@ def fold_constants(model: onnx.ModelProto) -> onnx.ModelProto:
         logger.warning("model has sparse initializers, which onnx-graphsurgeon cannot read: cleanup skipped")
         return model
     graph = _gs.to_graph(infer_shapes(model))
+    try:
+        with _gs.quiet_gs():
+            graph.fold_constants(
+                fold_shapes=True,
+                recurse_subgraphs=False,  # graphsurgeon does not pass should_exclude_node to subgraphs
+                error_ok=True,
+                should_exclude_node=_never_fold,
+            )
+    except Exception as exc:  # noqa: BLE001 - folding is an optimisation; graphsurgeon crashes on malformed
+        # graphs (an If without branches, ...). Go on unfolded: the validity check downstream names the flaw.
+        logger.warning("constant folding failed, continuing without it: %s: %s", type(exc).__name__,
+                       str(exc).strip().splitlines()[0] if str(exc).strip() else "")
+        graph = _gs.to_graph(model)
     with _gs.quiet_gs():
-        graph.fold_constants(
-            fold_shapes=True,
-            recurse_subgraphs=False,  # graphsurgeon does not pass should_exclude_node to subgraphs
-            error_ok=True,
-            should_exclude_node=_never_fold,
-        )
         graph.cleanup()
         remove_identities(graph)
         graph.cleanup().toposort()

@@ -17,14 +17,13 @@ import logging
 
 import onnx
 
+from onnxq.graph.size import PROTOBUF_LIMIT, fits_protobuf  # noqa: F401 (PROTOBUF_LIMIT re-exported)
+
 logger = logging.getLogger(__name__)
-
-PROTOBUF_LIMIT = 2**31 - 1
-
 
 def fits_in_memory_api(model: onnx.ModelProto) -> bool:
     """Whether ``model`` can go through onnx's in-memory (serializing) APIs: under 2 GB."""
-    return model.ByteSize() <= PROTOBUF_LIMIT
+    return fits_protobuf(model)
 
 
 def infer_shapes(model: onnx.ModelProto) -> onnx.ModelProto:

@@ -1,28 +1,32 @@
-"""A "gated" QDQ model: every quantized node can be switched between float and fake-quantized inputs by feed.
+"""A "gated" QDQ model: each quantized node switches between its float and fake-quantized form by feed.
 
 Sensitivity analysis evaluates the model under many quantization subsets (one layer quantized, all but
-one, the greedy fallback's steps). Rebuilding and reloading an onnxruntime session per subset costs more
-than running it, so the model is built once with a switch per *unit* (a quantized node of the plan):
+one, the steps of the greedy fallback). Building and loading an onnxruntime session per subset costs
+more than running it, so the model is built once with a switch per *unit* (a quantized node of the plan):
 
-    gates: bool[K] graph input                      (one entry per unit, in ``units`` order)
-    g_k  = Gather(gates, k)                          (a bool scalar)
-    x'   = If(g_k) then DQ(Q(x)) else x              (each planned input edge of unit k)
+    gates: bool[K] graph input                         one entry per unit, in ``units`` order
+    g_k = Gather(gates, k)                             a bool scalar
+    y   = If(g_k) then N(DQ(Q(x)), DQ(Q(w)))          the node with its planned inputs fake-quantized
+                  else N(x, w)                         the node as in the float model
 
-Why ``If`` and not ``Where(g_k, DQ(Q(x)), x)``: ``Where`` computes Q, DQ and a select over the whole
-tensor on every run whatever the gate, so a one-at-a-time run costs as much as a fully quantized one plus
-the select; ``If`` runs only the chosen branch (measured on EfficientNet-Lite0, batch 25, 2 threads: see
-``benchmarks/sensitivity.py``). A Q/DQ pair shared by several units is built once per edge's branch.
-Weights (and int32 biases) are fake-quantized once in numpy: the branch returns a constant, exactly
-``DQ(Q(w))`` as onnxruntime computes it (round half to even, saturate, then ``q * scale`` in float32).
+Why the whole node goes into the ``If``, measured on EfficientNet-Lite0 (CPU ms per image, 1 thread):
+gating each input edge (``If`` or ``Where`` on the edge) hides the weights behind a runtime value, so
+onnxruntime cannot pre-pack them into its blocked (NCHWc) convolution layout and every run costs as much
+as an unoptimized session (~30-35 ms); a node-level ``If`` keeps constant weights in both branches, the
+branches are optimized like any graph (~15-19 ms, float alone ~12 ms), and a branch that is not taken
+costs nothing. ``Where`` would also compute Q, DQ and the select whatever the gate.
 
-With every gate on, the outputs equal those of :func:`onnxq.rewrite.insert_qdq` (same Q/DQ, same params);
-with every gate off, those of the float model. Run it with onnxruntime graph optimizations disabled, as
-exact fake quantization.
+Weights (and int32 biases) are fake-quantized once in numpy into a constant of the quantized branch,
+exactly ``DQ(Q(w))`` as onnxruntime computes it (round half to even, saturate, then ``(q - zp) * scale``
+in float32). With every gate on, the outputs are those of :func:`onnxq.rewrite.insert_qdq` with the same
+plan and parameters; with every gate off, those of the float model. Graph optimizations that fuse Q/DQ
+into integer kernels must stay off (see :func:`onnxq.runtime.make_session`, ``fake_quant=True``).
+Planned edges of consumers that are not units are quantized unconditionally.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -30,7 +34,7 @@ import onnx
 import onnx_graphsurgeon as gs
 
 from onnxq.graph.query import GraphIndex
-from onnxq.placement.plan import QuantPlan, Role
+from onnxq.placement.plan import QuantPlan, Role, TensorQuantSpec
 from onnxq.rewrite.insert_qdq import NP_DTYPES, QuantParams, _copy_model_fields, _Names, quantize_array
 
 GATES_INPUT = "onnxq_gates"
@@ -44,16 +48,20 @@ class GatedModel:
     units: tuple[str, ...]
     gates_input: str = GATES_INPUT
 
-    def feed(self, quantized: Sequence[str] | set[str] | frozenset[str]) -> dict[str, np.ndarray]:
-        """The gates feed that quantizes exactly the units in ``quantized`` (others stay float)."""
+    def feed(self, quantized: Iterable[str]) -> dict[str, np.ndarray]:
+        """The gates feed that quantizes exactly the units in ``quantized`` (the others run in float)."""
         on = set(quantized)
+        unknown = on - set(self.units)
+        if unknown:
+            raise KeyError(f"not units of the gated model: {sorted(unknown)[:3]}")
         return {self.gates_input: np.array([u in on for u in self.units], dtype=bool)}
 
 
-def fake_quantize(value: np.ndarray, p: QuantParams, narrow: bool) -> np.ndarray:
+def fake_quantize(value: np.ndarray, p: QuantParams, *, narrow: bool) -> np.ndarray:
     """``DQ(Q(value))`` in float32, as onnxruntime computes it for a constant."""
     q = quantize_array(value, p, narrow=narrow).astype(np.float32)
-    scale, zp = np.asarray(p.scale, np.float32), np.asarray(p.zero_point).astype(np.float32)
+    scale = np.asarray(p.scale, np.float32)
+    zp = np.asarray(p.zero_point).astype(np.float32)
     if p.axis is not None and value.ndim > 0 and scale.ndim == 1:
         shape = [1] * value.ndim
         shape[p.axis] = -1
@@ -64,52 +72,81 @@ def fake_quantize(value: np.ndarray, p: QuantParams, narrow: bool) -> np.ndarray
 def build_gated(
     model: onnx.ModelProto, plan: QuantPlan, params: dict[str, QuantParams], units: Sequence[str] | None = None
 ) -> GatedModel:
-    """The gated model of ``plan``: the edges of each unit (default: ``plan.quantized_nodes``) switchable.
+    """The gated model of ``plan`` with a gate per unit (default: every node of ``plan.quantized_nodes``).
 
-    Edges of consumers that are not units stay always quantized. ``model`` is not modified.
+    ``model`` is the preprocessed float model the plan was made for; it is not modified.
     """
     units = tuple(plan.quantized_nodes if units is None else units)
     graph = gs.import_onnx(model)
     index = GraphIndex.build(graph)
     nodes = {n.name: n for n in graph.nodes}
+    missing = [u for u in units if u not in nodes]
+    if missing:
+        raise KeyError(f"units not in the graph: {missing[:3]}")
     names = _Names(graph)
-    position = {u: k for k, u in enumerate(units)}
     gates = gs.Variable(names.new(GATES_INPUT), dtype=np.bool_, shape=[len(units)])
     graph.inputs.append(gates)
-    gate_of: dict[str, gs.Variable] = {}
-
-    def gate(unit: str) -> gs.Variable:
-        if unit not in gate_of:
-            k = gs.Constant(names.new(f"onnxq_gate_index_{position[unit]}"), np.array(position[unit], np.int64))
-            out = gs.Variable(names.new(f"onnxq_gate_{position[unit]}"), dtype=np.bool_, shape=[])
-            graph.nodes.append(gs.Node("Gather", names.new(f"onnxq_gate_{position[unit]}_Gather"),
-                                       inputs=[gates, k], outputs=[out]))
-            gate_of[unit] = out
-        return gate_of[unit]
-
+    edges: dict[str, list[tuple[int, TensorQuantSpec]]] = {}
     for spec in plan.specs:
-        tensor = index.tensors[spec.tensor]
-        p = params[spec.key]
         for node_name, idx in spec.consumers:
-            if spec.role is Role.ACTIVATION:
-                quant_branch = _qdq_branch(names, tensor, p)
-            else:
-                value = index.constant_value(tensor)
-                fq = fake_quantize(value, p, narrow=spec.role is Role.WEIGHT)
-                quant_branch = _constant_branch(names, f"{tensor.name}_fq", fq)
-            if node_name in position:
-                edge = _if(graph, names, gate(node_name), quant_branch, tensor)
-            else:
-                edge = _inline(graph, quant_branch)
-            nodes[node_name].inputs[idx] = edge
+            edges.setdefault(node_name, []).append((idx, spec))
+    for node_name, node_edges in edges.items():
+        if node_name not in units:  # not switchable: quantized in place, as insert_qdq would
+            inputs, extra = _quantized_inputs(names, index, nodes[node_name], node_edges, params)
+            graph.nodes.extend(extra)
+            nodes[node_name].inputs[:] = inputs
+    for k, unit in enumerate(units):
+        _gate_node(graph, names, index, nodes[unit], edges.get(unit, []), params, _gate(graph, names, gates, k))
     graph.cleanup(remove_unused_graph_inputs=False).toposort()
     out = gs.export_onnx(graph, do_type_check=True)
     _copy_model_fields(model, out)
     return GatedModel(out, units, gates.name)
 
 
-def _qdq_branch(names: _Names, tensor: gs.Tensor, p: QuantParams) -> gs.Graph:
-    """A subgraph ``DQ(Q(tensor))`` reading ``tensor`` from the outer scope."""
+def _gate(graph: gs.Graph, names: _Names, gates: gs.Variable, k: int) -> gs.Variable:
+    index = gs.Constant(names.new(f"onnxq_gate_index_{k}"), np.array(k, np.int64))
+    out = gs.Variable(names.new(f"onnxq_gate_{k}"), dtype=np.bool_, shape=[])
+    graph.nodes.append(gs.Node("Gather", names.new(f"onnxq_gate_{k}_Gather"), inputs=[gates, index], outputs=[out]))
+    return out
+
+
+def _gate_node(graph: gs.Graph, names: _Names, index: GraphIndex, node: gs.Node,
+               node_edges: list[tuple[int, TensorQuantSpec]], params: dict[str, QuantParams],
+               gate: gs.Variable) -> None:
+    """Replace ``node`` by ``If(gate)`` whose branches hold its quantized and its float copy."""
+    q_inputs, extra = _quantized_inputs(names, index, node, node_edges, params)
+    branches = []
+    for tag, inputs, pre in (("quantized", q_inputs, extra), ("float", list(node.inputs), [])):
+        outs = [gs.Variable(names.new(f"{o.name}_{tag}"), dtype=o.dtype, shape=o.shape) for o in node.outputs]
+        copy = gs.Node(node.op, names.new(f"{node.name}_{tag}"), attrs=dict(node.attrs), inputs=inputs,
+                       outputs=outs, domain=node.domain)
+        branches.append(gs.Graph(nodes=pre + [copy], outputs=outs, name=names.new(f"{node.name}_{tag}_branch")))
+    outputs = list(node.outputs)
+    node.inputs.clear()
+    node.outputs.clear()
+    graph.nodes.append(gs.Node("If", names.new(f"{node.name}_If"), inputs=[gate], outputs=outputs,
+                               attrs={"then_branch": branches[0], "else_branch": branches[1]}))
+
+
+def _quantized_inputs(names: _Names, index: GraphIndex, node: gs.Node,
+                      node_edges: list[tuple[int, TensorQuantSpec]], params: dict[str, QuantParams]):
+    """``node``'s inputs with its planned edges fake-quantized, and the Q/DQ nodes that compute them."""
+    inputs = list(node.inputs)
+    extra: list[gs.Node] = []
+    for idx, spec in node_edges:
+        tensor = index.tensors[spec.tensor]
+        p = params[spec.key]
+        if spec.role is Role.ACTIVATION:
+            q_nodes, inputs[idx] = _qdq(names, tensor, p)
+            extra += q_nodes
+        else:
+            value = index.constant_value(tensor)
+            fq = fake_quantize(value, p, narrow=spec.role is Role.WEIGHT)
+            inputs[idx] = gs.Constant(names.new(f"{tensor.name}_fq"), fq)
+    return inputs, extra
+
+
+def _qdq(names: _Names, tensor: gs.Tensor, p: QuantParams) -> tuple[list[gs.Node], gs.Variable]:
     base = tensor.name
     scale = gs.Constant(names.new(f"{base}_scale"), np.asarray(p.scale, dtype=np.float32))
     zero = gs.Constant(names.new(f"{base}_zero_point"), np.asarray(p.zero_point, dtype=NP_DTYPES[p.dtype]))
@@ -120,32 +157,4 @@ def _qdq_branch(names: _Names, tensor: gs.Tensor, p: QuantParams) -> gs.Graph:
                 inputs=[tensor, scale, zero], outputs=[q_out])
     dq = gs.Node("DequantizeLinear", names.new(f"{base}_DequantizeLinear"), attrs=attrs,
                  inputs=[q_out, scale, zero], outputs=[dq_out])
-    return gs.Graph(nodes=[q, dq], inputs=[], outputs=[dq_out], name=names.new(f"{base}_quantized"))
-
-
-def _constant_branch(names: _Names, base: str, value: np.ndarray) -> gs.Graph:
-    out = gs.Variable(names.new(base), dtype=value.dtype, shape=list(value.shape))
-    node = gs.Node("Constant", names.new(f"{base}_Constant"), attrs={"value": gs.Constant(names.new(f"{base}_value"), value)},
-                   outputs=[out])
-    return gs.Graph(nodes=[node], inputs=[], outputs=[out], name=names.new(f"{base}_branch"))
-
-
-def _float_branch(names: _Names, tensor: gs.Tensor) -> gs.Graph:
-    out = gs.Variable(names.new(f"{tensor.name}_float"), dtype=tensor.dtype, shape=tensor.shape)
-    node = gs.Node("Identity", names.new(f"{tensor.name}_Identity"), inputs=[tensor], outputs=[out])
-    return gs.Graph(nodes=[node], inputs=[], outputs=[out], name=names.new(f"{tensor.name}_float_branch"))
-
-
-def _if(graph: gs.Graph, names: _Names, cond: gs.Variable, then: gs.Graph, tensor: gs.Tensor) -> gs.Variable:
-    dtype = tensor.dtype if not isinstance(tensor, gs.Constant) else tensor.values.dtype
-    shape = tensor.shape if not isinstance(tensor, gs.Constant) else list(tensor.values.shape)
-    out = gs.Variable(names.new(f"{tensor.name}_gated"), dtype=dtype, shape=shape)
-    graph.nodes.append(gs.Node("If", names.new(f"{tensor.name}_If"),
-                               attrs={"then_branch": then, "else_branch": _float_branch(names, tensor)},
-                               inputs=[cond], outputs=[out]))
-    return out
-
-
-def _inline(graph: gs.Graph, branch: gs.Graph) -> gs.Variable:
-    graph.nodes.extend(branch.nodes)
-    return branch.outputs[0]
+    return [q, dq], dq_out

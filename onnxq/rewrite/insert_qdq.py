@@ -126,7 +126,10 @@ def _constant_dq(graph: gs.Graph, names: _Names, index: GraphIndex, tensor: gs.T
 
 
 def _copy_model_fields(src: onnx.ModelProto, dst: onnx.ModelProto) -> None:
-    dst.ir_version = src.ir_version
+    # IR < 4 requires every initializer to be a graph input, which the new scales are not: raise the IR
+    # version to the one the opsets need (opset 13 -> 7), which every supported onnxruntime reads.
+    needed = onnx.helper.find_min_ir_version_for(list(src.opset_import), ignore_unknown=True)
+    dst.ir_version = max(src.ir_version, needed)
     del dst.opset_import[:]
     dst.opset_import.extend(src.opset_import)
     dst.doc_string = src.doc_string

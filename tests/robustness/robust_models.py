@@ -251,3 +251,68 @@ def feed_for(model: onnx.ModelProto, seed: int = 0) -> dict[str, np.ndarray]:
         else:
             feed[vi.name] = rng.integers(0, 100, size=shape).astype(dtype)
     return feed
+
+
+def residual_concat_model() -> onnx.ModelProto:
+    """Conv -> Relu -> Conv + shortcut Add, a Concat of two branches, MaxPool and a Gemm head: enough
+    structure (residual rule, shared-scale groups, per-channel weights, biases) to test determinism."""
+    nodes = [
+        helper.make_node("Conv", ["x", "W1", "B1"], ["c1"], name="conv1", pads=[1, 1, 1, 1]),
+        helper.make_node("Relu", ["c1"], ["r1"], name="relu1"),
+        helper.make_node("Conv", ["r1", "W2", "B2"], ["c2"], name="conv2", pads=[1, 1, 1, 1]),
+        helper.make_node("Add", ["c2", "r1"], ["res"], name="residual"),
+        helper.make_node("Conv", ["res", "W3"], ["c3"], name="conv3", pads=[1, 1, 1, 1]),
+        helper.make_node("Concat", ["res", "c3"], ["cat"], name="concat", axis=1),
+        helper.make_node("MaxPool", ["cat"], ["pool"], name="pool", kernel_shape=[2, 2], strides=[2, 2]),
+        helper.make_node("Flatten", ["pool"], ["flat"], name="flatten"),
+        helper.make_node("Gemm", ["flat", "Wg", "Bg"], ["y"], name="head", transB=1),
+    ]
+    inits = [
+        numpy_helper.from_array(_w((4, 3, 3, 3)), "W1"), numpy_helper.from_array(_w((4,), 1), "B1"),
+        numpy_helper.from_array(_w((4, 4, 3, 3), 2), "W2"), numpy_helper.from_array(_w((4,), 3), "B2"),
+        numpy_helper.from_array(_w((4, 4, 3, 3), 4), "W3"),
+        numpy_helper.from_array(_w((10, 128), 5), "Wg"), numpy_helper.from_array(_w((10,), 6), "Bg"),
+    ]
+    return _model(nodes, [_vi("x", TensorProto.FLOAT, [1, 3, 8, 8])], [_vi("y", TensorProto.FLOAT, [1, 10])], inits)
+
+
+def _copy(model: onnx.ModelProto) -> onnx.ModelProto:
+    out = onnx.ModelProto()
+    out.CopyFrom(model)
+    return out
+
+
+def old_ir_model(opset: int = OPSET) -> onnx.ModelProto:
+    """IR version 3 style: every initializer is also listed as a graph input (old exporters)."""
+    model = residual_concat_model()
+    model.ir_version = 3
+    model.opset_import[0].version = opset
+    for tensor in model.graph.initializer:
+        model.graph.input.append(helper.make_tensor_value_info(tensor.name, tensor.data_type, tensor.dims))
+    return model
+
+
+def unsorted_model() -> onnx.ModelProto:
+    """Nodes stored in reverse order: valid once sorted, rejected by onnx's checker as given."""
+    model = residual_concat_model()
+    nodes = list(model.graph.node)
+    del model.graph.node[:]
+    model.graph.node.extend(reversed(nodes))
+    return model
+
+
+def unnamed_nodes_model() -> onnx.ModelProto:
+    """Half the nodes unnamed, the rest sharing one name: plans and reports address nodes by name."""
+    model = residual_concat_model()
+    for k, node in enumerate(model.graph.node):
+        node.name = "" if k % 2 else "block"
+    return model
+
+
+def exposed_internal_model() -> onnx.ModelProto:
+    """An intermediate tensor (a quantized op's input) is also a graph output, with no shape declared."""
+    model = residual_concat_model()
+    model.graph.output.append(helper.make_tensor_value_info("r1", TensorProto.FLOAT, None))
+    del model.graph.output[0].type.tensor_type.shape.dim[:]
+    model.graph.output[0].type.tensor_type.ClearField("shape")
+    return model

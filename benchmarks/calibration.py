@@ -1,0 +1,262 @@
+"""Calibration cost: wall time and peak memory of onnxq against onnxruntime's quantizer, side by side.
+
+On EfficientNet-Lite0 (``models/efficientnet_lite0.py``; built into models/.cache if missing), with the 100
+preprocessed calibration images repeated as needed to 100 and 1000 samples (batch 1), one invocation runs:
+
+* plain float inference (onnxruntime, default session options): the floor any calibrator has to pay;
+* ``onnxruntime.quantization.quantize_static`` (QDQ, per-channel, int8 activations and weights) with
+  MinMax, Entropy and Percentile. Its histogram calibrators keep every intermediate tensor of every sample
+  until the end (~63 MB per sample here), so at 1000 samples (~63 GB) they cannot run in 24 GB: those
+  rows are skipped and marked so;
+* ``onnxq.quantize`` (TensorRT target) with minmax, entropy, mse and percentile, end to end: preprocess,
+  plan, collect, solve, rewrite, check, save. By default the calibration graph runs unoptimised (exact
+  float values); the rows marked "optimised graph" collect with ``optimize=True`` (onnxruntime's full
+  graph optimisations on the calibration graph: kernel-rounding differences only, see
+  onnxq/collect/collectors.py) and then quantize from those statistics.
+
+Each configuration runs in its own process (this script with ``--one``); the parent reads the child's
+peak RSS from ``os.wait4`` and the child reports its own wall time for the timed part (data loading
+excluded: every configuration gets the same in-memory arrays). The 1-minute load average at the start
+of each run is printed too: the machine is shared, and a load above the core count inflates wall times.
+
+Usage:
+    python benchmarks/calibration.py                       # full run; writes benchmarks/results/calibration.md
+    python benchmarks/calibration.py --samples 100 --only plain onnxq-entropy ort-entropy
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import os
+import platform
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))  # run from a checkout without installing; `models` is a namespace package
+
+import numpy as np  # noqa: E402
+
+ORT_METHODS = {"ort-minmax": "MinMax", "ort-entropy": "Entropy", "ort-percentile": "Percentile"}
+ONNXQ_METHODS = ("minmax", "entropy", "mse", "percentile")
+ORT_HISTOGRAM_LIMIT = 200  # samples; above this onnxruntime's histogram calibrators exceed 12 GB
+CONFIGS = (
+    ["plain"]
+    + list(ORT_METHODS)
+    + [f"onnxq-{m}" for m in ONNXQ_METHODS]
+    + ["onnxq-minmax-opt", "onnxq-entropy-opt"]
+)
+DEFAULT_OUT = REPO / "benchmarks" / "results" / "calibration.md"
+
+
+# --------------------------------------------------------------------------------------------- child
+def _feeds(images: Path, samples: int) -> list[dict[str, np.ndarray]]:
+    """``samples`` feeds cycling over the preprocessed images (views, no copies: memory stays flat)."""
+    x = np.load(images, allow_pickle=False)
+    return [{"input": x[i % len(x)][None]} for i in range(samples)]
+
+
+def _plain(model: Path, feeds: list[dict[str, np.ndarray]], out: Path) -> dict:
+    import onnxruntime as ort
+
+    session = ort.InferenceSession(str(model), providers=["CPUExecutionProvider"])
+    for feed in feeds:
+        session.run(None, feed)
+    return {}
+
+
+def _ort(model: Path, feeds: list[dict[str, np.ndarray]], out: Path, method: str) -> dict:
+    from onnxruntime import quantization as ortq
+
+    class Reader(ortq.CalibrationDataReader):
+        def __init__(self) -> None:
+            self._it = iter(feeds)
+
+        def get_next(self):
+            return next(self._it, None)
+
+    ortq.quantize_static(
+        str(model), str(out), Reader(), quant_format=ortq.QuantFormat.QDQ, per_channel=True,
+        activation_type=ortq.QuantType.QInt8, weight_type=ortq.QuantType.QInt8,
+        calibrate_method=getattr(ortq.CalibrationMethod, method),
+    )  # fmt: skip
+    return {}
+
+
+def _onnxq(model: Path, feeds: list[dict[str, np.ndarray]], out: Path, method: str, optimize: bool) -> dict:
+    from onnxq import api
+    from onnxq.collect import data
+    from onnxq.collect.collectors import collect
+    from onnxq.config import ActivationSpec, QuantConfig
+
+    config = QuantConfig(activations=ActivationSpec(method=method))
+    source = data.from_iterable(feeds)
+    if not optimize:
+        result = api.quantize(str(model), source, config)
+        result.save(out)
+        return {"calibrate_s": result.report.timings.get("calibrate")}
+    t = time.perf_counter()
+    pre, _ = api.prepare(str(model))
+    stats, _ = collect(pre, api.plan(pre, config), source, config, optimize=True)
+    calibrate_s = time.perf_counter() - t
+    api.quantize(str(model), source, config, stats=stats).save(out)
+    return {"calibrate_s": calibrate_s}
+
+
+def run_one(name: str, model: Path, images: Path, samples: int) -> dict:
+    """Run configuration ``name`` and return its timings (the parent measures memory)."""
+    feeds = _feeds(images, samples)
+    load = os.getloadavg()[0]
+    with tempfile.TemporaryDirectory(prefix="onnxq-calib-bench-") as tmp:
+        out = Path(tmp) / "model.onnx"
+        t = time.perf_counter()
+        if name == "plain":
+            extra = _plain(model, feeds, out)
+        elif name in ORT_METHODS:
+            extra = _ort(model, feeds, out, ORT_METHODS[name])
+        else:
+            method = name.removeprefix("onnxq-").removesuffix("-opt")
+            extra = _onnxq(model, feeds, out, method, optimize=name.endswith("-opt"))
+        wall = time.perf_counter() - t
+    return {"name": name, "samples": samples, "wall_s": wall, "load": load, **extra}
+
+
+# -------------------------------------------------------------------------------------------- parent
+def _prepare_images(folder: Path) -> tuple[Path, Path]:
+    from models import efficientnet_lite0 as recipe
+
+    model = recipe.build()
+    images = folder / "calib.npy"
+    np.save(images, np.concatenate([f["input"] for f in recipe.calib_feeds()]), allow_pickle=False)
+    return model, images
+
+
+def _spawn(name: str, model: Path, images: Path, samples: int, timeout: float) -> dict:
+    """Run one configuration in a child process; add its peak RSS (os.wait4: this child only)."""
+    import threading
+
+    cmd = [sys.executable, __file__, "--one", name, "--model", str(model), "--images", str(images),
+           "--samples", str(samples)]  # fmt: skip
+    start = time.monotonic()
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, text=True)
+    timer = threading.Timer(timeout, proc.kill)
+    timer.start()
+    try:
+        out = proc.stdout.read()
+        _, status, usage = os.wait4(proc.pid, 0)  # reap it ourselves: Popen.wait would discard the rusage
+    finally:
+        timer.cancel()
+    proc.returncode = code = os.waitstatus_to_exitcode(status)
+    lines = [line for line in out.splitlines() if line.startswith("{")]
+    if code != 0 or not lines:
+        why = "timed out" if code == -9 else f"exit {code}"
+        return {"name": name, "samples": samples, "error": why, "wall_s": time.monotonic() - start}
+    return {**json.loads(lines[-1]), "peak_rss_gb": usage.ru_maxrss / 2**20}
+
+
+def _row(r: dict, plain: dict[int, float]) -> str:
+    n = r["samples"]
+    if "skipped" in r:
+        return f"| {r['label']} | {n} | — | — | — | — | — | skipped: {r['skipped']} |"
+    if "error" in r:
+        return f"| {r['label']} | {n} | — | — | — | — | — | failed: {r['error']} |"
+    cal = r.get("calibrate_s")
+    x = f"{r['wall_s'] / plain[n]:.1f}" if n in plain else "—"
+    return (f"| {r['label']} | {n} | {r['wall_s']:.1f} | {1e3 * r['wall_s'] / n:.1f} | "
+            f"{'—' if cal is None else f'{cal:.1f}'} | {r['peak_rss_gb']:.2f} | {x} | load {r['load']:.1f} |")
+
+
+LABELS = {
+    "plain": "plain float inference (onnxruntime defaults)",
+    "ort-minmax": "onnxruntime quantize_static MinMax", "ort-entropy": "onnxruntime quantize_static Entropy",
+    "ort-percentile": "onnxruntime quantize_static Percentile",
+    **{f"onnxq-{m}": f"onnxq {m}" for m in ONNXQ_METHODS},
+    "onnxq-minmax-opt": "onnxq minmax, optimised graph", "onnxq-entropy-opt": "onnxq entropy, optimised graph",
+}  # fmt: skip
+
+
+def render(results: list[dict]) -> str:
+    plain = {r["samples"]: r["wall_s"] for r in results if r["name"] == "plain" and "wall_s" in r}
+    for r in results:
+        r["label"] = LABELS[r["name"]]
+    head = ("| method | samples | wall s | ms/sample | of which collect s | peak RSS GB | × plain inference | note |\n"
+            "|---|---|---|---|---|---|---|---|")  # fmt: skip
+    return "\n".join([head] + [_row(r, plain) for r in results])
+
+
+def _summary(results: list[dict]) -> list[str]:
+    by = {(r["name"], r["samples"]): r for r in results if "wall_s" in r and "error" not in r}
+    lines = []
+    ort_e, q_e = by.get(("ort-entropy", 100)), by.get(("onnxq-entropy", 100))
+    if ort_e and q_e:
+        lines.append(f"- onnxq entropy vs onnxruntime Entropy at 100 samples: {ort_e['wall_s'] / q_e['wall_s']:.1f}x "
+                     "faster (target >= 10x)")
+    for name in ("onnxq-entropy", "onnxq-entropy-opt", "onnxq-minmax"):
+        small, big = by.get((name, 100)), by.get((name, 1000))
+        if small and big and "peak_rss_gb" in small:
+            ratio = big["peak_rss_gb"] / small["peak_rss_gb"]
+            lines.append(f"- {LABELS[name]}: peak RSS {small['peak_rss_gb']:.2f} GB at 100, "
+                         f"{big['peak_rss_gb']:.2f} GB at 1000 ({ratio:.2f}x; targets <= 1.2x and <= 1.5 GB)")
+    return lines
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--samples", type=int, nargs="+", default=[100, 1000])
+    p.add_argument("--only", nargs="+", choices=CONFIGS, help="run only these configurations")
+    p.add_argument("--out", type=Path, help=f"markdown file for the table (default {DEFAULT_OUT.relative_to(REPO)} "
+                                            "for a full run, none otherwise)")
+    p.add_argument("--timeout", type=float, default=1800, help="seconds per configuration")
+    p.add_argument("--one", choices=CONFIGS, help=argparse.SUPPRESS)
+    p.add_argument("--model", type=Path, help=argparse.SUPPRESS)
+    p.add_argument("--images", type=Path, help=argparse.SUPPRESS)
+    args = p.parse_args(argv)
+    if args.one:
+        import logging
+
+        logging.disable(logging.WARNING)
+        print(json.dumps(run_one(args.one, args.model, args.images, args.samples[0])), flush=True)
+        return 0
+    configs = args.only or CONFIGS
+    out = args.out or (DEFAULT_OUT if not args.only and args.samples == [100, 1000] else None)
+    results = []
+    with tempfile.TemporaryDirectory(prefix="onnxq-calib-bench-") as tmp:
+        model, images = _prepare_images(Path(tmp))
+        for n in args.samples:
+            for name in configs:
+                if name in ("ort-entropy", "ort-percentile") and n > ORT_HISTOGRAM_LIMIT:
+                    gb = 0.063 * n
+                    results.append({"name": name, "samples": n,
+                                    "skipped": f"keeps all activations of all samples, ~{gb:.0f} GB"})
+                    print(f"{name} {n}: skipped", flush=True)
+                    continue
+                r = _spawn(name, model, images, n, args.timeout)
+                results.append(r)
+                print(f"{name} {n}: " + ", ".join(f"{k} {v:.2f}" if isinstance(v, float) else f"{k} {v}"
+                                                   for k, v in r.items() if k not in ("name", "samples")), flush=True)
+    table = render(results)
+    summary = _summary(results)
+    print("\n" + table + "\n\n" + "\n".join(summary))
+    if out is not None:
+        import onnxruntime
+
+        stamp = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+        text = (f"# Calibration cost: EfficientNet-Lite0, batch 1\n\n"
+                f"`python benchmarks/calibration.py`, {stamp}; {os.cpu_count()} cores ({platform.processor() or platform.machine()}), "
+                f"onnxruntime {onnxruntime.__version__}, Python {platform.python_version()}. Wall time of the whole "
+                "quantization (onnxq: preprocess, plan, collect, solve, rewrite, check, save), data already in memory; "
+                "peak RSS of the process. Load = 1-minute load average when the run started (the machine is shared).\n\n"
+                f"{table}\n\n" + "\n".join(summary) + "\n")  # fmt: skip
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.write_text(text)
+        print(f"\nwrote {out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

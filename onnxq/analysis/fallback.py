@@ -1,0 +1,173 @@
+"""Automatic float fallback: keep the most sensitive layers in float until a stopping rule holds.
+
+Greedy, on the gated model of :mod:`onnxq.analysis.sensitivity` (one session, a configuration is a
+feed). Candidates come in sensitivity order (leave-one-out gain: what keeping the layer in float buys
+with every other layer quantized). Each round evaluates the next ``workers`` untried candidates in
+parallel, each added alone to the layers already in float, and keeps the one that improves the deciding
+measure most; a candidate that buys nothing is dropped (a float layer that buys nothing only costs
+speed). It stops when the rule holds, at ``max_float_layers``, or when no candidate is left.
+
+Rules (:class:`FallbackRule`): a minimum worst-output SQNR (dB), a maximum drop of a user metric from
+float (metric points, higher is better), and/or a maximum number of layers in float. With only the
+maximum, the top N layers go to float (each step still measured). With a target and no maximum, at most
+10 % of the units (at least one) may go to float.
+
+The chosen layers become exclusion patterns (``^name$``, regex-escaped), so the final model is an
+ordinary plan and rewrite (``--exclude-node`` reproduces it) and the report lists each layer with what
+it bought.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import math
+import re
+from dataclasses import dataclass
+from typing import Any
+
+from tqdm import tqdm
+
+from onnxq.analysis.sensitivity import GatedEvaluator, Score, SensitivityReport
+from onnxq.errors import ConfigError
+
+log = logging.getLogger(__name__)
+
+DEFAULT_FLOAT_FRACTION = 0.10
+
+
+@dataclass(frozen=True)
+class FallbackRule:
+    """When to stop moving layers to float; None disables a condition."""
+
+    max_float_layers: int | None = None
+    min_sqnr_db: float | None = None
+    max_metric_drop: float | None = None
+
+    def __post_init__(self) -> None:
+        if self.max_float_layers is None and self.min_sqnr_db is None and self.max_metric_drop is None:
+            raise ConfigError("automatic fallback needs a stopping rule: give --max-float-layers N, "
+                              "--min-sqnr DB or --max-metric-drop X (with --metric-script)")
+        if self.max_float_layers is not None and self.max_float_layers < 0:
+            raise ConfigError(f"--max-float-layers must be >= 0, got {self.max_float_layers}")
+        if self.max_metric_drop is not None and self.max_metric_drop < 0:
+            raise ConfigError(f"--max-metric-drop must be >= 0, got {self.max_metric_drop}")
+
+    @property
+    def has_target(self) -> bool:
+        return self.min_sqnr_db is not None or self.max_metric_drop is not None
+
+    def holds(self, score: Score, float_metric: float | None) -> bool:
+        """True when every target holds for ``score`` (a rule with no target never holds: fill the cap)."""
+        if not self.has_target:
+            return False
+        if self.min_sqnr_db is not None and not score.sqnr_db >= self.min_sqnr_db:
+            return False
+        if self.max_metric_drop is not None:
+            if score.metric is None or float_metric is None:
+                return False
+            if not float_metric - score.metric <= self.max_metric_drop:
+                return False
+        return True
+
+    def cap(self, units: int) -> int:
+        if self.max_float_layers is not None:
+            return min(self.max_float_layers, units)
+        return min(units, max(1, math.floor(DEFAULT_FLOAT_FRACTION * units)))
+
+
+@dataclass(frozen=True)
+class FallbackStep:
+    """One layer moved to float and the scores before and after; ``bought`` in the deciding measure."""
+
+    node: str
+    op_type: str
+    before: Score
+    after: Score
+    bought: float
+
+
+@dataclass(frozen=True)
+class FallbackResult:
+    rule: FallbackRule
+    measure: str  # "metric" or "sqnr_db": what decided each step
+    float_metric: float | None
+    start: Score  # every unit quantized (gated estimate)
+    final: Score  # after the fallback (gated estimate)
+    steps: tuple[FallbackStep, ...]
+    met: bool  # the rule's targets hold for ``final`` (always False for a rule without target)
+    evaluations: int
+    verified: Score | None = None  # the rewritten model, evaluated exactly
+    verified_met: bool | None = None
+
+    @property
+    def float_nodes(self) -> tuple[str, ...]:
+        return tuple(s.node for s in self.steps)
+
+    @property
+    def exclude_patterns(self) -> tuple[str, ...]:
+        return exclude_patterns(self.float_nodes)
+
+    def to_dict(self) -> dict[str, Any]:
+        out = dataclasses.asdict(self)
+        out["float_nodes"] = list(self.float_nodes)
+        out["exclude_patterns"] = list(self.exclude_patterns)
+        return out
+
+
+def exclude_patterns(nodes: tuple[str, ...] | list[str]) -> tuple[str, ...]:
+    """Anchored, escaped regular expressions matching exactly ``nodes`` (for QuantConfig.exclude_nodes)."""
+    return tuple(f"^{re.escape(n)}$" for n in nodes)
+
+
+def _measure(rule: FallbackRule, report: SensitivityReport) -> str:
+    if rule.max_metric_drop is not None:
+        if report.float_metric is None:
+            raise ConfigError("--max-metric-drop needs a metric: pass --metric-script FILE")
+        return "metric"
+    if rule.min_sqnr_db is not None:
+        return "sqnr_db"
+    return report.measure
+
+
+def _value(score: Score, measure: str) -> float:
+    return score.measure(measure == "metric")
+
+
+def choose_float_layers(
+    evaluator: GatedEvaluator, report: SensitivityReport, rule: FallbackRule, *, progress: bool = False
+) -> FallbackResult:
+    """Greedily move the most sensitive units of ``report`` to float until ``rule`` holds (see module doc)."""
+    measure = _measure(rule, report)
+    op_types = {layer.node: layer.op_type for layer in report.layers}
+    pool = [layer.node for layer in report.layers]
+    cap = rule.cap(len(pool))
+    quantized = set(evaluator.units)
+    current = report.all_quantized
+    steps: list[FallbackStep] = []
+    evaluations = 0
+    bar = tqdm(total=cap, desc="fallback", unit="layer", disable=not progress, leave=False)
+    while pool and len(steps) < cap and not rule.holds(current, report.float_metric):
+        batch = pool[: evaluator.workers]
+        trials = evaluator.scores([quantized - {c} for c in batch])
+        evaluations += len(trials)
+        best = None
+        for cand, trial in zip(batch, trials):
+            bought = _value(trial, measure) - _value(current, measure)
+            useful = bought > 0 or (bought == 0 and trial.sqnr_db > current.sqnr_db) or not rule.has_target
+            if not useful:
+                pool.remove(cand)  # buys nothing now; later steps rarely change that
+            elif best is None or (bought, trial.sqnr_db) > (best[1], best[2].sqnr_db):
+                best = (cand, bought, trial)
+        if best is None:
+            continue
+        cand, bought, trial = best
+        steps.append(FallbackStep(cand, op_types.get(cand, "?"), current, trial, bought))
+        log.info("fallback: %s to float bought %+.4g (%s)", cand, bought, measure)
+        pool.remove(cand)
+        quantized.discard(cand)
+        current = trial
+        bar.update(1)
+    bar.close()
+    return FallbackResult(rule, measure, report.float_metric, report.all_quantized, current, tuple(steps),
+                          rule.holds(current, report.float_metric), evaluations)

@@ -1,0 +1,228 @@
+"""onnxq sensitivity: rank the quantized layers by how much each one costs at the model's outputs.
+
+For every quantized node: the error with only that node quantized (one at a time) and the gain of
+keeping it alone in float (leave one out), against the float model on the evaluation data. The score is
+the worst output's SQNR and cosine, or a user metric (``--metric-script FILE``: a Python file defining
+``metric(outputs) -> float``, higher is better, where ``outputs[i]`` is the list of the model's outputs on
+evaluation sample i; or ``metric(outputs_float, outputs_quant) -> (float_score, quant_score)`` as for
+``onnxq compare``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import importlib.util
+import inspect
+import logging
+from pathlib import Path
+
+from onnxq import api, io
+from onnxq.analysis.fallback import FallbackRule
+from onnxq.analysis.sensitivity import Metric, SensitivityOptions, sensitivity
+from onnxq.calibrate.solve import solve
+from onnxq.cli import progress_enabled
+from onnxq.cli.common import (
+    _has_images,
+    add_data_args,
+    add_quant_args,
+    build_config,
+    build_source,
+    image_spec,
+)
+from onnxq.collect import data as data_mod
+from onnxq.collect.collectors import collect
+from onnxq.collect.images import from_images
+from onnxq.collect.stats import load_stats
+from onnxq.errors import ConfigError
+from onnxq.placement import plan
+from onnxq.report.html import render_html
+from onnxq.report.sensitivity_render import sensitivity_json, sensitivity_markdown, sensitivity_text
+
+log = logging.getLogger(__name__)
+
+
+def add_parser(sub) -> None:
+    p = sub.add_parser("sensitivity", help="rank layers by quantization sensitivity", description=__doc__,
+                       formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("model", help="float ONNX model")
+    add_data_args(p)
+    add_eval_args(p)
+    add_quant_args(p)
+    p.add_argument("--load-stats", metavar="FILE", help="calibrate from saved statistics instead of running the model")
+    p.add_argument("--mode", choices=["both", "one", "loo"], default="both",
+                   help="one at a time, leave one out, or both (default)")
+    p.add_argument("--top", type=int, default=20, metavar="N", help="layers shown (default 20; 0 = all)")
+    p.add_argument("--format", choices=["text", "md", "json"], default="text", help="output format")
+    p.add_argument("--workers", type=int, metavar="N", help="configurations evaluated in parallel (default: CPUs)")
+    p.add_argument("--exact", action="store_true",
+                   help="unoptimized float kernels: bit-exact fake quantization, about twice slower")
+    p.add_argument("--report", metavar="FILE.html", help="also write an HTML report (plan, histograms, ranking)")
+    p.set_defaults(run=run)
+
+
+def add_eval_args(p: argparse.ArgumentParser) -> None:
+    """--eval-data DIR / --eval-script FILE / --eval-samples N / --metric-script FILE."""
+    g = p.add_argument_group("evaluation data (default: the calibration data)")
+    g.add_argument("--eval-data", metavar="DIR", help="folder of .npy/.npz files or images (same preprocessing)")
+    g.add_argument("--eval-script", metavar="FILE", help="Python file exposing load_data() yielding feed dicts")
+    g.add_argument("--eval-samples", type=int, metavar="N", help="use at most N evaluation samples")
+    g.add_argument("--metric-script", metavar="FILE",
+                   help="Python file defining metric(outputs) -> float (higher is better); see --help text")
+
+
+def add_fallback_args(p: argparse.ArgumentParser) -> None:
+    """Options of ``onnxq quantize`` for automatic float fallback and the HTML report."""
+    add_eval_args(p)
+    g = p.add_argument_group("automatic float fallback")
+    g.add_argument("--auto-fallback", action="store_true",
+                   help="leave the most sensitive layers in float until the stopping rule holds")
+    g.add_argument("--max-float-layers", type=int, metavar="N",
+                   help="at most N layers in float (alone: the N most sensitive; default with a target: 10 %%)")
+    g.add_argument("--min-sqnr", type=float, metavar="DB", help="stop when the worst output SQNR reaches DB")
+    g.add_argument("--max-metric-drop", type=float, metavar="X",
+                   help="stop when the --metric-script score is within X of the float model's")
+    g.add_argument("--report", metavar="FILE.html", help="write an HTML report (plan, histograms, per-layer SQNR)")
+
+
+def fallback_rule(args: argparse.Namespace) -> FallbackRule:
+    if args.max_metric_drop is not None and not args.metric_script:
+        raise ConfigError("--max-metric-drop needs a metric: pass --metric-script FILE defining metric()")
+    return FallbackRule(args.max_float_layers, args.min_sqnr, args.max_metric_drop)
+
+
+def load_metric_script(path: str | Path) -> Metric:
+    """``metric`` from a user's Python file (its code runs here), or a ConfigError naming the fix."""
+    script = Path(path)
+    if not script.is_file():
+        raise ConfigError(f"metric script '{script}' does not exist; pass a Python file defining metric()")
+    spec = importlib.util.spec_from_file_location(f"onnxq_metric_{abs(hash(str(script.resolve())))}", script)
+    module = importlib.util.module_from_spec(spec)
+    try:
+        spec.loader.exec_module(module)
+    except Exception as exc:
+        raise ConfigError(f"metric script '{script.name}' failed while loading: {type(exc).__name__}: "
+                          f"{data_mod.one_line(exc)}; fix the script (run it with python)") from exc
+    fn = getattr(module, "metric", None)
+    if not callable(fn):
+        raise ConfigError(f"metric script '{script.name}' defines no metric() function; add "
+                          "def metric(outputs): return score  (higher is better)")
+
+    def checked(*outputs):
+        try:
+            return fn(*outputs)
+        except Exception as exc:
+            raise ConfigError(f"metric() in '{script.name}' failed: {type(exc).__name__}: "
+                              f"{data_mod.one_line(exc)}; it receives, per sample, the list of model outputs"
+                              ) from exc
+
+    checked.__signature__ = inspect.signature(fn)  # the library reads the arity: (outputs) or (float, quant)
+    return checked
+
+
+def eval_source(args: argparse.Namespace, specs) -> data_mod.DataSource | None:
+    """The evaluation DataSource, or None when no evaluation data was given."""
+    if args.eval_data and args.eval_script:
+        raise ConfigError("give one evaluation source: --eval-data DIR or --eval-script FILE")
+    if args.eval_data:
+        folder = data_mod.existing_dir(args.eval_data, "evaluation data folder")
+        source = from_images(folder, specs, image_spec(args)) if _has_images(folder) else data_mod.from_dir(folder, specs)
+    elif args.eval_script:
+        source = data_mod.from_script(args.eval_script)
+    else:
+        return None
+    if args.eval_samples:
+        source = data_mod.take(source, args.eval_samples)
+    return source
+
+
+def sensitivity_inputs(args: argparse.Namespace):
+    """(model, config, calibration source, evaluation source, metric) from the command line."""
+    config = build_config(args)
+    model = io.load_model(args.model)
+    specs = data_mod.input_specs_from_model(model)
+    calib = None
+    if not (args.load_stats and args.calib_data is None and args.calib_script is None and args.random is None):
+        calib = build_source(args, specs, seed=config.seed)
+    evaluation = eval_source(args, specs)
+    if evaluation is None:
+        if calib is None:
+            raise ConfigError("no evaluation data: pass --eval-data DIR (or --eval-script FILE)")
+        log.warning("no --eval-data: evaluating on the calibration data (optimistic); pass --eval-data DIR")
+        evaluation = calib if not args.eval_samples else data_mod.take(calib, args.eval_samples)
+    metric = load_metric_script(args.metric_script) if args.metric_script else None
+    return model, config, calib, evaluation, metric
+
+
+def run(args: argparse.Namespace) -> int:
+    if args.top < 0:
+        raise ConfigError(f"--top {args.top} must be >= 0 (0 shows all)")
+    model, config, calib, evaluation, metric = sensitivity_inputs(args)
+    progress = progress_enabled(args)
+    pre, _ = api.prepare(model)
+    qplan = plan(pre, config)
+    if args.load_stats:
+        stats, _meta = load_stats(args.load_stats)
+    else:
+        stats, _ = collect(pre, qplan, api.as_source(calib, pre, config.batch_size), config, progress=progress,
+                           histograms=True if args.report else None)
+    params = solve(stats, qplan, pre, config)
+    feeds = list(api.as_source(evaluation, pre))
+    options = SensitivityOptions(mode=args.mode, workers=args.workers, exact=args.exact)
+    report, _ = sensitivity(pre, qplan, params, feeds, options, metric=metric, progress=progress)
+    report = dataclasses.replace(report, model=str(args.model), data=evaluation.description)
+    if args.report:
+        page = render_html(None, qplan, stats=stats, params=params, sensitivity=report, title=str(args.model))
+        write_report(page, args.report)
+    if not args.quiet:
+        render = {"text": sensitivity_text, "md": sensitivity_markdown, "json": sensitivity_json}[args.format]
+        print(render(report, args.top))
+    return 0
+
+
+def write_report(page: str, path: str | Path) -> None:
+    """Write the HTML page atomically and say where it went."""
+    io.write_bytes_atomic(page.encode("utf-8"), path)
+    log.info("wrote the HTML report %s", path)
+
+
+def quantize_from_args(args: argparse.Namespace, model, source, config, stats):
+    """``onnxq quantize``'s work: (result, FallbackResult or None, SensitivityReport or None).
+
+    With ``--auto-fallback``, :func:`onnxq.api.quantize_with_fallback`; else :func:`onnxq.api.quantize`,
+    after collecting histograms when ``--report`` wants them and the method would not."""
+    progress = progress_enabled(args)
+    fallback_flags = [f for f, v in (("--max-float-layers", args.max_float_layers), ("--min-sqnr", args.min_sqnr),
+                                     ("--max-metric-drop", args.max_metric_drop)) if v is not None]
+    if not args.auto_fallback:
+        if fallback_flags:
+            raise ConfigError(f"{fallback_flags[0]} is a stopping rule of the automatic fallback: add --auto-fallback")
+        samples = 0
+        if args.report and stats is None and source is not None and not config.activations.needs_histogram:
+            pre, _ = api.prepare(model)
+            stats, samples = collect(pre, plan(pre, config), api.as_source(source, pre, config.batch_size), config,
+                                     progress=progress, histograms=True)
+        result = api.quantize(model, source, config, stats=stats, progress=progress)
+        if samples:
+            result.report = dataclasses.replace(result.report, samples=samples)
+        return result, None, None
+    evaluation = eval_source(args, data_mod.input_specs_from_model(model))
+    if evaluation is None:
+        log.warning("no --eval-data: the fallback evaluates on the calibration data (optimistic)")
+    metric = load_metric_script(args.metric_script) if args.metric_script else None
+    return api.quantize_with_fallback(model, source, config, fallback_rule(args), eval_data=evaluation,
+                                      metric=metric, stats=stats, progress=progress)
+
+
+def write_quantize_report(args: argparse.Namespace, model, source, result, fallback, ranking) -> None:
+    """The HTML report of ``onnxq quantize --report``: per-layer SQNR on up to 8 evaluation samples."""
+    from onnxq.analysis.compare import compare
+
+    pre, _ = api.prepare(model)
+    data = eval_source(args, data_mod.input_specs_from_model(model)) or source
+    layers = ()
+    if data is not None:
+        layers = compare(pre, result.model, data_mod.take(api.as_source(data, pre), 8), per_layer=True).layers
+    page = render_html(result.report, result.plan, stats=result.stats, params=result.params, layers=layers,
+                       sensitivity=ranking, fallback=fallback, title=str(args.model))
+    write_report(page, args.report)
