@@ -240,7 +240,7 @@ def quantize_with_fallback(
     import dataclasses
 
     from onnxq.analysis.fallback import FallbackRule, choose_float_layers
-    from onnxq.analysis.sensitivity import sensitivity
+    from onnxq.analysis.sensitivity import SensitivityOptions, sensitivity
 
     config = config or QuantConfig()
     rule = rule if rule is not None else FallbackRule()  # FallbackRule() names the missing stopping rule
@@ -258,6 +258,7 @@ def quantize_with_fallback(
     if evaluation is None:
         raise data_mod.CalibrationDataError("automatic fallback needs evaluation data: pass eval_data (--eval-data)")
     feeds = list(as_source(evaluation, pre))
+    options = options or SensitivityOptions(mode="loo")  # the fallback ranks by leave-one-out gain only
     ranking, evaluator = sensitivity(pre, qplan, params, feeds, options, metric=metric, progress=progress)
     chosen = choose_float_layers(evaluator, ranking, rule, progress=progress)
     final = dataclasses.replace(config, exclude_nodes=tuple(config.exclude_nodes) + chosen.exclude_patterns)

@@ -137,6 +137,10 @@ def check_input_model(model: onnx.ModelProto, feed: Mapping[str, np.ndarray] | N
 
 def validation_problem(model: onnx.ModelProto, feed: Mapping[str, np.ndarray] | None) -> str | None:
     """What fails in :func:`check_model` (one line), or None when the model passes."""
+    for vi in (*model.graph.input, *model.graph.output):  # onnx's own message names neither the tensor nor the fix
+        if vi.type.HasField("tensor_type") and not vi.type.tensor_type.HasField("shape"):
+            return (f"graph {'input' if vi in model.graph.input else 'output'} {vi.name!r} declares no shape "
+                    "(onnx requires one; unknown dims may be named, e.g. 'batch')")
     try:
         if not fits_protobuf(model):
             _check_large(model)

@@ -29,13 +29,16 @@ from onnxq.calibrate.bias_correction import (
     CORRECTABLE_OPS,
     ConvGeometry,
     InputMoments,
-    conv_tap_moments,
-    matmul_moments,
+    conv_tap_means,
+    matmul_means,
     merge_moments,
 )
 from onnxq.collect import augment
 from onnxq.errors import CalibrationDataError
 from onnxq.graph.query import GraphIndex
+from onnxq.placement.plan import QuantPlan
+from onnxq.rewrite.bias_correction import fake_quant
+from onnxq.rewrite.insert_qdq import QuantParams
 
 log = logging.getLogger(__name__)
 
@@ -81,21 +84,48 @@ def correctable_nodes(model: onnx.ModelProto, names: Iterable[str] | None = None
     return out
 
 
-def _moments(node: CorrectableNode, x: np.ndarray) -> InputMoments:
+def input_quantizers(plan: QuantPlan, params: Mapping[str, QuantParams]) -> dict[str, QuantParams]:
+    """Node name -> the parameters of the Q/DQ pair on its input 0 (for nodes whose input is quantized)."""
+    out = {}
+    for spec in plan.activations():
+        for node, idx in spec.consumers:
+            if idx == 0 and spec.key in params:
+                out[node] = params[spec.key]
+    return out
+
+
+def _means(node: CorrectableNode, x: np.ndarray) -> tuple[np.ndarray, int]:
     if node.op == "Conv":
-        return conv_tap_moments(x, ConvGeometry.from_attrs(node.attrs, node.kernel))
-    return matmul_moments(x, trans=node.op == "Gemm" and bool(node.attrs.get("transA", 0)))
+        return conv_tap_means(x, ConvGeometry.from_attrs(node.attrs, node.kernel))
+    return matmul_means(x, trans=node.op == "Gemm" and bool(node.attrs.get("transA", 0)))
 
 
-def input_moments(model: onnx.ModelProto, nodes: list[CorrectableNode], feeds: Feeds) -> dict[str, InputMoments]:
-    """Moments of the activation input of each node over ``feeds``, keyed by node name."""
+def _moments(node: CorrectableNode, x: np.ndarray, quantizer: QuantParams | None) -> InputMoments:
+    mean, count = _means(node, x)
+    mean_q = None if quantizer is None else _means(node, fake_quant(x, quantizer))[0]
+    return InputMoments(mean, count, mean_q)
+
+
+def input_moments(
+    model: onnx.ModelProto,
+    nodes: list[CorrectableNode],
+    feeds: Feeds,
+    quantizers: Mapping[str, QuantParams] | None = None,
+) -> dict[str, InputMoments]:
+    """Moments of the activation input of each node over ``feeds`` (float model), keyed by node name.
+
+    With ``quantizers`` (node -> input Q/DQ parameters, see ``input_quantizers``) the moments also hold
+    the mean of the fake-quantized input, so the correction covers activation quantization too.
+    """
+    quantizers = quantizers or {}
     tensors = list(dict.fromkeys(n.activation for n in nodes))
     session = runtime.make_session(augment.expose(model, tensors))
     out: dict[str, InputMoments | None] = {n.node: None for n in nodes}
     for feed in feeds:
         values = dict(zip(tensors, runtime.run(session, feed, tensors)))
         for node in nodes:
-            out[node.node] = merge_moments(out[node.node], _moments(node, values[node.activation]))
+            moments = _moments(node, values[node.activation], quantizers.get(node.node))
+            out[node.node] = merge_moments(out[node.node], moments)
     if any(m is None for m in out.values()):
         raise CalibrationDataError("the data produced no samples for bias correction; give at least one")
     return out  # type: ignore[return-value]

@@ -51,9 +51,9 @@ def top1_agreement(ref: np.ndarray, x: np.ndarray) -> float:
 
 
 def looks_like_logits(shape: tuple[int, ...]) -> bool:
-    """A [batch, classes] (or [batch, 1, classes]) output with at least 2 classes."""
-    dims = [d for d in shape if d != 1]
-    return len(shape) >= 2 and len(dims) <= 2 and shape[-1] >= 2
+    """A [batch, classes] (or [batch, 1, classes]) output with at least 2 classes; not a map such as
+    [1, 1, H, W]."""
+    return len(shape) in (2, 3) and all(d == 1 for d in shape[1:-1]) and shape[-1] >= 2
 
 
 @dataclass(frozen=True)
@@ -61,14 +61,13 @@ class ErrorSums:
     """Running sums from which SQNR, cosine, max-abs and top-1 agreement over many samples follow.
 
     Why sums: SQNR and cosine over a whole evaluation set are ratios of sums over all its elements
-    (10 log10(sum ref^2 / sum (ref - x)^2), dot / (|ref| |x|)), so a comparison can add each batch and
+    (10 log10(sum ref^2 / sum (ref - x)^2), ref.x / (|ref| |x|)), so a comparison can add each batch and
     drop it: memory stays O(1) per tensor whatever the number of samples. All sums are float64.
     """
 
     elements: int = 0
     ref_sq: float = 0.0  # sum ref^2
     x_sq: float = 0.0  # sum x^2
-    dot: float = 0.0  # sum ref * x
     err_sq: float = 0.0  # sum (ref - x)^2
     max_abs: float = 0.0
     rows: int = 0  # top-1 rows seen (only when accumulated with top1=True)
@@ -88,12 +87,31 @@ class ErrorSums:
             return 1.0
         if self.ref_sq == 0.0 or self.x_sq == 0.0:
             return 0.0
-        return float(self.dot / np.sqrt(self.ref_sq * self.x_sq))
+        # 1 - cos from the error sum (|a-b|^2 = |a|^2 + |b|^2 - 2 a.b): near cos = 1 the plain dot / norms
+        # loses the small difference to rounding in the large sums; this form keeps it.
+        na, nb = np.sqrt(self.ref_sq), np.sqrt(self.x_sq)
+        return float(np.clip(1.0 - (self.err_sq - (na - nb) ** 2) / (2.0 * na * nb), -1.0, 1.0))
 
     @property
     def top1(self) -> float | None:
         """Fraction of rows whose argmax agrees, or None when no row was accumulated with top1=True."""
         return self.top1_hits / self.rows if self.rows else None
+
+
+_CHUNK = 4096
+
+
+def _dot(x: np.ndarray, y: np.ndarray) -> float:
+    """sum(x * y) of two flat arrays: float32 products summed in chunks of 4096, chunk sums in float64.
+
+    Why: converting whole activations to float64 costs more than running the model (PP-OCR det: 20 s
+    against 5 s per image); chunked float32 sums stay within ~1e-7 relative of the float64 result.
+    """
+    if x.dtype != np.float32 or y.dtype != np.float32:
+        return float(np.dot(x.astype(np.float64, copy=False), y.astype(np.float64, copy=False)))
+    n = x.size // _CHUNK * _CHUNK
+    head = np.einsum("ij,ij->i", x[:n].reshape(-1, _CHUNK), y[:n].reshape(-1, _CHUNK)).sum(dtype=np.float64)
+    return float(head + np.dot(x[n:].astype(np.float64), y[n:].astype(np.float64)))
 
 
 def accumulate(sums: ErrorSums, ref: np.ndarray, x: np.ndarray, *, top1: bool = False) -> ErrorSums:
@@ -103,8 +121,9 @@ def accumulate(sums: ErrorSums, ref: np.ndarray, x: np.ndarray, *, top1: bool = 
     x = np.asarray(x)
     if ref.shape != x.shape:
         raise ValueError(f"shapes differ: {ref.shape} vs {x.shape}")
-    a = ref.astype(np.float64, copy=False).ravel()
-    b = x.astype(np.float64, copy=False).ravel()
+    fast = ref.dtype == np.float32 and x.dtype == np.float32
+    a = ref.ravel() if fast else ref.astype(np.float64).ravel()
+    b = x.ravel() if fast else x.astype(np.float64).ravel()
     err = a - b
     rows, hits = 0, 0
     if top1 and ref.ndim >= 1 and ref.size:
@@ -113,11 +132,10 @@ def accumulate(sums: ErrorSums, ref: np.ndarray, x: np.ndarray, *, top1: bool = 
         hits = int(np.count_nonzero(ref.reshape(-1, classes).argmax(-1) == x.reshape(-1, classes).argmax(-1)))
     return ErrorSums(
         elements=sums.elements + a.size,
-        ref_sq=sums.ref_sq + float(a @ a),
-        x_sq=sums.x_sq + float(b @ b),
-        dot=sums.dot + float(a @ b),
-        err_sq=sums.err_sq + float(err @ err),
-        max_abs=max(sums.max_abs, float(np.max(np.abs(err)))) if err.size else sums.max_abs,
+        ref_sq=sums.ref_sq + _dot(a, a),
+        x_sq=sums.x_sq + _dot(b, b),
+        err_sq=sums.err_sq + _dot(err, err),
+        max_abs=max(sums.max_abs, float(max(err.max(), -err.min()))) if err.size else sums.max_abs,
         rows=sums.rows + rows,
         top1_hits=sums.top1_hits + hits,
     )

@@ -42,25 +42,29 @@ CORRECTABLE_OPS = frozenset({"Conv", "Gemm", "MatMul"})
 class InputMoments:
     """Running mean of what a weighted op's weight multiplies: Conv ``[C, taps]``, Gemm/MatMul ``[K]``.
 
+    ``mean_q`` is the same mean of the *fake-quantized* input (when the input is quantized), so the
+    correction also cancels the mean error of activation rounding and clipping at this op.
     ``count`` is the number of rows averaged (samples x output positions), for merging.
     """
 
     mean: np.ndarray
     count: int
+    mean_q: np.ndarray | None = None
 
 
 def merge_moments(a: InputMoments | None, b: InputMoments) -> InputMoments:
     """Count-weighted mean of two moments of the same op (``a`` may be None: start of a stream)."""
     if a is None or a.count == 0:
         return b
-    if a.mean.shape != b.mean.shape:
+    if a.mean.shape != b.mean.shape or (a.mean_q is None) != (b.mean_q is None):
         raise UnsupportedModelError(
             f"input moments of shapes {a.mean.shape} and {b.mean.shape} cannot merge: the op changed between "
             "batches; collect the means of one model only"
         )
     n = a.count + b.count
-    mean = a.mean * (a.count / n) + b.mean * (b.count / n)
-    return InputMoments(mean, n)
+    wa, wb = a.count / n, b.count / n
+    mean_q = None if a.mean_q is None else a.mean_q * wa + b.mean_q * wb
+    return InputMoments(a.mean * wa + b.mean * wb, n, mean_q)
 
 
 @dataclass(frozen=True)
@@ -103,8 +107,8 @@ class ConvGeometry:
         return begins, ends
 
 
-def conv_tap_moments(x: np.ndarray, geometry: ConvGeometry) -> InputMoments:
-    """Tap means ``[C, prod(kernel)]`` of a batch ``x`` of shape ``[N, C, *spatial]`` (float64).
+def conv_tap_means(x: np.ndarray, geometry: ConvGeometry) -> tuple[np.ndarray, int]:
+    """Tap means ``[C, prod(kernel)]`` of a batch ``x`` of shape ``[N, C, *spatial]``, and the row count.
 
     For each tap, the strided slice of the zero-padded input that the tap reads over all output
     positions is averaged; padding contributes zeros, exactly as the convolution sees it.
@@ -130,57 +134,64 @@ def conv_tap_moments(x: np.ndarray, geometry: ConvGeometry) -> InputMoments:
         )
         window = padded[(slice(None), slice(None)) + index]
         taps.append(window.mean(axis=(0,) + tuple(range(2, window.ndim))))
-    count = int(x.shape[0] * np.prod(out_sizes))
-    return InputMoments(np.stack(taps, axis=1), count)
+    return np.stack(taps, axis=1), int(x.shape[0] * np.prod(out_sizes))
 
 
-def matmul_moments(x: np.ndarray, *, trans: bool = False) -> InputMoments:
+def matmul_means(x: np.ndarray, *, trans: bool = False) -> tuple[np.ndarray, int]:
     """Mean of ``x`` over every axis but the reduction axis K (the last; the first of a transposed 2-D A)."""
     x = np.asarray(x, dtype=np.float64)
     if trans:
         x = x.T
     rows = x.reshape(-1, x.shape[-1])
-    return InputMoments(rows.mean(axis=0), int(rows.shape[0]))
+    return rows.mean(axis=0), int(rows.shape[0])
 
 
-def conv_shift(dw: np.ndarray, moments: InputMoments, group: int = 1) -> np.ndarray:
-    """Mean output shift per output channel of a Conv whose weight changed by ``dw`` ``[O, C/g, *k]``."""
-    dw = np.asarray(dw, dtype=np.float64)
-    out_ch, in_per_group = dw.shape[:2]
-    taps = int(np.prod(dw.shape[2:], dtype=np.int64))
-    m = np.asarray(moments.mean, dtype=np.float64)
+def conv_expected(w: np.ndarray, mean: np.ndarray, group: int = 1) -> np.ndarray:
+    """``E[conv(x, w)]`` per output channel (no bias) from the tap means of ``x``; ``w`` is ``[O, C/g, *k]``."""
+    w = np.asarray(w, dtype=np.float64)
+    out_ch, in_per_group = w.shape[:2]
+    taps = int(np.prod(w.shape[2:], dtype=np.int64))
+    m = np.asarray(mean, dtype=np.float64)
     if out_ch % group or m.shape != (in_per_group * group, taps):
-        raise UnsupportedModelError(
-            f"conv weight {dw.shape} with group={group} does not match input moments {m.shape}"
-        )
-    d = dw.reshape(group, out_ch // group, in_per_group, taps)
+        raise UnsupportedModelError(f"conv weight {w.shape} with group={group} does not match input means {m.shape}")
+    d = w.reshape(group, out_ch // group, in_per_group, taps)
     return np.einsum("goct,gct->go", d, m.reshape(group, in_per_group, taps)).reshape(out_ch)
 
 
-def matmul_shift(dw: np.ndarray, moments: InputMoments) -> np.ndarray:
-    """Mean output shift ``mean_x @ dw`` for a 2-D weight ``[K, N]`` (Gemm's B already transposed)."""
-    dw = np.asarray(dw, dtype=np.float64)
-    m = np.asarray(moments.mean, dtype=np.float64)
-    if dw.ndim != 2 or m.shape != (dw.shape[0],):
-        raise UnsupportedModelError(f"weight {dw.shape} does not match input moments {m.shape}")
-    return m @ dw
+def matmul_expected(w: np.ndarray, mean: np.ndarray) -> np.ndarray:
+    """``E[x @ w]`` for a 2-D weight ``[K, N]`` (Gemm's B already transposed) from the mean of ``x``."""
+    w = np.asarray(w, dtype=np.float64)
+    m = np.asarray(mean, dtype=np.float64)
+    if w.ndim != 2 or m.shape != (w.shape[0],):
+        raise UnsupportedModelError(f"weight {w.shape} does not match input means {m.shape}")
+    return m @ w
 
 
-def weight_shift(op: str, attrs: dict, w: np.ndarray, w_q: np.ndarray, moments: InputMoments) -> np.ndarray:
-    """Expected per-output-channel change of ``op``'s output when weight ``w`` becomes ``w_q``.
-
-    Gemm includes ``alpha`` (the caller divides by ``beta`` for the C input); ``transB`` is honoured.
-    Zero exactly when ``w_q == w``.
-    """
-    dw = np.asarray(w_q, dtype=np.float64) - np.asarray(w, dtype=np.float64)
+def expected_output(op: str, attrs: dict, w: np.ndarray, mean: np.ndarray) -> np.ndarray:
+    """``E[op(x, w)]`` per output channel, without bias, from the input means (linear in both)."""
     if op == "Conv":
-        return conv_shift(dw, moments, int(attrs.get("group", 1)))
+        return conv_expected(w, mean, int(attrs.get("group", 1)))
     if op == "Gemm":
-        b = dw.T if attrs.get("transB", 0) else dw
-        return float(attrs.get("alpha", 1.0)) * matmul_shift(b, moments)
+        b = np.asarray(w).T if attrs.get("transB", 0) else w
+        return float(attrs.get("alpha", 1.0)) * matmul_expected(b, mean)
     if op == "MatMul":
-        return matmul_shift(dw, moments)
+        return matmul_expected(w, mean)
     raise UnsupportedModelError(f"bias correction supports {sorted(CORRECTABLE_OPS)}, not {op}")
+
+
+def output_shift(op: str, attrs: dict, w: np.ndarray, w_q: np.ndarray, moments: InputMoments) -> np.ndarray:
+    """Expected per-output-channel error ``E[op(x_q, w_q)] - E[op(x, w)]`` of the quantized op.
+
+    Without ``moments.mean_q`` the input is taken as unquantized (``x_q = x``): weight error only.
+    Written as ``op(m_q, w_q - w) + op(m_q - m, w)`` so it is exactly zero when nothing is quantized.
+    Gemm includes ``alpha`` (the caller divides by ``beta`` for the C input).
+    """
+    w64 = np.asarray(w, dtype=np.float64)
+    dw = np.asarray(w_q, dtype=np.float64) - w64
+    if moments.mean_q is None:
+        return expected_output(op, attrs, dw, moments.mean)
+    shift = expected_output(op, attrs, dw, moments.mean_q)
+    return shift + expected_output(op, attrs, w64, np.asarray(moments.mean_q) - np.asarray(moments.mean))
 
 
 def corrected_bias(bias: np.ndarray | None, shift: np.ndarray, *, scale: float = 1.0) -> np.ndarray:

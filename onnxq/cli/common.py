@@ -21,7 +21,7 @@ def add_data_args(p: argparse.ArgumentParser, prefix: str = "calib", required: b
 
     Prefix "data" gives ``--data DIR`` and ``--data-script FILE`` (both read back as ``args.data_data`` /
     ``args.data_script`` by :func:`build_source`)."""
-    g = p.add_argument_group(f"{prefix} data (one source)")
+    g = p.add_argument_group("data (one source)" if prefix == "data" else f"{prefix} data (one source)")
     g.add_argument(_folder_flag(prefix), dest=f"{prefix}_data", metavar="DIR",
                    help="folder of .npy (single input) or .npz (input name -> array) files, or of images")
     g.add_argument(f"--{prefix}-script", metavar="FILE",

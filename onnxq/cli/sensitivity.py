@@ -68,7 +68,9 @@ def add_eval_args(p: argparse.ArgumentParser) -> None:
     g.add_argument("--eval-script", metavar="FILE", help="Python file exposing load_data() yielding feed dicts")
     g.add_argument("--eval-samples", type=int, metavar="N", help="use at most N evaluation samples")
     g.add_argument("--metric-script", metavar="FILE",
-                   help="Python file defining metric(outputs) -> float (higher is better); see --help text")
+                   help="Python file defining metric(outputs) -> float, higher is better, where outputs[i] is the "
+                        "list of model outputs on evaluation sample i (or metric(outputs_float, outputs_quant) "
+                        "-> (float_score, quant_score) as for onnxq compare)")
 
 
 def add_fallback_args(p: argparse.ArgumentParser) -> None:

@@ -162,11 +162,13 @@ def _add_bias(b: PlanBuilder, node: gs.Node, inputs, constant) -> None:
     bias = node.inputs[2]
     value = b.index.constant_value(bias) if bias.name else None
     weight = b.index.constant_value(inputs[1])
-    if value is None or value.ndim != 1 or weight is None:
+    if value is None or value.ndim != 1 or weight is None or weight.ndim < 2:
         return
     axis = _weight_axis(b, node, 1, weight)
     if node.op == "Gemm" and (node.attrs.get("transA", 0) or value.shape[0] != weight.shape[0 if axis == 0 else -1]):
         return
+    if node.op == "Conv" and value.shape[0] != weight.shape[0]:
+        return  # a bias that does not match the output channels: no int32 form (the model is malformed)
     b.add(bias.name, Role.BIAS, [(node.name, 2)], "int32-bias", axis=0 if axis is not None else None,
           bias_of=(inputs[0].name, inputs[1].name))
 

@@ -62,13 +62,13 @@ def _num(value: float | None, digits: int = 4) -> str:
 
 
 def _table(headers: Sequence[str], rows: Sequence[Sequence[object]], numeric: Sequence[int] = ()) -> str:
-    head = "".join(f"<th>{_e(h)}</th>" for h in headers)
+    head = "".join(f"<th>{_e(h)}</th>" for h in headers) if any(headers) else ""
     body = []
     for row in rows:
         cells = "".join(f"<td class=n>{_e(c)}</td>" if i in numeric else f"<td>{_e(c)}</td>"
                         for i, c in enumerate(row))
         body.append(f"<tr>{cells}</tr>")
-    return f"<table><tr>{head}</tr>{''.join(body)}</table>"
+    return f"<table>{f'<tr>{head}</tr>' if head else ''}{''.join(body)}</table>"
 
 
 def _score(s: Score | None) -> str:

@@ -20,7 +20,7 @@ import numpy as np
 import onnx
 import onnx_graphsurgeon as gs
 
-from onnxq.calibrate.bias_correction import CORRECTABLE_OPS, InputMoments, corrected_bias, weight_shift
+from onnxq.calibrate.bias_correction import CORRECTABLE_OPS, InputMoments, corrected_bias, output_shift
 from onnxq.calibrate.params import fake_quantize
 from onnxq.graph.query import GraphIndex
 from onnxq.placement.plan import QuantPlan, Role
@@ -30,28 +30,31 @@ from onnxq.rewrite.insert_qdq import RANGES, QuantParams
 log = logging.getLogger(__name__)
 
 
-def quantized_weight(w: np.ndarray, params: QuantParams) -> np.ndarray:
-    """What the Q/DQ pair of ``params`` makes of the float weight ``w``."""
+def fake_quant(x: np.ndarray, params: QuantParams) -> np.ndarray:
+    """What the Q/DQ pair of ``params`` makes of the float array ``x`` (weight or activation)."""
     lo, hi = RANGES[params.dtype]
-    return fake_quantize(w, params.scale, params.zero_point, params.axis, lo, hi)
+    return fake_quantize(x, params.scale, params.zero_point, params.axis, lo, hi)
 
 
-def weight_shifts(
+def output_shifts(
     model: onnx.ModelProto, plan: QuantPlan, params: Mapping[str, QuantParams], means: Mapping[str, InputMoments]
 ) -> dict[str, np.ndarray]:
-    """Expected output shift per output channel of every planned weight consumer that has input means."""
+    """Expected output error per output channel of every planned weight consumer that has input moments.
+
+    The error covers the weight's quantization, and the input's when the moments carry ``mean_q``.
+    """
     graph = gs.import_onnx(model)
     index = GraphIndex.build(graph)
     nodes = {n.name: n for n in graph.nodes}
     shifts: dict[str, np.ndarray] = {}
     for spec in plan.weights():
         w = index.constant_value(index.tensors[spec.tensor])
-        w_q = quantized_weight(w, params[spec.key])
+        w_q = fake_quant(w, params[spec.key])
         for node_name, idx in spec.consumers:
             node = nodes[node_name]
             if idx != 1 or node.op not in CORRECTABLE_OPS or node_name not in means:
                 continue
-            shifts[node_name] = weight_shift(node.op, node.attrs, w, w_q, means[node_name])
+            shifts[node_name] = output_shift(node.op, node.attrs, w, w_q, means[node_name])
     return shifts
 
 
@@ -63,7 +66,7 @@ def correct_biases(
     ``means`` are the input moments of each weighted node (``analysis.activation_means.input_moments``);
     nodes without them are left alone.
     """
-    return apply_bias_shifts(model, weight_shifts(model, plan, params, means), plan)
+    return apply_bias_shifts(model, output_shifts(model, plan, params, means), plan)
 
 
 def apply_bias_shifts(

@@ -316,3 +316,10 @@ def exposed_internal_model() -> onnx.ModelProto:
     del model.graph.output[0].type.tensor_type.shape.dim[:]
     model.graph.output[0].type.tensor_type.ClearField("shape")
     return model
+
+
+def shapeless_output_model() -> onnx.ModelProto:
+    """A Loop whose graph output declares no shape: onnxruntime runs it, onnx's checker refuses it."""
+    model = loop_model()
+    model.graph.output[0].type.tensor_type.ClearField("shape")
+    return model

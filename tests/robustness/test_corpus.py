@@ -107,6 +107,16 @@ def _conv_with(arrays: list[np.ndarray]) -> Callable[[Path, Path], Run]:
     return setup
 
 
+def _conv_with_model(build: Callable[[], onnx.ModelProto]) -> Callable[[Path, Path], Run]:
+    """Setup: a conv-shaped model with a folder of real [1, 3, 8, 8] samples."""
+    def setup(inp: Path, out: Path) -> Run:
+        m = _save(build(), inp)
+        calib = _npy_dir(inp, [x[np.newaxis] for x in _images(3)])
+        q = out / "q.onnx"
+        return Run(["quantize", str(m), "-o", str(q), "--calib-data", str(calib)], _quantize(m, q, calib), q)
+    return setup
+
+
 def _model_random(build: Callable[[], onnx.ModelProto], *extra: str, n: int = 4,
                   config: onnxq.QuantConfig | None = None, dims=None) -> Callable[[Path, Path], Run]:
     """Setup: a model with --random N samples (and the same through the API)."""
@@ -164,6 +174,11 @@ def check_subgraphs_float(model: onnx.ModelProto, run: Run) -> None:
     assert "QuantizeLinear" in _ops(model)
     rules = {s["node"]: s["rule"] for s in _report(run)["skipped"]}
     assert any(rule == "control-flow" for rule in rules.values()), rules
+    outer = {t for n in run.model.graph.node for t in list(n.input) + list(n.output)}
+    local = {t for n in original for t in list(n.input) + list(n.output)} - outer
+    planned = {r["tensor"] for r in _report(run)["tensors"]}
+    assert planned and not planned & local, f"subgraph tensors planned: {planned & local}"
+    assert [list(n.input) for n in inner] == [list(n.input) for n in original]  # still read float tensors
 
 
 def check_recurrent_float(model: onnx.ModelProto, run: Run) -> None:
@@ -467,6 +482,10 @@ CASES = [
     Case("dynamic-dims-varying-sample-sizes", setup_dynamic_varying, None),
     Case("input-without-shape-random-data", _model_random(rm.shapeless_input_model), CalibrationDataError,
          ("declares no shape", "real calibration data")),
+    Case("input-without-shape-real-data", _conv_with_model(rm.shapeless_input_model), UnsupportedModelError,
+         ("graph input 'x' declares no shape",)),
+    Case("output-without-shape", _model_random(rm.shapeless_output_model), UnsupportedModelError,
+         ("graph output 'y' declares no shape", "fix the model")),
     Case("zero-range-activation-tensorrt", _with_report(rm.constant_activation_model), None, check=check_zero_range),
     Case("zero-range-activation-ort-cpu",
          lambda i, o: _add(_with_report(rm.constant_activation_model)(i, o), "--target", "ort-cpu"), None,

@@ -77,6 +77,24 @@ def test_error_sums_match_numpy_over_concatenated_batches():
     assert whole.sqnr_db == pytest.approx(s.sqnr_db, rel=1e-12) and whole.top1 == s.top1
 
 
+def test_float32_fast_path_matches_float64_reference():
+    rng = np.random.default_rng(3)
+    ref = (rng.standard_normal(3 * 4096 + 77) * 5 + 2).astype(np.float32)  # chunks plus a tail
+    x = (ref + 0.01 * rng.standard_normal(ref.size)).astype(np.float32)
+    s = accumulate(ErrorSums(), ref, x)
+    assert s.sqnr_db == pytest.approx(_ref_sqnr([ref], [x]), rel=1e-6)
+    assert s.cosine == pytest.approx(_ref_cos([ref], [x]), rel=1e-9)
+    assert s.max_abs == np.abs(ref.astype(np.float64) - x).max()
+
+
+def test_looks_like_logits():
+    from onnxq.analysis.metrics import looks_like_logits
+
+    assert looks_like_logits((1, 1000)) and looks_like_logits((4, 1, 2))
+    assert not looks_like_logits((1, 1, 640, 640)) and not looks_like_logits((1, 3549, 85))
+    assert not looks_like_logits((1, 1)) and not looks_like_logits((10,))
+
+
 def test_error_sums_edge_cases():
     z = np.zeros(4)
     assert accumulate(ErrorSums(), z, z).sqnr_db == 200.0 and accumulate(ErrorSums(), z, z).cosine == 1.0

@@ -1,0 +1,233 @@
+"""Sensitivity analysis and automatic float fallback on the real benchmark models.
+
+``--timing``: full sensitivity of EfficientNet-Lite0 (every quantized node: 49 Conv, the Gemm and the 9
+residual Adds; one at a time AND leave one out, 2 x 59 + 1 configurations) on the first 100 evaluation
+images, with ``onnxq.analysis.sensitivity`` defaults (gated model, one session, parallel workers). Wall
+and CPU time of the calibration and of the analysis are reported with the 1-minute load average (the
+machine is shared: a load above its 2 cores inflates wall time, not CPU time).
+
+``--fallback KEY ...``: for each model, ``onnxq.api.quantize_with_fallback`` with the model's metric script
+from ``examples/metrics/`` and a maximum metric drop derived from the benchmark target (the float score
+on the search samples minus the target, or the drop stated below), at most 10 % of the quantized nodes in
+float; then the written model is evaluated by the recipe's own evaluator (``models/<key>.py``) on the
+full evaluation split, as exact fake quantization (``ONNXQ_EVAL_OPT=exact``), and the share of
+Conv/Gemm/MatMul/ConvTranspose nodes still quantized is counted.
+
+``--probe KEY ...``: the all-quantized metric of every calibration method (one statistics collection),
+to choose the method a model's fallback starts from.
+
+Usage:
+    python benchmarks/sensitivity.py --timing
+    python benchmarks/sensitivity.py --fallback efficientnet_lite0 yolox_nano minilm_l6_v2 ppocr_det ppocr_cls
+    python benchmarks/sensitivity.py --probe ppocr_cls
+Results are printed as markdown and appended to benchmarks/results/sensitivity.md (``--out``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import datetime
+import importlib
+import json
+import os
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))  # run from a checkout without installing; `models` is a namespace package
+
+import onnx  # noqa: E402
+
+from onnxq import api  # noqa: E402
+from onnxq.analysis.fallback import FallbackRule  # noqa: E402
+from onnxq.analysis.sensitivity import GatedEvaluator, SensitivityOptions, sensitivity  # noqa: E402
+from onnxq.calibrate.solve import solve  # noqa: E402
+from onnxq.cli.sensitivity import load_metric_script  # noqa: E402
+from onnxq.collect.collectors import collect  # noqa: E402
+from onnxq.config import ActivationSpec, QuantConfig  # noqa: E402
+from onnxq.graph.ops import WEIGHTED  # noqa: E402
+from onnxq.placement import QuantPlan, plan  # noqa: E402
+from onnxq.report.sensitivity_render import fallback_text  # noqa: E402
+from onnxq.rewrite.gates import build_gated  # noqa: E402
+
+
+@dataclasses.dataclass(frozen=True)
+class Case:
+    """How one model's fallback runs: start method, metric script, samples searched, target."""
+
+    method: str
+    script: str
+    key_metric: str  # the recipe evaluator's key for the target
+    target: float
+    search_limit: int | None  # evaluation feeds searched (None: the whole split)
+    drop: float | None = None  # max metric drop on the search samples (None: float - target)
+    calib_limit: int | None = None
+
+
+CASES = {
+    "efficientnet_lite0": Case("entropy", "efficientnet_agreement.py", "agreement", 98.5, 400, drop=1.25),
+    "yolox_nano": Case("entropy", "yolox_map.py", "map", 32.4, None, drop=1.0),
+    "minilm_l6_v2": Case("entropy", "minilm_spearman.py", "spearman", 81.0, 1000),
+    "ppocr_det": Case("entropy", "ppocr_det_hmean.py", "hmean", 86.5, None),
+    "ppocr_cls": Case("entropy", "ppocr_cls_accuracy.py", "accuracy", 93.0, None),
+}
+
+
+def recipe(key: str):
+    return importlib.import_module(f"models.{key}")
+
+
+def load() -> float:
+    return os.getloadavg()[0]
+
+
+def timed(fn):
+    w, c = time.perf_counter(), time.process_time()
+    out = fn()
+    return out, time.perf_counter() - w, time.process_time() - c
+
+
+def timing(eval_images: int = 100) -> list[str]:
+    m = recipe("efficientnet_lite0")
+    pre, _ = api.prepare(m.build())
+    config = QuantConfig(activations=ActivationSpec(method="entropy"))
+    qplan = plan(pre, config)
+    calib = list(m.calib_feeds(limit=100))
+    feeds = list(m.eval_feeds(limit=eval_images))
+    start_load = load()
+    (stats, _), cal_w, cal_c = timed(lambda: collect(pre, qplan, api.as_source(calib, pre), config))
+    params = solve(stats, qplan, pre, config)
+    (report, _), w, c = timed(lambda: sensitivity(pre, qplan, params, feeds, SensitivityOptions(), progress=True))
+    units = len(report.layers)
+    lines = [
+        f"### Full sensitivity, EfficientNet-Lite0 ({datetime.date.today()})", "",
+        f"{units} units ({', '.join(f'{op} x{n}' for op, n in _ops(report))}), {report.evaluations} "
+        f"configurations (all quantized, {units} one at a time, {units} leave one out) x {eval_images} images "
+        f"= {report.evaluations * eval_images} inferences; entropy calibration on 100 images.", "",
+        "| step | wall s | CPU s | load (1 min) at start / end |", "|---|---:|---:|---|",
+        f"| calibration (100 images) | {cal_w:.1f} | {cal_c:.1f} | {start_load:.1f} |",
+        f"| sensitivity ({report.timings}) | {w:.1f} | {c:.1f} | {start_load:.1f} / {load():.1f} |", "",
+        "Most sensitive (leave-one-out gain in output SQNR, dB):", "",
+        "| layer | op | gain dB | SQNR only this quantized |", "|---|---|---:|---:|",
+    ]
+    lines += [f"| {l.node} | {l.op_type} | {l.gain:+.3f} | {l.only.sqnr_db:.2f} |" for l in report.layers[:8]]
+    lines += ["", f"All quantized: output SQNR {report.all_quantized.sqnr_db:.2f} dB.", ""]
+    return lines
+
+
+def _ops(report):
+    counts: dict[str, int] = {}
+    for layer in report.layers:
+        counts[layer.op_type] = counts.get(layer.op_type, 0) + 1
+    return sorted(counts.items(), key=lambda kv: -kv[1])
+
+
+def _weighted_share(model: onnx.ModelProto, final_plan) -> tuple[int, int]:
+    weighted = [n.name for n in model.graph.node if n.op_type in WEIGHTED]
+    quantized = set(final_plan.quantized_nodes)
+    return sum(1 for n in weighted if n in quantized), len(weighted)
+
+
+def _search_feeds(key: str, m, case: Case) -> list:
+    """The evaluation feeds searched; MiniLM's ``limit`` counts sentence pairs (two feeds each)."""
+    limit = case.search_limit
+    if key == "minilm_l6_v2" and limit is not None:
+        limit //= 2
+    return list(m.eval_feeds(limit=limit))
+
+
+def fallback(key: str) -> list[str]:
+    case = CASES[key]
+    m = recipe(key)
+    path = m.build()
+    metric = load_metric_script(REPO / "examples" / "metrics" / case.script)
+    calib = list(m.calib_feeds(limit=case.calib_limit))
+    search = _search_feeds(key, m, case)
+    config = QuantConfig(activations=ActivationSpec(method=case.method))
+    pre, _ = api.prepare(path)
+    float_only = build_gated(pre, QuantPlan(config.target.value, (), (), ()), {})
+    float_score = GatedEvaluator(float_only, search, metric=metric, workers=1).float_metric
+    drop = case.drop if case.drop is not None else float_score - case.target
+    rule = FallbackRule(max_metric_drop=drop)
+    start_load = load()
+    (result, fb, ranking), w, c = timed(lambda: api.quantize_with_fallback(
+        path, calib, config, rule, eval_data=search, metric=metric, progress=True))
+    with tempfile.TemporaryDirectory() as tmp:
+        out = Path(tmp) / f"{key}.onnx"
+        result.save(out)
+        os.environ["ONNXQ_EVAL_OPT"] = "exact"
+        final = m.evaluate(out, float_model=path)
+    kept, total = _weighted_share(pre, result.plan)
+    met = final[case.key_metric] >= case.target and kept >= 0.9 * total
+    print(fallback_text(fb))
+    return [
+        f"| {key} | {case.method} | {len(search)} | {float_score:.2f} | {fb.start.metric:.2f} | "
+        f"{drop:.2f} | {len(fb.steps)} | {fb.final.metric:.2f} / {fb.verified.metric:.2f} | "
+        f"{case.key_metric} {final[case.key_metric]:.2f} (target {case.target}) | {kept}/{total} = "
+        f"{100 * kept / total:.1f} % | {'yes' if met else 'NO'} | {w:.0f} / {c:.0f} ({start_load:.1f}) |",
+        json.dumps({"key": key, "float_nodes": list(fb.float_nodes), "bought": [round(s.bought, 3) for s in fb.steps],
+                    "final": final}),
+    ]
+
+
+def probe(key: str) -> list[str]:
+    case = CASES[key]
+    m = recipe(key)
+    metric = load_metric_script(REPO / "examples" / "metrics" / case.script)
+    pre, _ = api.prepare(m.build())
+    config = QuantConfig(activations=ActivationSpec(method="entropy"))
+    qplan = plan(pre, config)
+    stats, _ = collect(pre, qplan, api.as_source(list(m.calib_feeds(limit=case.calib_limit)), pre), config,
+                       histograms=True)
+    search = _search_feeds(key, m, case)
+    lines = []
+    for method in ("minmax", "entropy", "mse", "percentile"):
+        cfg = dataclasses.replace(config, activations=ActivationSpec(method=method))
+        ev = GatedEvaluator(build_gated(pre, qplan, solve(stats, qplan, pre, cfg)), search, metric=metric)
+        s = ev.score(ev.units)
+        lines.append(f"| {key} | {method} | {ev.float_metric:.2f} | {s.metric:.2f} | {s.sqnr_db:.2f} |")
+        print(lines[-1], flush=True)
+    return lines
+
+
+def main() -> int:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--timing", action="store_true")
+    p.add_argument("--eval-images", type=int, default=100)
+    p.add_argument("--fallback", nargs="*", default=[], choices=list(CASES))
+    p.add_argument("--probe", nargs="*", default=[], choices=list(CASES))
+    p.add_argument("--out", type=Path, default=REPO / "benchmarks" / "results" / "sensitivity.md")
+    args = p.parse_args()
+    lines: list[str] = []
+    if args.timing:
+        lines += timing(args.eval_images)
+    if args.fallback:
+        lines += [f"### Automatic fallback ({datetime.date.today()})", "",
+                  "| model | start method | search samples | float metric | all quantized | max drop | "
+                  "layers in float | after fallback: estimate / exact | full eval, exact | Conv/Gemm/MatMul "
+                  "quantized | target met | wall / CPU s (load) |", "|" + "---|" * 12]
+        details = []
+        for key in args.fallback:
+            row, detail = fallback(key)
+            lines.append(row)
+            details.append(detail)
+            print(row, flush=True)
+        lines += ["", "```", *details, "```", ""]
+    if args.probe:
+        lines += ["| model | method | float metric | all quantized metric | output SQNR dB |", "|---|---|---:|---:|---:|"]
+        for key in args.probe:
+            lines += probe(key)
+        lines.append("")
+    text = "\n".join(lines)
+    print(text)
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    with open(args.out, "a", encoding="utf-8") as f:
+        f.write(text + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,298 @@
+"""Gated models, sensitivity ranking and automatic fallback, checked against numpy and plain QDQ models.
+
+Oracles: a numpy forward pass with hand-written fake quantization (MLP), and for every subset of units
+the ordinary ``insert_qdq`` model of the plan restricted to that subset, run exactly by onnxruntime.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import itertools
+import re
+
+import numpy as np
+import onnxruntime as ort
+import pytest
+from onnx import numpy_helper
+
+import onnxq
+from onnxq import api
+from onnxq.analysis.fallback import FallbackRule, choose_float_layers, exclude_patterns
+from onnxq.analysis.sensitivity import GatedEvaluator, SensitivityOptions, sensitivity
+from onnxq.collect import data
+from onnxq.config import QuantConfig
+from onnxq.errors import ConfigError
+from onnxq.placement.plan import QuantPlan, Role
+from onnxq.rewrite import QuantParams, insert_qdq
+from onnxq.rewrite.gates import build_gated, fake_quantize
+from onnxq.testing import dq_inputs, model_from_text
+
+MLP = """
+<ir_version: 8, opset_import: ["" : 17]>
+g (float[1,4] x) => (float[1,3] y) {
+  h = MatMul (x, W1)
+  r = Relu (h)
+  y = MatMul (r, W2)
+}
+"""
+
+# Residual Add, an activation shared by two convs, Concat (shared scales), int32 biases on ort-cpu.
+CNN = """
+<ir_version: 8, opset_import: ["" : 17]>
+g (float[1,3,8,8] x) => (float[1,6,8,8] y) {
+  c = Conv <pads=[1,1,1,1]> (x, W, B)
+  r = Relu (c)
+  d = Conv <pads=[1,1,1,1]> (r, W2, B2)
+  e = Conv <pads=[1,1,1,1]> (r, W3, B3)
+  a = Add (d, r)
+  y0 = Concat <axis=1> (a, e)
+  y = Conv (y0, W4, B4)
+}
+"""
+CNN_WEIGHTS = {"W": (4, 3, 3, 3), "B": (4,), "W2": (4, 4, 3, 3), "B2": (4,), "W3": (4, 4, 3, 3), "B3": (4,),
+               "W4": (6, 8, 1, 1), "B4": (6,)}
+
+
+def _exact(model, feed):
+    opts = ort.SessionOptions()
+    opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
+    return ort.InferenceSession(model.SerializeToString(), opts, providers=["CPUExecutionProvider"]).run(None, feed)
+
+
+def _feeds(shape, n, seed=0):
+    rng = np.random.default_rng(seed)
+    return [{"x": rng.standard_normal(shape).astype(np.float32)} for _ in range(n)]
+
+
+def _quantized(text, weights, shape, config=None, n=6):
+    model = model_from_text(text, weights=weights)
+    pre, _ = api.prepare(model)
+    config = config or QuantConfig()
+    qplan = onnxq.plan(pre, config)
+    feeds = _feeds(shape, n)
+    stats, _ = onnxq.collect(pre, qplan, data.from_iterable(feeds), config)
+    return pre, qplan, onnxq.solve(stats, qplan, pre, config), feeds
+
+
+def _restrict(plan: QuantPlan, units) -> QuantPlan:
+    """The plan with only the edges that feed ``units`` (an independent way to quantize a subset)."""
+    specs = []
+    for s in plan.specs:
+        consumers = tuple(c for c in s.consumers if c[0] in units)
+        if consumers:
+            specs.append(dataclasses.replace(s, consumers=consumers))
+    return QuantPlan(plan.target, tuple(specs), plan.skips, tuple(u for u in plan.quantized_nodes if u in units))
+
+
+def _fq(x, scale, axis=None):
+    s = np.asarray(scale, np.float64)
+    if axis is not None:
+        shape = [1] * x.ndim
+        shape[axis] = -1
+        s = s.reshape(shape)
+    return (np.clip(np.rint(x / s), -128, 127) * s).astype(np.float32)
+
+
+# ------------------------------------------------------------------------------------------ gated model
+
+def test_gated_mlp_matches_numpy_fake_quantization_for_every_subset():
+    w = {"W1": (4, 5), "W2": (5, 3)}
+    pre, qplan, params, feeds = _quantized(MLP, w, (1, 4))
+    gated = build_gated(pre, qplan, params)
+    assert set(gated.units) == {"MatMul_0", "MatMul_1"}
+    weights = {t.name: numpy_helper.to_array(t) for t in pre.graph.initializer}
+    p = params
+    w1_key, w2_key = (qplan.spec_for(w, Role.WEIGHT).key for w in ("W1", "W2"))
+    for subset in itertools.chain.from_iterable(itertools.combinations(gated.units, k) for k in range(3)):
+        for feed in feeds[:3]:
+            x = feed["x"]
+            w1, w2 = weights["W1"], weights["W2"]
+            if "MatMul_0" in subset:
+                x = _fq(x, p["x"].scale)
+                w1 = _fq(w1, p[w1_key].scale, p[w1_key].axis)
+            r = np.maximum(x @ w1, 0)
+            if "MatMul_1" in subset:
+                r = _fq(r, p["r"].scale)
+                w2 = _fq(w2, p[w2_key].scale, p[w2_key].axis)
+            got = _exact(gated.model, {**feed, **gated.feed(subset)})[0]
+            np.testing.assert_allclose(got, r @ w2, rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("target", ["tensorrt", "ort-cpu"])
+def test_gated_cnn_equals_restricted_qdq_model_for_every_subset(target):
+    config = QuantConfig(target=target)
+    pre, qplan, params, feeds = _quantized(CNN, CNN_WEIGHTS, (1, 3, 8, 8), config)
+    gated = build_gated(pre, qplan, params)
+    units = gated.units
+    assert any(n.startswith("Add") for n in units)  # the residual Add is a unit (tensorrt) too
+    dq_only = target == "ort-cpu"
+    subsets = [()] + [(u,) for u in units] + [tuple(v for v in units if v != u) for u in units] + [units]
+    for subset in subsets:
+        reference = insert_qdq(pre, _restrict(qplan, set(subset)), params, dq_only=dq_only)
+        want = _exact(reference, feeds[0])[0]
+        got = _exact(gated.model, {**feeds[0], **gated.feed(subset)})[0]
+        np.testing.assert_array_equal(got, want, err_msg=f"subset {subset}")
+    assert np.array_equal(_exact(gated.model, {**feeds[0], **gated.feed(())})[0], _exact(pre, feeds[0])[0])
+
+
+def test_gated_feed_rejects_unknown_units():
+    pre, qplan, params, _ = _quantized(MLP, {"W1": (4, 5), "W2": (5, 3)}, (1, 4))
+    with pytest.raises(KeyError):
+        build_gated(pre, qplan, params).feed(["nope"])
+
+
+def test_fake_quantize_equals_onnxruntime_qdq_on_ties_and_saturation():
+    import onnx
+    from onnx import helper
+
+    w = np.array([[0.5, 1.5, 2.5, -0.5], [-1.5, 300.0, -300.0, 0.26]], np.float32)  # halves and clipping
+    p = QuantParams(np.array([1.0, 2.0], np.float32), np.zeros(2, np.int8), 0, "int8")
+    graph = helper.make_graph(
+        [helper.make_node("QuantizeLinear", ["w", "s", "z"], ["q"], axis=0),
+         helper.make_node("DequantizeLinear", ["q", "s", "z"], ["y"], axis=0)], "g", [],
+        [helper.make_tensor_value_info("y", onnx.TensorProto.FLOAT, [2, 4])],
+        [onnx.numpy_helper.from_array(w, "w"), onnx.numpy_helper.from_array(p.scale, "s"),
+         onnx.numpy_helper.from_array(p.zero_point, "z")])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    want = _exact(model, {})[0]
+    np.testing.assert_array_equal(fake_quantize(w, p, narrow=False), want)
+    assert fake_quantize(w, p, narrow=True)[1, 2] == -254.0  # narrow range: -127 * 2
+
+
+# ------------------------------------------------------------------------------------------ sensitivity
+
+def _bad_second_layer():
+    """The MLP with the second layer's activation scale made 8x too coarse: clearly the sensitive one."""
+    pre, qplan, params, feeds = _quantized(MLP, {"W1": (4, 5), "W2": (5, 3)}, (1, 4), n=12)
+    p = params["r"]
+    params = {**params, "r": QuantParams(p.scale * 8, p.zero_point, p.axis, p.dtype, p.lo, p.hi)}
+    return pre, qplan, params, feeds
+
+
+def _pooled_sqnr(refs, outs):
+    a = np.concatenate([r.ravel() for r in refs]).astype(np.float64)
+    b = np.concatenate([o.ravel() for o in outs]).astype(np.float64)
+    return 10 * np.log10(np.sum(a * a) / np.sum((a - b) ** 2))
+
+
+@pytest.mark.parametrize("exact", [True, False])
+def test_sensitivity_scores_match_reference_models_and_rank_the_bad_layer_first(exact):
+    pre, qplan, params, feeds = _bad_second_layer()
+    report, evaluator = sensitivity(pre, qplan, params, feeds, SensitivityOptions(workers=2, exact=exact))
+    assert [l.node for l in report.layers] == ["MatMul_1", "MatMul_0"]
+    assert report.evaluations == 5 and report.measure == "sqnr_db" and report.samples == 12
+    refs = [_exact(pre, f)[0] for f in feeds]
+    for layer in report.layers:
+        only = insert_qdq(pre, _restrict(qplan, {layer.node}), params)
+        want = _pooled_sqnr(refs, [_exact(only, f)[0] for f in feeds])
+        assert layer.only.sqnr_db == pytest.approx(want, abs=1e-3)
+    full = _pooled_sqnr(refs, [_exact(insert_qdq(pre, qplan, params), f)[0] for f in feeds])
+    assert report.all_quantized.sqnr_db == pytest.approx(full, abs=1e-3)
+    by = {l.node: l for l in report.layers}
+    # With two units, "all but MatMul_1" is "only MatMul_0".
+    assert by["MatMul_1"].all_but.sqnr_db == pytest.approx(by["MatMul_0"].only.sqnr_db, abs=1e-9)
+    assert by["MatMul_1"].gain == pytest.approx(by["MatMul_1"].all_but.sqnr_db - full, abs=1e-3)
+    assert by["MatMul_1"].gain > by["MatMul_0"].gain > 0
+
+
+def test_modes_one_and_loo_run_only_their_experiments():
+    pre, qplan, params, feeds = _bad_second_layer()
+    one, _ = sensitivity(pre, qplan, params, feeds, SensitivityOptions(mode="one", workers=1))
+    loo, _ = sensitivity(pre, qplan, params, feeds, SensitivityOptions(mode="loo", workers=1))
+    assert one.evaluations == 3 and all(l.all_but is None and l.only is not None for l in one.layers)
+    assert loo.evaluations == 3 and all(l.only is None and l.gain is not None for l in loo.layers)
+    assert one.layers[0].node == loo.layers[0].node == "MatMul_1"
+    with pytest.raises(ConfigError, match="choose one of"):
+        SensitivityOptions(mode="all")
+
+
+def test_user_metric_in_both_forms_gives_the_same_ranking():
+    pre, qplan, params, feeds = _bad_second_layer()
+
+    def neg_mse(outputs):  # metric(outputs) -> float, higher is better
+        return -float(np.mean([np.mean(o[0] ** 2) for o in outputs]))
+
+    def pair(outputs_float, outputs_quant):  # compare's form
+        return neg_mse(outputs_float), neg_mse(outputs_quant)
+
+    calls = []
+    a, ev = sensitivity(pre, qplan, params, feeds, SensitivityOptions(workers=1),
+                        metric=lambda o: calls.append(len(o)) or neg_mse(o))
+    b, _ = sensitivity(pre, qplan, params, feeds, SensitivityOptions(workers=1), metric=pair)
+    assert a.measure == b.measure == "metric"
+    assert a.float_metric == pytest.approx(neg_mse(ev.reference)) == pytest.approx(b.float_metric)
+    assert set(calls) == {len(feeds)}  # called on the outputs of all samples at once
+    for x, y in zip(a.layers, b.layers):
+        assert x.node == y.node and x.gain == pytest.approx(y.gain) and x.only.metric == pytest.approx(y.only.metric)
+    assert a.all_quantized.metric == pytest.approx(neg_mse(ev.outputs(ev.units)))
+
+
+# ------------------------------------------------------------------------------------------ fallback
+
+def test_fallback_moves_the_bad_layer_to_float_until_the_sqnr_target_holds():
+    pre, qplan, params, feeds = _bad_second_layer()
+    report, ev = sensitivity(pre, qplan, params, feeds, SensitivityOptions(mode="loo", workers=2))
+    target = report.layers[0].all_but.sqnr_db - 0.01
+    result = choose_float_layers(ev, report, FallbackRule(min_sqnr_db=target))
+    assert result.float_nodes == ("MatMul_1",) and result.met
+    step = result.steps[0]
+    assert step.bought == pytest.approx(report.layers[0].gain) and step.after.sqnr_db >= target
+    assert result.exclude_patterns == ("^MatMul_1$",)
+    # Already met: nothing moves.
+    assert choose_float_layers(ev, report, FallbackRule(min_sqnr_db=-50.0)).steps == ()
+    # Cap only: the top N by sensitivity, each measured.
+    capped = choose_float_layers(ev, report, FallbackRule(max_float_layers=2))
+    assert set(capped.float_nodes) == {"MatMul_0", "MatMul_1"} and not capped.met
+    assert capped.final.sqnr_db == pytest.approx(200.0)  # everything float
+    # An unreachable target stops at the cap.
+    stuck = choose_float_layers(ev, report, FallbackRule(max_float_layers=1, min_sqnr_db=1000.0))
+    assert len(stuck.steps) == 1 and not stuck.met
+
+
+def test_fallback_rule_validation_and_default_cap():
+    with pytest.raises(ConfigError, match="stopping rule"):
+        FallbackRule()
+    with pytest.raises(ConfigError):
+        FallbackRule(max_float_layers=-1)
+    assert FallbackRule(min_sqnr_db=30).cap(113) == 11 and FallbackRule(min_sqnr_db=30).cap(4) == 1
+    assert FallbackRule(max_float_layers=50).cap(10) == 10
+    pre, qplan, params, feeds = _bad_second_layer()
+    report, ev = sensitivity(pre, qplan, params, feeds, SensitivityOptions(mode="loo", workers=1))
+    with pytest.raises(ConfigError, match="metric"):
+        choose_float_layers(ev, report, FallbackRule(max_metric_drop=1.0))
+
+
+def test_exclude_patterns_match_exactly_the_named_nodes():
+    names = ["/blocks.1/conv/Conv", "a+b(c)", "x"]
+    pats = exclude_patterns(names)
+    others = ["/blocks.10/conv/Conv", "/blocks.1/conv/Conv_1", "aab(c)", "xx", "/blocks.1/conv/Con"]
+    for name, pat in zip(names, pats):
+        assert re.search(pat, name)
+        assert not any(re.search(pat, o) for o in others)
+
+
+def test_quantize_with_fallback_writes_an_ordinary_plan_without_the_chosen_layer():
+    model = model_from_text(CNN, weights=CNN_WEIGHTS)
+    feeds = _feeds((1, 3, 8, 8), 6)
+    result, fb, ranking = api.quantize_with_fallback(
+        model, feeds, QuantConfig(), FallbackRule(max_float_layers=1), eval_data=_feeds((1, 3, 8, 8), 4, seed=9))
+    assert len(fb.steps) == 1 and fb.float_nodes[0] == ranking.layers[0].node
+    node = fb.float_nodes[0]
+    assert not any(dq_inputs(result.model)[node])  # no Q/DQ feeds the float layer
+    assert result.report.config["exclude_nodes"] == [f"^{re.escape(node)}$"]
+    assert fb.verified is not None and fb.verified_met is None  # no target: nothing to verify against
+    assert fb.verified.sqnr_db == pytest.approx(fb.final.sqnr_db, abs=1.0)
+    # The recorded config reproduces the model.
+    again = api.quantize(model, feeds, QuantConfig.from_dict(result.report.config))
+    a = _exact(again.model, feeds[0])[0]
+    np.testing.assert_array_equal(a, _exact(result.model, feeds[0])[0])
+
+
+def test_evaluator_scores_a_rewritten_model_like_the_gated_one():
+    pre, qplan, params, feeds = _quantized(MLP, {"W1": (4, 5), "W2": (5, 3)}, (1, 4))
+    ev = GatedEvaluator(build_gated(pre, qplan, params), feeds, workers=1, exact=True)
+    gated = ev.score(ev.units)
+    # Last-bit differences only: MatMul pre-packs a constant B (the gated branch) but not a DQ output.
+    for form in (True, False):
+        got = ev.score_model(insert_qdq(pre, qplan, params, dq_only=form))
+        assert got.sqnr_db == pytest.approx(gated.sqnr_db, abs=1e-4) and got.cosine == pytest.approx(gated.cosine)
