@@ -249,22 +249,29 @@ def quantize_with_fallback(
     qplan = plan(pre, config)
     source = as_source(data, pre, config.batch_size) if data is not None else None
     samples = 0
+    timings = {}
+    t = time.perf_counter()
     if stats is None:
         if source is None:
             raise data_mod.CalibrationDataError("give calibration data or precomputed statistics (--load-stats)")
         stats, samples = collect(pre, qplan, source, config, progress=progress, histograms=True)
+    timings["calibrate"] = time.perf_counter() - t
     params = solve(stats, qplan, pre, config)
     evaluation = eval_data if eval_data is not None else data
     if evaluation is None:
         raise data_mod.CalibrationDataError("automatic fallback needs evaluation data: pass eval_data (--eval-data)")
     feeds = list(as_source(evaluation, pre))
     options = options or SensitivityOptions(mode="loo")  # the fallback ranks by leave-one-out gain only
+    t = time.perf_counter()
     ranking, evaluator = sensitivity(pre, qplan, params, feeds, options, metric=metric, progress=progress)
+    timings["sensitivity"] = time.perf_counter() - t
     chosen = choose_float_layers(evaluator, ranking, rule, progress=progress)
+    timings["fallback"] = time.perf_counter() - t - timings["sensitivity"]
     final = dataclasses.replace(config, exclude_nodes=tuple(config.exclude_nodes) + chosen.exclude_patterns)
     stats = _complete_stats(pre, plan(pre, final), stats, source, final, progress)
     result = quantize(model, source, final, stats=stats, progress=progress)
-    result.report = dataclasses.replace(result.report, samples=samples or result.report.samples)
+    timings = {**result.report.timings, **{k: round(v, 3) for k, v in timings.items()}}
+    result.report = dataclasses.replace(result.report, samples=samples or result.report.samples, timings=timings)
     verified = evaluator.score_model(result.model)
     met = rule.holds(verified, chosen.float_metric) if rule.has_target else None
     return result, dataclasses.replace(chosen, verified=verified, verified_met=met), ranking

@@ -20,7 +20,7 @@ from google.protobuf.message import DecodeError
 
 from onnxq import runtime
 from onnxq.errors import ModelLoadError, OutputError, UnsupportedModelError, ValidationError
-from onnxq.graph.size import PROTOBUF_LIMIT, fits_protobuf  # noqa: F401 (PROTOBUF_LIMIT re-exported)
+from onnxq.graph.size import PROTOBUF_LIMIT, fits_protobuf, tensor_bytes  # noqa: F401 (re-exported)
 
 log = logging.getLogger(__name__)
 
@@ -141,25 +141,24 @@ def validation_problem(model: onnx.ModelProto, feed: Mapping[str, np.ndarray] | 
         if vi.type.HasField("tensor_type") and not vi.type.tensor_type.HasField("shape"):
             return (f"graph {'input' if vi in model.graph.input else 'output'} {vi.name!r} declares no shape "
                     "(onnx requires one; unknown dims may be named, e.g. 'batch')")
+    if fits_protobuf(model):
+        return _problem(model, feed)
+    with tempfile.TemporaryDirectory(prefix="onnxq-check-") as tmp:  # over 2 GB: check and run from a file
+        path = os.path.join(tmp, "model.onnx")
+        save_external(model, path, "model.onnx.data")
+        return _problem(path, feed)
+
+
+def _problem(model: onnx.ModelProto | str, feed: Mapping[str, np.ndarray] | None) -> str | None:
     try:
-        if not fits_protobuf(model):
-            _check_large(model)
-        else:
-            onnx.checker.check_model(model, full_check=True)
+        onnx.checker.check_model(model, full_check=True)
     except (onnx.checker.ValidationError, onnx.shape_inference.InferenceError) as exc:
         return f"onnx's checker fails ({_short(exc)})"
     if feed is None:
         return None
     try:
-        if fits_protobuf(model):
-            session = runtime.make_session(model)
-            outputs = runtime.run(session, feed)
-        else:
-            with tempfile.TemporaryDirectory(prefix="onnxq-check-") as tmp:
-                path = os.path.join(tmp, "model.onnx")
-                _save_external(model, path, "model.onnx.data")
-                session = runtime.make_session(path)
-                outputs = runtime.run(session, feed)
+        session = runtime.make_session(model)
+        outputs = runtime.run(session, feed)
     except UnsupportedModelError as exc:
         return f"onnxruntime cannot run it ({exc})"
     for name, value in zip(runtime.output_names(session), outputs):
@@ -168,19 +167,38 @@ def validation_problem(model: onnx.ModelProto, feed: Mapping[str, np.ndarray] | 
     return None
 
 
-def _check_large(model: onnx.ModelProto) -> None:
-    with tempfile.TemporaryDirectory(prefix="onnxq-check-") as tmp:
-        path = os.path.join(tmp, "model.onnx")
-        _save_external(model, path, "model.onnx.data")
-        onnx.checker.check_model(path, full_check=True)
+def save_external(model: onnx.ModelProto, path: str | os.PathLike, location: str, threshold: int = 1024) -> None:
+    """Write ``model`` to ``path`` with every initializer over ``threshold`` bytes in ``location`` beside it.
 
-
-def _save_external(model: onnx.ModelProto, path: str, location: str) -> None:
-    """Save with tensors in ``location`` beside ``path``, on a copy: onnx's external-data save moves the
-    tensors' bytes out of the proto it is given, which would empty the caller's model."""
-    copy = onnx.ModelProto()
-    copy.CopyFrom(model)
-    onnx.save_model(copy, path, save_as_external_data=True, location=location)
+    ``model`` is neither modified nor copied: onnx's own external-data save empties the tensors of the proto
+    it is given (so callers had to copy a model of several GB first); here each large tensor's bytes go
+    to the data file one at a time and the model file gets a light copy pointing at them.
+    """
+    g = model.graph
+    initializers = []
+    with open(os.path.join(os.path.dirname(os.fspath(path)), location), "wb") as data:
+        for tensor in g.initializer:
+            if tensor_bytes(tensor) <= threshold:
+                initializers.append(tensor)
+                continue
+            raw = tensor.raw_data if tensor.HasField("raw_data") else onnx.numpy_helper.to_array(tensor).tobytes()
+            stub = onnx.TensorProto(name=tensor.name, data_type=tensor.data_type, dims=tensor.dims,
+                                    data_location=onnx.TensorProto.EXTERNAL)
+            for key, value in (("location", location), ("offset", str(data.tell())), ("length", str(len(raw)))):
+                stub.external_data.add(key=key, value=value)
+            data.write(raw)
+            del raw
+            initializers.append(stub)
+    graph = onnx.helper.make_graph(g.node, g.name, g.input, g.output, initializer=initializers,
+                                   value_info=g.value_info, doc_string=g.doc_string,
+                                   sparse_initializer=g.sparse_initializer)
+    light = onnx.ModelProto(
+        ir_version=model.ir_version, opset_import=model.opset_import, producer_name=model.producer_name,
+        producer_version=model.producer_version, domain=model.domain, model_version=model.model_version,
+        doc_string=model.doc_string, metadata_props=model.metadata_props, functions=model.functions, graph=graph,
+    )
+    with open(path, "wb") as fh:
+        fh.write(light.SerializeToString(deterministic=True))
 
 
 def _short(exc: BaseException) -> str:
@@ -209,7 +227,7 @@ def save_model(
     try:
         tmp_model = os.path.join(tmpdir, path.name)
         if large:
-            _save_external(model, tmp_model, path.name + ".data")
+            save_external(model, tmp_model, path.name + ".data")
             os.replace(os.path.join(tmpdir, path.name + ".data"), str(path) + ".data")
         else:
             with open(tmp_model, "wb") as fh:
@@ -230,8 +248,10 @@ def check_output_path(path: Path, source: str | os.PathLike | None) -> None:
         src = Path(source)
         if src.exists() and path.exists() and os.path.samefile(src, path) or path.resolve() == src.resolve():
             raise OutputError(f"output {path} is the input model: choose another output path (-o)")
-        if path.exists() and src.is_file() and path.resolve() in _external_files(src):
-            raise OutputError(f"output {path} holds the input model's external data: choose another output path (-o)")
+        for target in (path, path.with_name(path.name + ".data")):  # models over 2 GB also write <name>.data
+            if target.exists() and src.is_file() and target.resolve() in _external_files(src):
+                raise OutputError(
+                    f"output {target} holds the input model's external data: choose another output path (-o)")
     parent = path.parent if str(path.parent) else Path(".")
     if not parent.is_dir():
         raise OutputError(f"output folder {parent} does not exist: create it or choose another -o path")

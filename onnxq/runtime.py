@@ -63,11 +63,10 @@ def make_session(
     """
     if isinstance(model, onnx.ModelProto) and not fits_protobuf(model):
         with tempfile.TemporaryDirectory(prefix="onnxq-session-", ignore_cleanup_errors=True) as tmp:
+            from onnxq.io import save_external  # noqa: PLC0415 (io imports this module)
+
             path = os.path.join(tmp, "model.onnx")
-            copy = onnx.ModelProto()
-            copy.CopyFrom(model)  # onnx's external-data save empties the tensors of the proto it is given
-            onnx.save_model(copy, path, save_as_external_data=True, location="model.onnx.data")
-            del copy
+            save_external(model, path, "model.onnx.data")
             return make_session(path, optimize=optimize, threads=threads, providers=providers, fake_quant=fake_quant)
     payload = model.SerializeToString() if isinstance(model, onnx.ModelProto) else model
     try:

@@ -5,7 +5,8 @@ feed). Candidates come in sensitivity order (leave-one-out gain: what keeping th
 with every other layer quantized). Each round evaluates the next ``workers`` untried candidates in
 parallel, each added alone to the layers already in float, and keeps the one that improves the deciding
 measure most; a candidate that buys nothing is dropped (a float layer that buys nothing only costs
-speed). It stops when the rule holds, at ``max_float_layers``, or when no candidate is left.
+speed; with a metric over few samples, which moves in steps, many buy exactly nothing). It stops when the
+rule holds, at ``max_float_layers``, or when no candidate is left.
 
 Rules (:class:`FallbackRule`): a minimum worst-output SQNR (dB), a maximum drop of a user metric from
 float (metric points, higher is better), and/or a maximum number of layers in float. With only the
@@ -66,7 +67,8 @@ class FallbackRule:
         if self.max_metric_drop is not None:
             if score.metric is None or float_metric is None:
                 return False
-            if not float_metric - score.metric <= self.max_metric_drop:
+            slack = 1e-9 * max(1.0, abs(float_metric))  # 93.4 - 93.2 is 0.2000000000000028 in binary
+            if not float_metric - score.metric <= self.max_metric_drop + slack:
                 return False
         return True
 
@@ -154,8 +156,7 @@ def choose_float_layers(
         best = None
         for cand, trial in zip(batch, trials):
             bought = _value(trial, measure) - _value(current, measure)
-            useful = bought > 0 or (bought == 0 and trial.sqnr_db > current.sqnr_db) or not rule.has_target
-            if not useful:
+            if rule.has_target and not bought > 0:
                 pool.remove(cand)  # buys nothing now; later steps rarely change that
             elif best is None or (bought, trial.sqnr_db) > (best[1], best[2].sqnr_db):
                 best = (cand, bought, trial)

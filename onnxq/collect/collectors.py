@@ -11,11 +11,14 @@ were also slower than exposing (66 vs 60 ms per EfficientNet-Lite0 image).
 Where the time goes, and the overlap. For EfficientNet-Lite0 (50 planned tensors, 7.7 M activation
 elements per image) the histogram counting costs ~17 ms of numpy per image, onnxruntime ~13 ms
 (optimised graph) or ~35 ms (unoptimised, one thread). onnxruntime releases the GIL while it runs, and
-numpy's loops and ``bincount`` release it too, so batch ``k`` is counted in one worker thread while the
-main thread runs batch ``k + 1``: the wall time is about the larger of the two, not their sum. One
-worker, one batch in flight, batches counted in order: the statistics are the same as a sequential
-loop's, bit for bit. onnxruntime gets the other cores (``cpu_count - 1`` threads, at least 1) unless
-``ONNXQ_THREADS`` says otherwise.
+numpy's ufunc loops and ``bincount``'s counting loop release it too, so batch ``k`` is counted in worker
+threads while the main thread runs batch ``k + 1``: the wall time is about the larger of the two, not
+their sum. Each worker always counts the same share of the tensors (balanced by size) and batch ``k + 1``
+is handed out only when batch ``k`` is counted, so every tensor sees its batches in order: the
+statistics are the same as a sequential loop's, bit for bit, for any number of workers. onnxruntime
+gets ``cores - 1`` threads (at least 1) unless ``ONNXQ_THREADS`` says otherwise; there are ``min(4,
+cores)`` counting workers. (Two workers instead of one on this project's 2-core machine could not be
+told apart from the noise of other jobs; in theory they fill the core that waits for onnxruntime.)
 
 The graph. By default the session runs with graph optimisations off, so every exposed tensor holds
 the float model's values bit for bit as onnxruntime's reference kernels compute them. ``optimize=True``
@@ -97,14 +100,16 @@ def collect(
     first = next(feeds, None)
     if first is None:
         raise CalibrationDataError(f"{source.description} produced no samples; give at least one")
-    passes = split_passes(internal, tensor_bytes(model, internal, first), budget / IN_FLIGHT)
+    sizes = tensor_bytes(model, tensors, first)
+    passes = split_passes(internal, sizes, budget / IN_FLIGHT)
     samples = 0
     for k, group in enumerate(passes):
         data = itertools.chain([first], feeds) if k == 0 else _again(source, k)
         desc = "calibrating" if len(passes) == 1 else f"calibrating (pass {k + 1}/{len(passes)})"
         names = (from_feed if k == 0 else []) + group
         with tqdm(total=source.count, disable=not progress, unit="batch", desc=desc, leave=False) as bar:
-            stats, seen = _run_pass(model, group, names, data, stats, optimize, bar)
+            shares = partition(names, sizes, _count_workers())
+            stats, seen = _run_pass(model, group, shares, data, stats, optimize, bar)
         if k and seen != samples:
             raise CalibrationDataError(
                 f"{source.description} gave {samples} samples in the first pass and {seen} in pass {k + 1}; "
@@ -135,60 +140,95 @@ def _again(source: DataSource, k: int) -> Iterable[Feed]:
 def _run_pass(
     model: onnx.ModelProto,
     group: list[str],
-    names: list[str],
+    shares: list[list[str]],
     data: Iterable[Feed],
     stats: dict[str, TensorStats],
     optimize: bool,
     bar: tqdm,
 ) -> tuple[dict[str, TensorStats], int]:
-    """Run ``group`` exposed over ``data``; count batch k in a worker while batch k+1 runs."""
+    """Run ``group`` exposed over ``data``; count batch k in workers (one per share) while batch k+1 runs.
+
+    Each worker always counts the same share of tensors, and batch k+1 is submitted only once batch k
+    is counted: every tensor sees its batches in order, whatever the number of workers.
+    """
     session = None
     if group:
         exposed = augment.expose(model, group)
         session = runtime.make_session(exposed, optimize=optimize, threads=_ort_threads())
-    from_feed = names[: len(names) - len(group)]
+    position = {name: k for k, name in enumerate(group)}
     samples = 0
-    pending: Future | None = None
-    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="onnxq-count") as worker:
+    pending: list[Future] = []
+    with ThreadPoolExecutor(max_workers=max(1, len(shares)), thread_name_prefix="onnxq-count") as pool:
         try:
             for feed in data:
                 outputs = runtime.run(session, feed, group) if session is not None else []
-                values = [feed[n] for n in from_feed] + list(outputs)
-                if pending is not None:
-                    stats = pending.result()
-                pending = worker.submit(observe_all, stats, names, values)
+                stats = _gather(stats, pending)
+                pending = [
+                    pool.submit(observe_all, stats, share,
+                                [outputs[position[n]] if n in position else feed[n] for n in share])
+                    for share in shares
+                ]  # fmt: skip
                 samples += batch_size(feed)
                 bar.update(1)
-            if pending is not None:
-                stats = pending.result()
+            stats = _gather(stats, pending)
         finally:
-            if pending is not None and not pending.done():
-                pending.cancel()
+            for future in pending:
+                future.cancel()
     return stats, samples
+
+
+def _gather(stats: dict[str, TensorStats], pending: list[Future]) -> dict[str, TensorStats]:
+    """``stats`` updated with the results of the workers' batch (waits for every one)."""
+    results = [future.result() for future in pending]
+    return {**stats, **{k: v for r in results for k, v in r.items()}} if results else stats
 
 
 def observe_all(
     stats: Mapping[str, TensorStats], names: Sequence[str], values: Sequence[np.ndarray]
 ) -> dict[str, TensorStats]:
-    """``stats`` with each ``names[i]`` updated by the batch ``values[i]`` (errors name the tensor)."""
-    out = dict(stats)
+    """The updated statistics of ``names[i]`` after the batch ``values[i]`` (errors name the tensor)."""
+    out = {}
     for name, value in zip(names, values, strict=True):
         try:
-            out[name] = observe(out[name], value)
+            out[name] = observe(stats[name], value)
         except CalibrationDataError as exc:
             raise CalibrationDataError(f"tensor {name!r}: {exc}") from None
     return out
+
+
+def partition(names: Sequence[str], sizes: Mapping[str, float | None], workers: int) -> list[list[str]]:
+    """Split ``names`` into at most ``workers`` shares of about equal bytes (largest first, to the lightest).
+
+    Deterministic: ties go to the lowest share, and each share keeps plan order.
+    """
+    load = [0.0] * max(1, min(workers, len(names)))
+    owner: dict[str, int] = {}
+    weight = {n: UNKNOWN_TENSOR_MB * 2**20 if sizes.get(n) is None else float(sizes[n]) for n in names}
+    for name in sorted(names, key=lambda n: -weight[n]):
+        k = load.index(min(load))
+        owner[name] = k
+        load[k] += weight[name]
+    shares = [[n for n in names if owner[n] == k] for k in range(len(load))]
+    return [share for share in shares if share]
+
+
+def _count_workers() -> int:
+    """Counting threads: the usable cores, at most 4 (numpy releases the GIL in the counting loops)."""
+    return min(4, _cores())
+
+
+def _cores() -> int:
+    try:
+        return len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):
+        return os.cpu_count() or 1
 
 
 def _ort_threads() -> int | None:
     """Threads for onnxruntime: leave one core to the counting worker (None: honour ONNXQ_THREADS)."""
     if os.environ.get("ONNXQ_THREADS"):
         return None
-    try:
-        cores = len(os.sched_getaffinity(0))
-    except (AttributeError, OSError):
-        cores = os.cpu_count() or 1
-    return max(1, cores - 1)
+    return max(1, _cores() - 1)
 
 
 def batch_size(feed: Feed) -> int:

@@ -29,14 +29,28 @@ def _tensors(graph: onnx.GraphProto):
                 yield from _tensors(sub)
 
 
+def tensor_bytes(tensor: onnx.TensorProto) -> int:
+    """Bytes of data ``tensor`` holds in the message (0 for external data), from its dims and dtype.
+
+    Never ``len(tensor.raw_data)``: upb copies the whole buffer to answer (a second per GB).
+    """
+    if tensor.data_location == onnx.TensorProto.EXTERNAL:
+        return 0
+    if tensor.data_type == onnx.TensorProto.STRING:
+        return sum(len(s) for s in tensor.string_data)
+    count = 1
+    for d in tensor.dims:
+        count *= max(int(d), 0)
+    try:
+        itemsize = onnx.helper.tensor_dtype_to_np_dtype(tensor.data_type).itemsize
+    except (KeyError, TypeError, ValueError):  # an undefined or exotic type: assume the widest
+        itemsize = 8
+    return count * max(itemsize, 1)
+
+
 def payload_bytes(model: onnx.ModelProto) -> int:
     """Bytes of tensor data held inside the message (external data not counted)."""
-    total = 0
-    for t in _tensors(model.graph):
-        total += len(t.raw_data) + sum(len(s) for s in t.string_data)
-        total += 4 * (len(t.float_data) + len(t.int32_data)) + 8 * (len(t.int64_data) + len(t.double_data)
-                                                                    + len(t.uint64_data))
-    return total
+    return sum(tensor_bytes(t) for t in _tensors(model.graph))
 
 
 def fits_protobuf(model: onnx.ModelProto) -> bool:

@@ -27,6 +27,7 @@ import onnx
 from onnx import helper, version_converter
 
 from onnxq.errors import UnsupportedModelError
+from onnxq.graph.size import tensor_bytes
 from onnxq.preprocess import shapes
 
 logger = logging.getLogger(__name__)
@@ -74,7 +75,7 @@ def _detached_copy(model: onnx.ModelProto) -> tuple[onnx.ModelProto, dict[str, o
             _copy_field(graph, field.name, value)
     originals: dict[str, onnx.TensorProto] = {}
     for tensor in model.graph.initializer:
-        if tensor.data_location == onnx.TensorProto.EXTERNAL or tensor.ByteSize() <= _DETACH_BYTES:
+        if tensor_bytes(tensor) <= _DETACH_BYTES:  # 0 for external data; ByteSize() would serialize the tensor
             graph.initializer.append(tensor)
             continue
         originals[tensor.name] = tensor

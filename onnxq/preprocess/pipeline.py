@@ -21,7 +21,7 @@ from onnxq.preprocess.bn_fold import fold_batchnorms
 from onnxq.preprocess.cleanup import fold_constants
 from onnxq.preprocess.opset import default_opset, upgrade_opset
 from onnxq.preprocess.pad_fold import fold_pads
-from onnxq.preprocess.shapes import fits_in_memory_api, infer_shapes
+from onnxq.preprocess.shapes import infer_shapes
 
 logger = logging.getLogger(__name__)
 
@@ -73,10 +73,7 @@ def preprocess(
         if folded_pads:
             notes.append(f"folded {folded_pads} zero Pad into Conv padding")
     if options.infer_shapes:
-        if fits_in_memory_api(work):
-            work = infer_shapes(work)
-        else:
-            notes.append("shape inference skipped: model over 2 GB")
+        work = infer_shapes(work)  # models over 2 GB are inferred on a light copy (see shapes.py)
     if options.fold_batchnorm:
         folded = fold_batchnorms(work)
         notes.extend(_bn_notes(work, folded))

@@ -118,34 +118,37 @@ def _fallback(fb: FallbackResult) -> str:
     return "".join(out)
 
 
-def _hbars(labels: list[str], series: list[tuple[str, list[float | None], str]], unit: str) -> str:
-    """Horizontal bars, one row per label, one bar per series (name, values, colour); zero line shown."""
-    values = [v for _, vs, _ in series for v in vs if v is not None and math.isfinite(v)]
-    lo, hi = min(values + [0.0]), max(values + [0.0])
-    span = (hi - lo) or 1.0
-    label_w, plot_w, row_h = 330, 560, 8 + 10 * len(series)
-    height = 30 + row_h * len(labels)
-    x0 = label_w + (0 - lo) / span * plot_w
-    parts = [(f'<svg xmlns="http://www.w3.org/2000/svg" width="{label_w + plot_w + 90}" height="{height}" '
-             f'role="img" aria-label="bar chart">')]
+def _hbars(labels: list[str], series: list[tuple[str, list[float | None], str]]) -> str:
+    """Horizontal bars, one row per label; each series (title with unit, values, colour) gets its own
+    panel with its own scale and zero line, so series in different units never share an axis."""
+    label_w, panel_w, gap, row_h = 330, 520 if len(series) == 1 else 330, 70, 16
+    height = 34 + row_h * len(labels)
+    width = label_w + len(series) * (panel_w + gap)
+    parts = [f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" role="img" '
+             'aria-label="bar chart">']
     for i, label in enumerate(labels):
-        y = 20 + i * row_h
+        y = 26 + i * row_h
         short = label if len(label) <= 48 else "…" + label[-47:]
-        parts.append(f'<text x="{label_w - 6}" y="{y + row_h / 2 + 3:.1f}" text-anchor="end">{_e(short)}'
+        parts.append(f'<text x="{label_w - 6}" y="{y + 11}" text-anchor="end">{_e(short)}'
                      f'<title>{_e(label)}</title></text>')
-        for j, (name, vs, colour) in enumerate(series):
-            v = vs[i]
+    for j, (name, vs, colour) in enumerate(series):
+        left = label_w + j * (panel_w + gap)
+        finite = [v for v in vs if v is not None and math.isfinite(v)]
+        lo, hi = min(finite + [0.0]), max(finite + [0.0])
+        span = (hi - lo) or 1.0
+        x0 = left + (0 - lo) / span * panel_w
+        parts.append(f'<text x="{left}" y="12" fill="{colour}" font-weight="600">{_e(name)}</text>')
+        for i, v in enumerate(vs):
             if v is None or not math.isfinite(v):
                 continue
-            xv = label_w + (v - lo) / span * plot_w
+            y = 26 + i * row_h
+            xv = left + (v - lo) / span * panel_w
             x, w = min(x0, xv), max(abs(xv - x0), 0.5)
-            parts.append(f'<rect x="{x:.1f}" y="{y + 4 + 10 * j}" width="{w:.1f}" height="8" fill="{colour}">'
-                         f'<title>{_e(name)}: {v:.4g} {unit}</title></rect>')
-            parts.append(f'<text x="{max(x0, xv) + 4:.1f}" y="{y + 12 + 10 * j}">{v:.3g}</text>')
-    parts.append(f'<line x1="{x0:.1f}" y1="14" x2="{x0:.1f}" y2="{height - 6}" stroke="#444" stroke-width="1"/>')
-    legend = "".join(f'<text x="{label_w + 10 + 200 * j}" y="11" fill="{c}">■ {_e(n)} ({_e(unit)})</text>'
-                     for j, (n, _, c) in enumerate(series))
-    parts.append(legend + "</svg>")
+            parts.append(f'<rect x="{x:.1f}" y="{y + 3}" width="{w:.1f}" height="10" fill="{colour}">'
+                         f'<title>{_e(name)}: {v:.4g}</title></rect>')
+            parts.append(f'<text x="{max(x0, xv) + 4:.1f}" y="{y + 12}">{v:.3g}</text>')
+        parts.append(f'<line x1="{x0:.1f}" y1="20" x2="{x0:.1f}" y2="{height - 4}" stroke="#444"/>')
+    parts.append("</svg>")
     return "".join(parts)
 
 
@@ -159,18 +162,17 @@ def _sensitivity(sens: SensitivityReport, top: int = MAX_BARS) -> str:
            "(what keeping it in float buys). Top {n} of {t} layers, most sensitive first.</p>"
            .replace("{n}", str(len(layers))).replace("{t}", str(len(sens.layers)))]
     labels = [f"{l.node} ({l.op_type})" for l in layers]
-    unit = "points" if sens.measure == "metric" else "dB"
     series = []
     if any(l.gain is not None for l in layers):
-        series.append(("leave-one-out gain", [l.gain for l in layers], "#3566c8"))
+        unit = "metric points" if sens.measure == "metric" else "dB"
+        series.append((f"leave-one-out gain ({unit})", [l.gain for l in layers], "#3566c8"))
     if sens.measure == "metric" and any(l.sqnr_gain is not None for l in layers):
-        series.append(("leave-one-out SQNR gain (dB)", [l.sqnr_gain for l in layers], "#8aa7e0"))
-    if series:
-        out.append(_hbars(labels, series, unit))
+        series.append(("leave-one-out gain in output SQNR (dB)", [l.sqnr_gain for l in layers], "#7f9bd6"))
     if any(l.only is not None for l in layers):
-        out.append("<p>One at a time: output SQNR with only this layer quantized (lower = more harmful).</p>")
-        out.append(_hbars(labels, [("only this layer quantized", [l.only.sqnr_db if l.only else None
-                                                                  for l in layers], "#d9822b")], "dB"))
+        series.append(("SQNR with only this layer quantized (dB)",
+                       [l.only.sqnr_db if l.only else None for l in layers], "#d9822b"))
+    if series:
+        out.append(_hbars(labels, series))
     rows = [(k + 1, l.node, l.op_type, _num(l.gain), _num(l.sqnr_gain), _score(l.only), _score(l.all_but))
             for k, l in enumerate(sens.layers)]
     out.append("<details><summary>Full ranking</summary>"

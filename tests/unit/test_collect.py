@@ -260,3 +260,24 @@ def test_cli_memory_option_reaches_config() -> None:
     cli_common.add_quant_args(parser)
     assert cli_common.build_config(parser.parse_args(["--memory-mb", "256"])).collect_memory_mb == 256
     assert cli_common.build_config(parser.parse_args([])).collect_memory_mb == QuantConfig().collect_memory_mb
+
+
+@pytest.mark.parametrize("workers", [1, 3])
+def test_any_number_of_counting_workers_gives_the_same_stats(conv_net, monkeypatch, workers: int) -> None:
+    cfg = config()
+    monkeypatch.setattr(C, "_count_workers", lambda: 1)
+    one, _ = collect(conv_net, plan(conv_net, cfg), from_iterable(feeds(6)), cfg)
+    monkeypatch.setattr(C, "_count_workers", lambda: workers)
+    many, _ = collect(conv_net, plan(conv_net, cfg), from_iterable(feeds(6)), cfg)
+    assert many == one
+
+
+def test_partition_balances_bytes_deterministically() -> None:
+    sizes = {"a": 100.0, "b": 60.0, "c": 50.0, "d": 10.0, "e": None}
+    unknown = C.UNKNOWN_TENSOR_MB * 2**20
+    # largest first to the lightest share: a -> 0, b -> 1, c -> 1 (60 < 100), d -> 0 (100 < 110)
+    assert C.partition(["a", "b", "c", "d"], sizes, 2) == [["a", "d"], ["b", "c"]]
+    assert unknown > 220  # so e (unknown size) is the largest and alone in share 0
+    assert C.partition(["a", "b", "c", "d", "e"], sizes, 2) == [["e"], ["a", "b", "c", "d"]]
+    assert C.partition(["a", "b"], sizes, 4) == [["a"], ["b"]]
+    assert C.partition(["a", "b", "c"], sizes, 1) == [["a", "b", "c"]]

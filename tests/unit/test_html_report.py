@@ -89,9 +89,10 @@ def test_page_is_well_formed_self_contained_and_escaped(page):
 
 def test_sensitivity_bars_follow_the_ranking(page):
     html, _, sens = page
-    chart = html[html.index("<h2>Sensitivity</h2>"):html.index("One at a time")]
-    titles = re.findall(r"<title>leave-one-out gain: ([-\d.e+]+) dB</title>", chart)
+    titles = re.findall(r"<title>leave-one-out gain \(dB\): ([-\d.e+]+)</title>", html)
     assert [float(t) for t in titles] == pytest.approx([layer.gain for layer in sens.layers], rel=1e-3)
+    only = re.findall(r"<title>SQNR with only this layer quantized \(dB\): ([-\d.e+]+)</title>", html)
+    assert [float(t) for t in only] == pytest.approx([layer.only.sqnr_db for layer in sens.layers], rel=1e-3)
 
 
 def test_histogram_marks_the_chosen_threshold(page):
@@ -117,14 +118,12 @@ def test_renders_in_headless_chromium(page, tmp_path):
     file = tmp_path / "report.html"
     file.write_text(html, encoding="utf-8")
     shot = tmp_path / "shot.png"
-    common = ["chromium", "--headless", "--no-sandbox", "--disable-gpu", f"--user-data-dir={tmp_path / 'profile'}"]
-    dom = subprocess.run([*common, "--dump-dom", file.as_uri()], capture_output=True, text=True, timeout=120)
-    assert "Automatic fallback" in dom.stdout and "<svg" in dom.stdout
-    subprocess.run([*common, f"--screenshot={shot}", "--window-size=1200,1600", file.as_uri()],
-                   capture_output=True, timeout=120, check=True)
+    subprocess.run(["chromium", "--headless", "--no-sandbox", "--disable-gpu", "--no-first-run",
+                    f"--user-data-dir={tmp_path / 'profile'}", f"--screenshot={shot}", "--window-size=1200,1600",
+                    file.as_uri()], capture_output=True, timeout=120, check=True)
     from PIL import Image
 
     pixels = np.asarray(Image.open(shot).convert("RGB")).reshape(-1, 3).astype(int)
     bar_blue = np.all(np.abs(pixels - (0x35, 0x66, 0xC8)) < 8, axis=1)
     assert bar_blue.sum() > 200  # the sensitivity bars were drawn
-    assert len(np.unique(pixels, axis=0)) > 50  # text and charts, not a blank page
+    assert np.unique(pixels @ np.array([65536, 256, 1])).size > 50  # text and charts, not a blank page
