@@ -26,7 +26,6 @@ Options --cache DIR keeps preprocessed feeds, statistics and float outputs betwe
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import importlib
 import sys
 import time
@@ -39,7 +38,6 @@ import numpy as np  # noqa: E402
 
 from onnxq import api, runtime  # noqa: E402
 from onnxq.analysis.activation_means import correctable_nodes, input_moments, input_quantizers  # noqa: E402
-from onnxq.calibrate.bias_correction import InputMoments  # noqa: E402
 from onnxq.calibrate.mse import amax_mse, mse_errors  # noqa: E402
 from onnxq.calibrate.params import symmetric_scale  # noqa: E402
 from onnxq.calibrate.solve import solve  # noqa: E402
@@ -156,7 +154,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--model", default="efficientnet_lite0")
     parser.add_argument("--methods", nargs="+", default=list(METHODS), choices=METHODS)
     parser.add_argument("--weight-methods", nargs="+", default=["max"], choices=["max", "mse"])
-    parser.add_argument("--mechanisms", nargs="+", default=["base", "bc", "guard", "guard+bc"], choices=MECHANISMS)
+    parser.add_argument("--mechanisms", nargs="+", default=["base", "bc", "guard", "guard+bc"],
+                        choices=MECHANISMS)
     parser.add_argument("--guard-ratio", type=float, default=2.0)
     parser.add_argument("--calib-limit", type=int, default=None)
     parser.add_argument("--cache", default=None, help="folder for preprocessed feeds and statistics")

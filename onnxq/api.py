@@ -139,10 +139,12 @@ _FLOAT_TYPES = frozenset({onnx.TensorProto.FLOAT, onnx.TensorProto.FLOAT16, onnx
 def _require_quantizable(model: onnx.ModelProto) -> None:
     """Refuse, before any calibration work, models onnxruntime cannot run or with nothing to quantize."""
     runtime.require_known_ops(model)
+    runtime.require_qdq_opset(model)
     g = model.graph
     types = [vi.type.tensor_type.elem_type for vi in (*g.input, *g.output, *g.value_info)]
     types += [t.data_type for t in g.initializer]
-    types += [a.t.data_type for n in g.node if n.op_type == "Constant" for a in n.attribute if a.HasField("t")]
+    constants = [n for n in g.node if n.op_type == "Constant"]
+    types += [a.t.data_type for n in constants for a in n.attribute if a.HasField("t")]
     if not _FLOAT_TYPES.intersection(types):
         raise UnsupportedModelError(
             "nothing to quantize: the model has no float tensors (INT8 quantization maps float tensors to "

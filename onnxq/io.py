@@ -76,8 +76,9 @@ def _check_single_assignment(graph: onnx.GraphProto, where: str) -> None:
                 continue
             if name in written:
                 raise ModelLoadError(
-                    f"{where}: tensor {name!r} is written twice (node {node.name or node.op_type!r} and an earlier "
-                    "node, graph input or initializer); ONNX requires one writer per tensor: fix or re-export the model"
+                    f"{where}: tensor {name!r} is written twice (node {node.name or node.op_type!r} and an "
+                    "earlier node, graph input or initializer); ONNX requires one writer per tensor: fix or "
+                    "re-export the model"
                 )
             written.add(name)
 
@@ -108,8 +109,8 @@ def _load_external_data(model: onnx.ModelProto, path: Path) -> None:
         onnx.external_data_helper.load_external_data_for_model(model, str(base))
     except (OSError, ValueError) as exc:
         raise ModelLoadError(
-            f"cannot read external data of {path}: {_short(exc)}; the data file is damaged or does not belong "
-            "to this model: copy the complete file beside it or re-export the model"
+            f"cannot read external data of {path}: {_short(exc)}; the data file is damaged or does not "
+            "belong to this model: copy the complete file beside it or re-export the model"
         ) from None
 
 
@@ -137,7 +138,8 @@ def check_input_model(model: onnx.ModelProto, feed: Mapping[str, np.ndarray] | N
 
 def validation_problem(model: onnx.ModelProto, feed: Mapping[str, np.ndarray] | None) -> str | None:
     """What fails in :func:`check_model` (one line), or None when the model passes."""
-    for vi in (*model.graph.input, *model.graph.output):  # onnx's own message names neither the tensor nor the fix
+    # onnx's own message for this names neither the tensor nor the fix
+    for vi in (*model.graph.input, *model.graph.output):
         if vi.type.HasField("tensor_type") and not vi.type.tensor_type.HasField("shape"):
             return (f"graph {'input' if vi in model.graph.input else 'output'} {vi.name!r} declares no shape "
                     "(onnx requires one; unknown dims may be named, e.g. 'batch')")
@@ -167,7 +169,9 @@ def _problem(model: onnx.ModelProto | str, feed: Mapping[str, np.ndarray] | None
     return None
 
 
-def save_external(model: onnx.ModelProto, path: str | os.PathLike, location: str, threshold: int = 1024) -> None:
+def save_external(
+    model: onnx.ModelProto, path: str | os.PathLike, location: str, threshold: int = 1024
+) -> None:
     """Write ``model`` to ``path`` with every initializer over ``threshold`` bytes in ``location`` beside it.
 
     ``model`` is neither modified nor copied: onnx's own external-data save empties the tensors of the proto
@@ -181,10 +185,14 @@ def save_external(model: onnx.ModelProto, path: str | os.PathLike, location: str
             if tensor_bytes(tensor) <= threshold:
                 initializers.append(tensor)
                 continue
-            raw = tensor.raw_data if tensor.HasField("raw_data") else onnx.numpy_helper.to_array(tensor).tobytes()
+            if tensor.HasField("raw_data"):
+                raw = tensor.raw_data
+            else:
+                raw = onnx.numpy_helper.to_array(tensor).tobytes()
             stub = onnx.TensorProto(name=tensor.name, data_type=tensor.data_type, dims=tensor.dims,
                                     data_location=onnx.TensorProto.EXTERNAL)
-            for key, value in (("location", location), ("offset", str(data.tell())), ("length", str(len(raw)))):
+            entries = {"location": location, "offset": str(data.tell()), "length": str(len(raw))}
+            for key, value in entries.items():
                 stub.external_data.add(key=key, value=value)
             data.write(raw)
             del raw
@@ -195,7 +203,8 @@ def save_external(model: onnx.ModelProto, path: str | os.PathLike, location: str
     light = onnx.ModelProto(
         ir_version=model.ir_version, opset_import=model.opset_import, producer_name=model.producer_name,
         producer_version=model.producer_version, domain=model.domain, model_version=model.model_version,
-        doc_string=model.doc_string, metadata_props=model.metadata_props, functions=model.functions, graph=graph,
+        doc_string=model.doc_string, metadata_props=model.metadata_props, functions=model.functions,
+        graph=graph,
     )
     with open(path, "wb") as fh:
         fh.write(light.SerializeToString(deterministic=True))
@@ -223,7 +232,9 @@ def save_model(
     try:
         tmpdir = tempfile.mkdtemp(prefix=f".{path.name}.", dir=path.parent)
     except OSError as exc:  # root passes os.access checks yet cannot create files on some filesystems
-        raise OutputError(f"cannot write in {path.parent}: {exc.strerror}: choose a writable location") from None
+        raise OutputError(
+            f"cannot write in {path.parent}: {exc.strerror}: choose a writable location"
+        ) from None
     try:
         tmp_model = os.path.join(tmpdir, path.name)
         if large:

@@ -67,7 +67,8 @@ def make_session(
 
             path = os.path.join(tmp, "model.onnx")
             save_external(model, path, "model.onnx.data")
-            return make_session(path, optimize=optimize, threads=threads, providers=providers, fake_quant=fake_quant)
+            return make_session(path, optimize=optimize, threads=threads, providers=providers,
+                                fake_quant=fake_quant)
     payload = model.SerializeToString() if isinstance(model, onnx.ModelProto) else model
     try:
         return ort.InferenceSession(
@@ -117,9 +118,45 @@ def require_known_ops(model: onnx.ModelProto) -> None:
         more = f" (and {len(unknown) - 1} more)" if len(unknown) > 1 else ""
         raise UnsupportedModelError(
             f"node {name!r} is op {op!r} of custom domain {domain!r}{more}, which onnxruntime does not know; "
-            "onnxq runs the float model in onnxruntime to calibrate it: replace the op with standard ONNX ops "
+            "onnxq runs the float model in onnxruntime to calibrate it: replace the op with standard ONNX "
+            "ops "
             "or ship it as an ONNX function in the model"
         )
+
+
+def qdq_opset_supported(opset: int) -> bool:
+    """Whether this onnxruntime runs int8 QuantizeLinear/DequantizeLinear at default-domain ``opset``
+    (onnx may define a newer version of them than onnxruntime implements). A one-node probe: ~1 ms."""
+    scale = onnx.numpy_helper.from_array(np.array(1.0, np.float32), "s")
+    zero = onnx.numpy_helper.from_array(np.array(0, np.int8), "z")
+    graph = onnx.helper.make_graph(
+        [onnx.helper.make_node("QuantizeLinear", ["x", "s", "z"], ["q"]),
+         onnx.helper.make_node("DequantizeLinear", ["q", "s", "z"], ["y"])],
+        "qdq_probe", [onnx.helper.make_tensor_value_info("x", onnx.TensorProto.FLOAT, [1])],
+        [onnx.helper.make_tensor_value_info("y", onnx.TensorProto.FLOAT, [1])], initializer=[scale, zero])
+    probe = onnx.helper.make_model(graph, opset_imports=[onnx.helper.make_opsetid("", opset)])
+    probe.ir_version = onnx.helper.find_min_ir_version_for(list(probe.opset_import), ignore_unknown=True)
+    try:
+        ort.InferenceSession(probe.SerializeToString(), sess_options=session_options(),
+                             providers=["CPUExecutionProvider"])
+    except Exception:  # noqa: BLE001 - any refusal means "not at this opset"
+        return False
+    return True
+
+
+def require_qdq_opset(model: onnx.ModelProto) -> None:
+    """UnsupportedModelError when the model's opset is newer than onnxruntime's QuantizeLinear: the
+    quantized model could not run (and onnxq validates every model it writes in onnxruntime)."""
+    versions = [op.version for op in model.opset_import if op.domain in ("", "ai.onnx")]
+    opset = max(versions) if versions else None
+    if opset is None or opset < 10 or qdq_opset_supported(opset):
+        return
+    lower = next((v for v in range(opset - 1, 12, -1) if qdq_opset_supported(v)), 13)
+    raise UnsupportedModelError(
+        f"the model uses opset {opset}, but onnxruntime {ort.__version__} has no "
+        f"QuantizeLinear/DequantizeLinear for it: re-export the model at opset {lower} or lower, or upgrade "
+        "onnxruntime"
+    )
 
 
 def _all_nodes(graph: onnx.GraphProto) -> list[onnx.NodeProto]:

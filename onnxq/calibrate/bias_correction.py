@@ -110,31 +110,46 @@ class ConvGeometry:
 def conv_tap_means(x: np.ndarray, geometry: ConvGeometry) -> tuple[np.ndarray, int]:
     """Tap means ``[C, prod(kernel)]`` of a batch ``x`` of shape ``[N, C, *spatial]``, and the row count.
 
-    For each tap, the strided slice of the zero-padded input that the tap reads over all output
-    positions is averaged; padding contributes zeros, exactly as the convolution sees it.
+    Tap ``t`` reads, over all output positions, a strided window of the zero-padded input; padding adds
+    zeros to the sum, so only the window's part inside the input is summed (on the batch-summed input,
+    in float64: one pass over the data, then a strided slice per tap).
     """
-    x = np.asarray(x, dtype=np.float64)
+    x = np.asarray(x)
     n_spatial = len(geometry.kernel)
     if x.ndim != n_spatial + 2:
         raise UnsupportedModelError(
             f"conv input of rank {x.ndim} does not match a {n_spatial}-D kernel; check the model's shapes"
         )
-    begins, ends = geometry.resolved_pads(tuple(x.shape[2:]))
-    padded = np.pad(x, [(0, 0), (0, 0)] + list(zip(begins, ends)))
-    out_sizes = []
-    for size, k, s, d in zip(padded.shape[2:], geometry.kernel, geometry.strides, geometry.dilations):
-        out_sizes.append((size - (k - 1) * d - 1) // s + 1)
+    spatial = tuple(x.shape[2:])
+    begins, ends = geometry.resolved_pads(spatial)
+    g = geometry
+    out_sizes = [
+        (size + b + e - (k - 1) * d - 1) // s + 1
+        for size, b, e, k, s, d in zip(spatial, begins, ends, g.kernel, g.strides, g.dilations)
+    ]
     if min(out_sizes) <= 0:
         raise UnsupportedModelError(f"conv input {x.shape} is smaller than its kernel {geometry.kernel}")
+    total = x.sum(axis=0, dtype=np.float64)  # [C, *spatial]
+    axes = tuple(range(1, total.ndim))
     taps = []
     for offsets in itertools.product(*(range(k) for k in geometry.kernel)):
-        index = tuple(
-            slice(o * d, o * d + (m - 1) * s + 1, s)
-            for o, d, s, m in zip(offsets, geometry.dilations, geometry.strides, out_sizes)
-        )
-        window = padded[(slice(None), slice(None)) + index]
-        taps.append(window.mean(axis=(0,) + tuple(range(2, window.ndim))))
-    return np.stack(taps, axis=1), int(x.shape[0] * np.prod(out_sizes))
+        window = _tap_window(offsets, geometry, begins, spatial, out_sizes)
+        taps.append(total[(slice(None),) + window].sum(axis=axes) if window else np.zeros(total.shape[0]))
+    count = int(x.shape[0] * np.prod(out_sizes))
+    return np.stack(taps, axis=1) / count, count
+
+
+def _tap_window(offsets, geometry: ConvGeometry, begins, spatial, out_sizes) -> tuple[slice, ...] | None:
+    """Input slices a tap reads over all output positions (padding excluded); None when all padding."""
+    window = []
+    for o, d, s, b, size, m in zip(offsets, geometry.dilations, geometry.strides, begins, spatial, out_sizes):
+        start = o * d - b  # input position read at output 0
+        first = max(0, -(start // s) if start < 0 else 0)  # ceil(-start / s) for negative starts
+        last = min(m - 1, (size - 1 - start) // s)
+        if last < first:
+            return None
+        window.append(slice(start + first * s, start + last * s + 1, s))
+    return tuple(window)
 
 
 def matmul_means(x: np.ndarray, *, trans: bool = False) -> tuple[np.ndarray, int]:
@@ -147,13 +162,15 @@ def matmul_means(x: np.ndarray, *, trans: bool = False) -> tuple[np.ndarray, int
 
 
 def conv_expected(w: np.ndarray, mean: np.ndarray, group: int = 1) -> np.ndarray:
-    """``E[conv(x, w)]`` per output channel (no bias) from the tap means of ``x``; ``w`` is ``[O, C/g, *k]``."""
+    """``E[conv(x, w)]`` per output channel (no bias) from the tap means of ``x``; ``w``: ``[O, C/g, *k]``."""
     w = np.asarray(w, dtype=np.float64)
     out_ch, in_per_group = w.shape[:2]
     taps = int(np.prod(w.shape[2:], dtype=np.int64))
     m = np.asarray(mean, dtype=np.float64)
     if out_ch % group or m.shape != (in_per_group * group, taps):
-        raise UnsupportedModelError(f"conv weight {w.shape} with group={group} does not match input means {m.shape}")
+        raise UnsupportedModelError(
+            f"conv weight {w.shape} with group={group} does not match input means {m.shape}"
+        )
     d = w.reshape(group, out_ch // group, in_per_group, taps)
     return np.einsum("goct,gct->go", d, m.reshape(group, in_per_group, taps)).reshape(out_ch)
 

@@ -108,8 +108,8 @@ def rule_unsupported_nodes(b: PlanBuilder) -> None:
 
 def _activation_ok(b: PlanBuilder, node: gs.Node, tensor: gs.Tensor) -> bool:
     if b.index.dtype(tensor) is None:
-        b.skip(node, "unknown-dtype", f"the type of input {tensor.name!r} is unknown (shape inference could not "
-               "type it): left in float")
+        why = f"the type of input {tensor.name!r} is unknown (shape inference could not type it)"
+        b.skip(node, "unknown-dtype", why + ": left in float")
         return False
     if not b.index.is_float(tensor):
         b.skip(node, "integer-tensor", f"input {tensor.name!r} is not a float tensor: integers are never quantized")

@@ -75,7 +75,7 @@ def _detached_copy(model: onnx.ModelProto) -> tuple[onnx.ModelProto, dict[str, o
             _copy_field(graph, field.name, value)
     originals: dict[str, onnx.TensorProto] = {}
     for tensor in model.graph.initializer:
-        if tensor_bytes(tensor) <= _DETACH_BYTES:  # 0 for external data; ByteSize() would serialize the tensor
+        if tensor_bytes(tensor) <= _DETACH_BYTES:  # 0 when external; ByteSize() would serialize the tensor
             graph.initializer.append(tensor)
             continue
         originals[tensor.name] = tensor

@@ -51,7 +51,9 @@ def infer_shapes(model: onnx.ModelProto) -> onnx.ModelProto:
     """Return a copy of ``model`` with inferred ``value_info``; ``model`` itself when it cannot be done."""
     target = model if fits_in_memory_api(model) else _light_copy(model)
     try:
-        inferred = onnx.shape_inference.infer_shapes(target, check_type=False, strict_mode=False, data_prop=True)
+        inferred = onnx.shape_inference.infer_shapes(
+            target, check_type=False, strict_mode=False, data_prop=True
+        )
     except (onnx.shape_inference.InferenceError, RuntimeError) as exc:
         # Non-strict inference still raises on contradictions (a value_info that disagrees with an op).
         logger.warning("shape inference failed, continuing without it: %s", str(exc).splitlines()[0])

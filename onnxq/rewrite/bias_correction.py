@@ -23,7 +23,7 @@ import onnx_graphsurgeon as gs
 from onnxq.calibrate.bias_correction import CORRECTABLE_OPS, InputMoments, corrected_bias, output_shift
 from onnxq.calibrate.params import fake_quantize
 from onnxq.graph.query import GraphIndex
-from onnxq.placement.plan import QuantPlan, Role
+from onnxq.placement.plan import QuantPlan
 from onnxq.preprocess._gs import quiet_gs, to_model
 from onnxq.rewrite.insert_qdq import RANGES, QuantParams
 
@@ -37,7 +37,10 @@ def fake_quant(x: np.ndarray, params: QuantParams) -> np.ndarray:
 
 
 def output_shifts(
-    model: onnx.ModelProto, plan: QuantPlan, params: Mapping[str, QuantParams], means: Mapping[str, InputMoments]
+    model: onnx.ModelProto,
+    plan: QuantPlan,
+    params: Mapping[str, QuantParams],
+    means: Mapping[str, InputMoments],
 ) -> dict[str, np.ndarray]:
     """Expected output error per output channel of every planned weight consumer that has input moments.
 
@@ -59,7 +62,10 @@ def output_shifts(
 
 
 def correct_biases(
-    model: onnx.ModelProto, plan: QuantPlan, params: Mapping[str, QuantParams], means: Mapping[str, InputMoments]
+    model: onnx.ModelProto,
+    plan: QuantPlan,
+    params: Mapping[str, QuantParams],
+    means: Mapping[str, InputMoments],
 ) -> onnx.ModelProto:
     """A new float model whose biases cancel the mean output error of the planned weight quantization.
 
@@ -90,10 +96,13 @@ def apply_bias_shifts(
         else:
             done += _shift_bias_input(graph, index, node, shift, planned_biases)
     log.debug("bias correction changed %d of %d biases", done, len(shifts))
+    graph.cleanup(remove_unused_graph_inputs=False)  # a replaced Constant-node bias has no reader left
     return to_model(graph, model)
 
 
-def _shift_bias_input(graph: gs.Graph, index: GraphIndex, node: gs.Node, shift: np.ndarray, planned: set) -> int:
+def _shift_bias_input(
+    graph: gs.Graph, index: GraphIndex, node: gs.Node, shift: np.ndarray, planned: set[str]
+) -> int:
     beta = float(node.attrs.get("beta", 1.0)) if node.op == "Gemm" else 1.0
     channels = shift.shape[0]
     if len(node.inputs) > 2 and node.inputs[2].name:

@@ -40,9 +40,16 @@ def conv_model(channels: int = 4) -> onnx.ModelProto:
         helper.make_node("Conv", ["x", "W", "B"], ["c"], name="conv", pads=[1, 1, 1, 1]),
         helper.make_node("Relu", ["c"], ["y"], name="relu"),
     ]
-    inits = [numpy_helper.from_array(_w((channels, 3, 3, 3)), "W"), numpy_helper.from_array(_w((channels,), 1), "B")]
-    return _model(nodes, [_vi("x", TensorProto.FLOAT, [1, 3, 8, 8])],
-                  [_vi("y", TensorProto.FLOAT, [1, channels, 8, 8])], inits)
+    inits = [
+        numpy_helper.from_array(_w((channels, 3, 3, 3)), "W"),
+        numpy_helper.from_array(_w((channels,), 1), "B"),
+    ]
+    return _model(
+        nodes,
+        [_vi("x", TensorProto.FLOAT, [1, 3, 8, 8])],
+        [_vi("y", TensorProto.FLOAT, [1, channels, 8, 8])],
+        inits,
+    )
 
 
 def two_input_model() -> onnx.ModelProto:
@@ -51,13 +58,20 @@ def two_input_model() -> onnx.ModelProto:
         helper.make_node("MatMul", ["a", "W"], ["m"], name="matmul"),
         helper.make_node("Add", ["m", "b"], ["y"], name="add"),
     ]
-    return _model(nodes, [_vi("a", TensorProto.FLOAT, [1, 4]), _vi("b", TensorProto.FLOAT, [1, 4])],
-                  [_vi("y", TensorProto.FLOAT, [1, 4])], [numpy_helper.from_array(_w((4, 4)), "W")])
+    return _model(
+        nodes,
+        [_vi("a", TensorProto.FLOAT, [1, 4]), _vi("b", TensorProto.FLOAT, [1, 4])],
+        [_vi("y", TensorProto.FLOAT, [1, 4])],
+        [numpy_helper.from_array(_w((4, 4)), "W")],
+    )
 
 
 def int_only_model() -> onnx.ModelProto:
     """int64 in, int64 out, no float tensor anywhere."""
-    nodes = [helper.make_node("Add", ["x", "x"], ["s"], name="add"), helper.make_node("Mul", ["s", "x"], ["y"], name="mul")]
+    nodes = [
+        helper.make_node("Add", ["x", "x"], ["s"], name="add"),
+        helper.make_node("Mul", ["s", "x"], ["y"], name="mul"),
+    ]
     return _model(nodes, [_vi("x", TensorProto.INT64, [1, 4])], [_vi("y", TensorProto.INT64, [1, 4])])
 
 
@@ -68,14 +82,16 @@ def embedding_model(vocab: int = 128) -> onnx.ModelProto:
         helper.make_node("MatMul", ["e", "W"], ["y"], name="proj"),
     ]
     inits = [numpy_helper.from_array(_w((vocab, 8)), "E"), numpy_helper.from_array(_w((8, 4), 1), "W")]
-    return _model(nodes, [_vi("ids", TensorProto.INT64, [1, 5])], [_vi("y", TensorProto.FLOAT, [1, 5, 4])], inits)
+    return _model(
+        nodes, [_vi("ids", TensorProto.INT64, [1, 5])], [_vi("y", TensorProto.FLOAT, [1, 5, 4])], inits
+    )
 
 
 def dynamic_model() -> onnx.ModelProto:
     """Conv with dynamic batch, height and width: random data needs --dim H=.. --dim W=.."""
     model = conv_model()
     dims = model.graph.input[0].type.tensor_type.shape.dim
-    for dim, name in zip(dims, ("N", None, "H", "W")):
+    for dim, name in zip(dims, ("N", None, "H", "W"), strict=True):
         if name:
             dim.Clear()
             dim.dim_param = name
@@ -98,9 +114,14 @@ def constant_activation_model() -> onnx.ModelProto:
         helper.make_node("Mul", ["x", "zero"], ["z"], name="mul_zero"),
         helper.make_node("Conv", ["z", "W", "B"], ["y"], name="conv", pads=[1, 1, 1, 1]),
     ]
-    inits = [numpy_helper.from_array(np.zeros((), np.float32), "zero"),
-             numpy_helper.from_array(_w((4, 3, 3, 3)), "W"), numpy_helper.from_array(_w((4,), 1), "B")]
-    return _model(nodes, [_vi("x", TensorProto.FLOAT, [1, 3, 8, 8])], [_vi("y", TensorProto.FLOAT, [1, 4, 8, 8])], inits)
+    inits = [
+        numpy_helper.from_array(np.zeros((), np.float32), "zero"),
+        numpy_helper.from_array(_w((4, 3, 3, 3)), "W"),
+        numpy_helper.from_array(_w((4,), 1), "B"),
+    ]
+    return _model(
+        nodes, [_vi("x", TensorProto.FLOAT, [1, 3, 8, 8])], [_vi("y", TensorProto.FLOAT, [1, 4, 8, 8])], inits
+    )
 
 
 def custom_domain_model() -> onnx.ModelProto:
@@ -109,32 +130,54 @@ def custom_domain_model() -> onnx.ModelProto:
         helper.make_node("Conv", ["x", "W"], ["c"], name="conv", pads=[1, 1, 1, 1]),
         helper.make_node("FancyNorm", ["c"], ["y"], name="fancy", domain="com.example.ops"),
     ]
-    return _model(nodes, [_vi("x", TensorProto.FLOAT, [1, 3, 8, 8])], [_vi("y", TensorProto.FLOAT, [1, 4, 8, 8])],
-                  [numpy_helper.from_array(_w((4, 3, 3, 3)), "W")],
-                  opsets=(("", OPSET), ("com.example.ops", 1)), check=False)
+    return _model(
+        nodes,
+        [_vi("x", TensorProto.FLOAT, [1, 3, 8, 8])],
+        [_vi("y", TensorProto.FLOAT, [1, 4, 8, 8])],
+        [numpy_helper.from_array(_w((4, 3, 3, 3)), "W")],
+        opsets=(("", OPSET), ("com.example.ops", 1)),
+        check=False,
+    )
 
 
 def _conv_graph(name: str, inp: str, out: str, weight: str) -> onnx.GraphProto:
     """A subgraph with one Conv reading an outer-scope tensor and an outer-scope weight."""
     return helper.make_graph(
         [helper.make_node("Conv", [inp, weight], [out], name=f"{name}_conv", pads=[1, 1, 1, 1])],
-        name, [], [_vi(out, TensorProto.FLOAT, [1, 4, 8, 8])],
+        name,
+        [],
+        [_vi(out, TensorProto.FLOAT, [1, 4, 8, 8])],
     )
 
 
 def if_model() -> onnx.ModelProto:
     """Conv outside, then If whose branches hold a Conv and a Relu reading outer tensors."""
-    relu = helper.make_graph([helper.make_node("Relu", ["c"], ["e"], name="else_relu")], "else_b", [],
-                             [_vi("e", TensorProto.FLOAT, [1, 4, 8, 8])])
+    relu = helper.make_graph(
+        [helper.make_node("Relu", ["c"], ["e"], name="else_relu")],
+        "else_b",
+        [],
+        [_vi("e", TensorProto.FLOAT, [1, 4, 8, 8])],
+    )
     nodes = [
         helper.make_node("Conv", ["x", "W"], ["c"], name="conv", pads=[1, 1, 1, 1]),
         helper.make_node("ReduceMean", ["x"], ["m"], name="mean", keepdims=0),
         helper.make_node("Greater", ["m", "half"], ["cond"], name="gt"),
-        helper.make_node("If", ["cond"], ["y"], name="if", then_branch=_conv_graph("then_b", "x", "t", "W"),
-                         else_branch=relu),
+        helper.make_node(
+            "If",
+            ["cond"],
+            ["y"],
+            name="if",
+            then_branch=_conv_graph("then_b", "x", "t", "W"),
+            else_branch=relu,
+        ),
     ]
-    inits = [numpy_helper.from_array(_w((4, 3, 3, 3)), "W"), numpy_helper.from_array(np.array(0.5, np.float32), "half")]
-    return _model(nodes, [_vi("x", TensorProto.FLOAT, [1, 3, 8, 8])], [_vi("y", TensorProto.FLOAT, [1, 4, 8, 8])], inits)
+    inits = [
+        numpy_helper.from_array(_w((4, 3, 3, 3)), "W"),
+        numpy_helper.from_array(np.array(0.5, np.float32), "half"),
+    ]
+    return _model(
+        nodes, [_vi("x", TensorProto.FLOAT, [1, 3, 8, 8])], [_vi("y", TensorProto.FLOAT, [1, 4, 8, 8])], inits
+    )
 
 
 def loop_model() -> onnx.ModelProto:
@@ -146,17 +189,25 @@ def loop_model() -> onnx.ModelProto:
             helper.make_node("Tanh", ["mm"], ["v_out"], name="body_tanh"),
         ],
         "body",
-        [_vi("iter", TensorProto.INT64, []), _vi("cond_in", TensorProto.BOOL, []),
-         _vi("v_in", TensorProto.FLOAT, [1, 4, 8, 8])],
+        [
+            _vi("iter", TensorProto.INT64, []),
+            _vi("cond_in", TensorProto.BOOL, []),
+            _vi("v_in", TensorProto.FLOAT, [1, 4, 8, 8]),
+        ],
         [_vi("cond_out", TensorProto.BOOL, []), _vi("v_out", TensorProto.FLOAT, [1, 4, 8, 8])],
     )
     nodes = [
         helper.make_node("Conv", ["x", "W"], ["c"], name="conv", pads=[1, 1, 1, 1]),
         helper.make_node("Loop", ["trips", "", "c"], ["y"], name="loop", body=body),
     ]
-    inits = [numpy_helper.from_array(_w((4, 3, 3, 3)), "W"), numpy_helper.from_array(_w((8, 8), 2) * 0.3, "Wl"),
-             numpy_helper.from_array(np.array(3, np.int64), "trips")]
-    return _model(nodes, [_vi("x", TensorProto.FLOAT, [1, 3, 8, 8])], [_vi("y", TensorProto.FLOAT, [1, 4, 8, 8])], inits)
+    inits = [
+        numpy_helper.from_array(_w((4, 3, 3, 3)), "W"),
+        numpy_helper.from_array(_w((8, 8), 2) * 0.3, "Wl"),
+        numpy_helper.from_array(np.array(3, np.int64), "trips"),
+    ]
+    return _model(
+        nodes, [_vi("x", TensorProto.FLOAT, [1, 3, 8, 8])], [_vi("y", TensorProto.FLOAT, [1, 4, 8, 8])], inits
+    )
 
 
 def scan_model() -> onnx.ModelProto:
@@ -175,10 +226,17 @@ def scan_model() -> onnx.ModelProto:
         helper.make_node("Scan", ["s0", "x"], ["s_last", "ys"], name="scan", body=body, num_scan_inputs=1),
         helper.make_node("MatMul", ["ys", "Wo"], ["y"], name="head"),
     ]
-    inits = [numpy_helper.from_array(np.zeros(4, np.float32), "s0"), numpy_helper.from_array(_w((4, 4)), "Ws"),
-             numpy_helper.from_array(_w((4, 2), 1), "Wo")]
-    return _model(nodes, [_vi("x", TensorProto.FLOAT, [6, 4])],
-                  [_vi("y", TensorProto.FLOAT, [6, 2]), _vi("s_last", TensorProto.FLOAT, [4])], inits)
+    inits = [
+        numpy_helper.from_array(np.zeros(4, np.float32), "s0"),
+        numpy_helper.from_array(_w((4, 4)), "Ws"),
+        numpy_helper.from_array(_w((4, 2), 1), "Wo"),
+    ]
+    return _model(
+        nodes,
+        [_vi("x", TensorProto.FLOAT, [6, 4])],
+        [_vi("y", TensorProto.FLOAT, [6, 2]), _vi("s_last", TensorProto.FLOAT, [4])],
+        inits,
+    )
 
 
 def recurrent_model(op: str = "LSTM") -> onnx.ModelProto:
@@ -197,7 +255,9 @@ def recurrent_model(op: str = "LSTM") -> onnx.ModelProto:
         numpy_helper.from_array(np.array([5, hidden], np.int64), "shape"),
         numpy_helper.from_array(_w((hidden, 2), 3), "Wout"),
     ]
-    return _model(nodes, [_vi("x", TensorProto.FLOAT, [5, 1, 3])], [_vi("y", TensorProto.FLOAT, [5, 2])], inits)
+    return _model(
+        nodes, [_vi("x", TensorProto.FLOAT, [5, 1, 3])], [_vi("y", TensorProto.FLOAT, [5, 2])], inits
+    )
 
 
 def contradictory_shape_model() -> onnx.ModelProto:
@@ -209,8 +269,14 @@ def contradictory_shape_model() -> onnx.ModelProto:
 
 def save_with_external_data(model: onnx.ModelProto, path: Path, location: str = "weights.bin") -> None:
     """Save ``model`` with every initializer in one external file (threshold 0: even small ones)."""
-    onnx.save_model(model, str(path), save_as_external_data=True, all_tensors_to_one_file=True,
-                    location=location, size_threshold=0)
+    onnx.save_model(
+        model,
+        str(path),
+        save_as_external_data=True,
+        all_tensors_to_one_file=True,
+        location=location,
+        size_threshold=0,
+    )
 
 
 def point_external_data(path: Path, location: str) -> None:
@@ -268,12 +334,17 @@ def residual_concat_model() -> onnx.ModelProto:
         helper.make_node("Gemm", ["flat", "Wg", "Bg"], ["y"], name="head", transB=1),
     ]
     inits = [
-        numpy_helper.from_array(_w((4, 3, 3, 3)), "W1"), numpy_helper.from_array(_w((4,), 1), "B1"),
-        numpy_helper.from_array(_w((4, 4, 3, 3), 2), "W2"), numpy_helper.from_array(_w((4,), 3), "B2"),
+        numpy_helper.from_array(_w((4, 3, 3, 3)), "W1"),
+        numpy_helper.from_array(_w((4,), 1), "B1"),
+        numpy_helper.from_array(_w((4, 4, 3, 3), 2), "W2"),
+        numpy_helper.from_array(_w((4,), 3), "B2"),
         numpy_helper.from_array(_w((4, 4, 3, 3), 4), "W3"),
-        numpy_helper.from_array(_w((10, 128), 5), "Wg"), numpy_helper.from_array(_w((10,), 6), "Bg"),
+        numpy_helper.from_array(_w((10, 128), 5), "Wg"),
+        numpy_helper.from_array(_w((10,), 6), "Bg"),
     ]
-    return _model(nodes, [_vi("x", TensorProto.FLOAT, [1, 3, 8, 8])], [_vi("y", TensorProto.FLOAT, [1, 10])], inits)
+    return _model(
+        nodes, [_vi("x", TensorProto.FLOAT, [1, 3, 8, 8])], [_vi("y", TensorProto.FLOAT, [1, 10])], inits
+    )
 
 
 def _copy(model: onnx.ModelProto) -> onnx.ModelProto:

@@ -21,8 +21,9 @@ REPO = Path(__file__).resolve().parents[2]
 
 def _run(*argv: str, cwd: Path) -> subprocess.CompletedProcess:
     env = {**os.environ, "PYTHONPATH": str(REPO)}
-    return subprocess.run([sys.executable, "-m", "onnxq", *argv], cwd=cwd, env=env, capture_output=True,
-                          text=True, timeout=120)
+    return subprocess.run(
+        [sys.executable, "-m", "onnxq", *argv], cwd=cwd, env=env, capture_output=True, text=True, timeout=120
+    )
 
 
 def _truncated(folder: Path) -> list[str]:
@@ -46,11 +47,15 @@ def _nan_data(folder: Path) -> list[str]:
     return ["quantize", "m.onnx", "-o", "out/q.onnx", "--calib-data", "calib"]
 
 
-@pytest.mark.parametrize("setup, says", [
-    (_truncated, "not an onnx model"),
-    (_runtime_failure, "onnxruntime failed to run the model"),
-    (_nan_data, "nan or inf"),
-], ids=["truncated-model", "onnxruntime-error", "nan-data"])
+@pytest.mark.parametrize(
+    "setup, says",
+    [
+        (_truncated, "not an onnx model"),
+        (_runtime_failure, "onnxruntime failed to run the model"),
+        (_nan_data, "nan or inf"),
+    ],
+    ids=["truncated-model", "onnxruntime-error", "nan-data"],
+)
 def test_one_line_and_exit_code_2(tmp_path: Path, setup, says: str) -> None:
     (tmp_path / "out").mkdir()
     proc = _run(*setup(tmp_path), cwd=tmp_path)

@@ -29,10 +29,9 @@ import pytest
 import robust_models as rm
 
 import onnxq
-from onnxq import api
+from onnxq import api, runtime
 from onnxq.cli import main
 from onnxq.collect import data as data_mod
-from onnxq.preprocess.names import name_nodes
 from onnxq.errors import (
     CalibrationDataError,
     ConfigError,
@@ -41,6 +40,7 @@ from onnxq.errors import (
     OutputError,
     UnsupportedModelError,
 )
+from onnxq.preprocess.names import name_nodes
 
 
 @dataclass
@@ -95,32 +95,43 @@ def _images(n: int = 4, shape=(3, 8, 8), seed: int = 0) -> list[np.ndarray]:
 def _quantize(model_path: Path, output: Path, data, config: onnxq.QuantConfig | None = None):
     def call():
         return api.quantize(model_path, data, config).save(output)
+
     return call
 
 
 def _conv_with(arrays: list[np.ndarray]) -> Callable[[Path, Path], Run]:
     """Setup: the conv model with a folder of .npy samples."""
+
     def setup(inp: Path, out: Path) -> Run:
         m = _save(rm.conv_model(), inp)
         calib = _npy_dir(inp, arrays)
         q = out / "q.onnx"
         return Run(["quantize", str(m), "-o", str(q), "--calib-data", str(calib)], _quantize(m, q, calib), q)
+
     return setup
 
 
 def _conv_with_model(build: Callable[[], onnx.ModelProto]) -> Callable[[Path, Path], Run]:
     """Setup: a conv-shaped model with a folder of real [1, 3, 8, 8] samples."""
+
     def setup(inp: Path, out: Path) -> Run:
         m = _save(build(), inp)
         calib = _npy_dir(inp, [x[np.newaxis] for x in _images(3)])
         q = out / "q.onnx"
         return Run(["quantize", str(m), "-o", str(q), "--calib-data", str(calib)], _quantize(m, q, calib), q)
+
     return setup
 
 
-def _model_random(build: Callable[[], onnx.ModelProto], *extra: str, n: int = 4,
-                  config: onnxq.QuantConfig | None = None, dims=None) -> Callable[[Path, Path], Run]:
+def _model_random(
+    build: Callable[[], onnx.ModelProto],
+    *extra: str,
+    n: int = 4,
+    config: onnxq.QuantConfig | None = None,
+    dims=None,
+) -> Callable[[Path, Path], Run]:
     """Setup: a model with --random N samples (and the same through the API)."""
+
     def setup(inp: Path, out: Path) -> Run:
         model = build()
         m = _save(model, inp)
@@ -131,7 +142,9 @@ def _model_random(build: Callable[[], onnx.ModelProto], *extra: str, n: int = 4,
             pre, _ = api.prepare(m)
             source = data_mod.random_data(data_mod.input_specs_from_model(pre), n, dims=dims)
             return api.quantize(m, source, config).save(q)
+
         return Run(argv, call, q, model)
+
     return setup
 
 
@@ -142,6 +155,7 @@ def _bad_model_file(write: Callable[[Path], None]) -> Callable[[Path, Path], Run
         q = out / "q.onnx"
         feeds = [{"x": np.zeros((1, 3, 8, 8), np.float32)}]
         return Run(["quantize", str(m), "-o", str(q), "--random", "2"], _quantize(m, q, feeds), q)
+
     return setup
 
 
@@ -204,6 +218,7 @@ def check_quantized(op_names: tuple[str, ...]) -> Callable[[onnx.ModelProto, Run
     def check(model: onnx.ModelProto, run: Run) -> None:
         quantized = _report(run)["quantized_nodes"]
         assert set(op_names) <= set(quantized), quantized
+
     return check
 
 
@@ -224,18 +239,38 @@ def setup_folder_as_model(inp: Path, out: Path) -> Run:
     (inp / "m.onnx").mkdir()
     (inp / "m.onnx" / "readme.txt").write_text("a folder, not a model")
     q = out / "q.onnx"
-    return Run(["quantize", str(inp / "m.onnx"), "-o", str(q), "--random", "2"], lambda: api.prepare(inp / "m.onnx"), q)
+    return Run(
+        ["quantize", str(inp / "m.onnx"), "-o", str(q), "--random", "2"],
+        lambda: api.prepare(inp / "m.onnx"),
+        q,
+    )
 
 
 def setup_missing_model(inp: Path, out: Path) -> Run:
     q = out / "q.onnx"
-    return Run(["quantize", str(inp / "nope.onnx"), "-o", str(q), "--random", "2"],
-               lambda: api.prepare(inp / "nope.onnx"), q)
+    return Run(
+        ["quantize", str(inp / "nope.onnx"), "-o", str(q), "--random", "2"],
+        lambda: api.prepare(inp / "nope.onnx"),
+        q,
+    )
 
 
 def setup_opset_too_new(inp: Path, out: Path) -> Run:
     model = rm.conv_model()
     model.opset_import[0].version = 99
+    return _bad_model_file(lambda p: p.write_bytes(model.SerializeToString()))(inp, out)
+
+
+NEWEST_OPSET = onnx.defs.onnx_opset_version()
+# onnx may define opsets onnxruntime cannot quantize at (onnx 1.23 knows 28, onnxruntime 1.32 stops at 27)
+QDQ_AT_NEWEST = runtime.qdq_opset_supported(NEWEST_OPSET)
+
+
+def setup_newest_opset(inp: Path, out: Path) -> Run:
+    """A model at the newest opset onnx knows."""
+    model = rm.conv_model()
+    model.opset_import[0].version = NEWEST_OPSET
+    model.ir_version = onnx.helper.find_min_ir_version_for(list(model.opset_import), ignore_unknown=True)
     return _bad_model_file(lambda p: p.write_bytes(model.SerializeToString()))(inp, out)
 
 
@@ -245,6 +280,7 @@ def setup_two_inputs(feeds: list[dict[str, np.ndarray]]) -> Callable[[Path, Path
         calib = _npz_dir(inp, feeds)
         q = out / "q.onnx"
         return Run(["quantize", str(m), "-o", str(q), "--calib-data", str(calib)], _quantize(m, q, calib), q)
+
     return setup
 
 
@@ -261,8 +297,22 @@ def setup_embedding(ids_dtype, high: int = 100) -> Callable[[Path, Path], Run]:
         feeds = [{"ids": rng.integers(0, high, size=(1, 5)).astype(ids_dtype)} for _ in range(4)]
         calib = _npz_dir(inp, feeds)
         q = out / "q.onnx"
-        return Run(["quantize", str(m), "-o", str(q), "--calib-data", str(calib), "--report-json",
-                    str(q) + ".report.json"], _quantize(m, q, calib), q, model)
+        return Run(
+            [
+                "quantize",
+                str(m),
+                "-o",
+                str(q),
+                "--calib-data",
+                str(calib),
+                "--report-json",
+                str(q) + ".report.json",
+            ],
+            _quantize(m, q, calib),
+            q,
+            model,
+        )
+
     return setup
 
 
@@ -272,7 +322,9 @@ def setup_dynamic_varying(inp: Path, out: Path) -> Run:
     rng = np.random.default_rng(0)
     calib = _npy_dir(inp, [rng.standard_normal((1, 3, s, s)).astype(np.float32) for s in (8, 12, 6)])
     q = out / "q.onnx"
-    return Run(["quantize", str(m), "-o", str(q), "--calib-data", str(calib)], _quantize(m, q, calib), q, model)
+    return Run(
+        ["quantize", str(m), "-o", str(q), "--calib-data", str(calib)], _quantize(m, q, calib), q, model
+    )
 
 
 def setup_custom_op(inp: Path, out: Path) -> Run:
@@ -287,6 +339,7 @@ def _with_report(build: Callable[[], onnx.ModelProto], n: int = 3) -> Callable[[
         run = _model_random(build, n=n)(inp, out)
         run.argv += ["--report-json", str(run.output) + ".report.json"]
         return run
+
     return setup
 
 
@@ -308,7 +361,10 @@ def setup_external(location: str | None, *, truncate: bool = False, delete: bool
             (inp / "weights.bin").unlink()
         q = out / "q.onnx"
         calib = _npy_dir(inp, _images(2))
-        return Run(["quantize", str(m), "-o", str(q), "--calib-data", str(calib)], _quantize(m, q, calib), q, model)
+        return Run(
+            ["quantize", str(m), "-o", str(q), "--calib-data", str(calib)], _quantize(m, q, calib), q, model
+        )
+
     return setup
 
 
@@ -338,17 +394,23 @@ def setup_output(kind: str) -> Callable[[Path, Path], Run]:
                 locked.chmod(stat.S_IRUSR | stat.S_IXUSR)
                 q = locked / "q.onnx"
         return Run(["quantize", str(m), "-o", str(q), "--calib-data", str(calib)], _quantize(m, q, calib), q)
+
     return setup
 
 
 def setup_side_output(flag: str) -> Callable[[Path, Path], Run]:
     """--report-json / --save-stats into a missing folder: refused before any work, model not written."""
+
     def setup(inp: Path, out: Path) -> Run:
         m = _save(rm.conv_model(), inp)
         calib = _npy_dir(inp, _images(2))
         q = out / "q.onnx"
-        return Run(["quantize", str(m), "-o", str(q), "--calib-data", str(calib), flag, str(out / "no" / "f")],
-                   None, q)
+        return Run(
+            ["quantize", str(m), "-o", str(q), "--calib-data", str(calib), flag, str(out / "no" / "f")],
+            None,
+            q,
+        )
+
     return setup
 
 
@@ -358,8 +420,12 @@ def setup_config(name: str, text: str) -> Callable[[Path, Path], Run]:
         cfg = inp / name
         cfg.write_text(text.replace("MARKER", str(out / "pwned")))
         q = out / "q.onnx"
-        return Run(["quantize", str(m), "-o", str(q), "--random", "2", "--config", str(cfg)],
-                   lambda: onnxq.load_config(cfg), q)
+        return Run(
+            ["quantize", str(m), "-o", str(q), "--random", "2", "--config", str(cfg)],
+            lambda: onnxq.load_config(cfg),
+            q,
+        )
+
     return setup
 
 
@@ -372,7 +438,9 @@ def setup_script(body: str) -> Callable[[Path, Path], Run]:
 
         def call():
             return api.quantize(m, data_mod.from_script(script)).save(q)
+
         return Run(["quantize", str(m), "-o", str(q), "--calib-script", str(script)], call, q)
+
     return setup
 
 
@@ -382,13 +450,17 @@ def setup_stats(kind: str) -> Callable[[Path, Path], Run]:
         stats = inp / "stats.npz"
         if kind == "other-model":
             other = _save(rm.two_input_model(), inp, "other.onnx")
-            s, _, _ = api.calibrate(other, [{"a": np.ones((1, 4), np.float32), "b": np.ones((1, 4), np.float32)}])
+            s, _, _ = api.calibrate(
+                other, [{"a": np.ones((1, 4), np.float32), "b": np.ones((1, 4), np.float32)}]
+            )
             from onnxq.collect.stats import save_stats
+
             save_stats(stats, s)
         else:
             np.savez(stats, something=np.arange(3))
         q = out / "q.onnx"
         return Run(["quantize", str(m), "-o", str(q), "--load-stats", str(stats)], None, q)
+
     return setup
 
 
@@ -447,6 +519,7 @@ def setup_cli_only(build: Callable[[], onnx.ModelProto], *extra: str) -> Callabl
         m = _save(build(), inp)
         q = out / "q.onnx"
         return Run(["quantize", str(m), "-o", str(q), *extra], None, q)
+
     return setup
 
 
@@ -456,46 +529,105 @@ ORT = onnxq.QuantConfig(target="ort-cpu")
 CASES = [
     # --- the model file itself
     Case("missing-model-file", setup_missing_model, ModelLoadError, ("not found", "check the path")),
-    Case("empty-model-file", _bad_model_file(lambda p: p.write_bytes(b"")), ModelLoadError, ("is empty", "re-export")),
+    Case(
+        "empty-model-file",
+        _bad_model_file(lambda p: p.write_bytes(b"")),
+        ModelLoadError,
+        ("is empty", "re-export"),
+    ),
     Case("truncated-model", setup_truncated, ModelLoadError, ("not an onnx model", "re-export")),
-    Case("random-bytes", _bad_model_file(lambda p: p.write_bytes(np.random.default_rng(1).bytes(4096))),
-         ModelLoadError, ("not an onnx model",)),
+    Case(
+        "random-bytes",
+        _bad_model_file(lambda p: p.write_bytes(np.random.default_rng(1).bytes(4096))),
+        ModelLoadError,
+        ("not an onnx model",),
+    ),
     Case("protobuf-not-a-model", setup_protobuf_not_model, ModelLoadError, ("not an onnx model",)),
-    Case("onnx-text-not-binary", _bad_model_file(lambda p: p.write_text("<ir_version: 8>\ng (float x) => (y) {}")),
-         ModelLoadError, ("not an onnx model",)),
+    Case(
+        "onnx-text-not-binary",
+        _bad_model_file(lambda p: p.write_text("<ir_version: 8>\ng (float x) => (y) {}")),
+        ModelLoadError,
+        ("not an onnx model",),
+    ),
     Case("folder-given-as-model", setup_folder_as_model, ModelLoadError, ("is a folder",)),
     Case("opset-newer-than-supported", setup_opset_too_new, UnsupportedModelError, ("opset 99", "re-export")),
-    Case("invalid-model-contradicting-shapes",
-         _bad_model_file(lambda p: p.write_bytes(rm.contradictory_shape_model().SerializeToString())),
-         UnsupportedModelError, ("input model itself fails validation", "shape", "fix the model")),
+    Case(
+        "opset-newer-than-onnxruntime-quantizelinear",
+        setup_newest_opset,
+        None if QDQ_AT_NEWEST else UnsupportedModelError,
+        () if QDQ_AT_NEWEST else (f"opset {NEWEST_OPSET}", "QuantizeLinear", "re-export the model at opset"),
+    ),
+    Case(
+        "invalid-model-contradicting-shapes",
+        _bad_model_file(lambda p: p.write_bytes(rm.contradictory_shape_model().SerializeToString())),
+        UnsupportedModelError,
+        ("input model itself fails validation", "shape", "fix the model"),
+    ),
     # --- awkward models
-    Case("no-float-tensors", _model_random(rm.int_only_model), UnsupportedModelError,
-         ("nothing to quantize", "float")),
+    Case(
+        "no-float-tensors",
+        _model_random(rm.int_only_model),
+        UnsupportedModelError,
+        ("nothing to quantize", "float"),
+    ),
     Case("integer-only-inputs", setup_embedding(np.int64), None, check=check_quantized(("proj",))),
     Case("integer-inputs-given-as-int32", setup_embedding(np.int32), None, check=check_quantized(("proj",))),
-    Case("integer-inputs-out-of-range-for-model", setup_embedding(np.int64, high=1000), UnsupportedModelError,
-         ("onnxruntime failed", "data")),
-    Case("dynamic-dims-no-values", _model_random(rm.dynamic_model), CalibrationDataError,
-         ("dynamic dimension", "--dim")),
-    Case("dynamic-dims-with-values", _model_random(rm.dynamic_model, "--dim", "H=8", "--dim", "W=8",
-                                                   dims={"H": 8, "W": 8}), None),
+    Case(
+        "integer-inputs-out-of-range-for-model",
+        setup_embedding(np.int64, high=1000),
+        UnsupportedModelError,
+        ("onnxruntime failed", "data"),
+    ),
+    Case(
+        "dynamic-dims-no-values",
+        _model_random(rm.dynamic_model),
+        CalibrationDataError,
+        ("dynamic dimension", "--dim"),
+    ),
+    Case(
+        "dynamic-dims-with-values",
+        _model_random(rm.dynamic_model, "--dim", "H=8", "--dim", "W=8", dims={"H": 8, "W": 8}),
+        None,
+    ),
     Case("dynamic-dims-varying-sample-sizes", setup_dynamic_varying, None),
-    Case("input-without-shape-random-data", _model_random(rm.shapeless_input_model), CalibrationDataError,
-         ("declares no shape", "real calibration data")),
-    Case("input-without-shape-real-data", _conv_with_model(rm.shapeless_input_model), UnsupportedModelError,
-         ("graph input 'x' declares no shape",)),
-    Case("output-without-shape", _model_random(rm.shapeless_output_model), UnsupportedModelError,
-         ("graph output 'y' declares no shape", "fix the model")),
-    Case("zero-range-activation-tensorrt", _with_report(rm.constant_activation_model), None, check=check_zero_range),
-    Case("zero-range-activation-ort-cpu",
-         lambda i, o: _add(_with_report(rm.constant_activation_model)(i, o), "--target", "ort-cpu"), None,
-         check=check_zero_range),
+    Case(
+        "input-without-shape-random-data",
+        _model_random(rm.shapeless_input_model),
+        CalibrationDataError,
+        ("declares no shape", "real calibration data"),
+    ),
+    Case(
+        "input-without-shape-real-data",
+        _conv_with_model(rm.shapeless_input_model),
+        UnsupportedModelError,
+        ("graph input 'x' declares no shape",),
+    ),
+    Case(
+        "output-without-shape",
+        _model_random(rm.shapeless_output_model),
+        UnsupportedModelError,
+        ("graph output 'y' declares no shape", "fix the model"),
+    ),
+    Case(
+        "zero-range-activation-tensorrt",
+        _with_report(rm.constant_activation_model),
+        None,
+        check=check_zero_range,
+    ),
+    Case(
+        "zero-range-activation-ort-cpu",
+        lambda i, o: _add(_with_report(rm.constant_activation_model)(i, o), "--target", "ort-cpu"),
+        None,
+        check=check_zero_range,
+    ),
     Case("constant-calibration-data", _conv_with([np.full((3, 8, 8), 0.5, np.float32)] * 3), None),
     Case("custom-domain-op", setup_custom_op, UnsupportedModelError, ("com.example.ops", "FancyNorm")),
     Case("control-flow-if", _with_report(rm.if_model), None, check=check_subgraphs_float),
     Case("control-flow-loop", _with_report(rm.loop_model), None, check=check_subgraphs_float),
     Case("control-flow-scan", _with_report(rm.scan_model), None, check=check_subgraphs_float),
-    Case("recurrent-lstm", _with_report(lambda: rm.recurrent_model("LSTM")), None, check=check_recurrent_float),
+    Case(
+        "recurrent-lstm", _with_report(lambda: rm.recurrent_model("LSTM")), None, check=check_recurrent_float
+    ),
     Case("recurrent-gru", _with_report(lambda: rm.recurrent_model("GRU")), None, check=check_recurrent_float),
     Case("old-ir3-initializers-as-inputs", _model_random(rm.old_ir_model), None),
     Case("old-ir3-old-opset", _model_random(lambda: rm.old_ir_model(opset=9)), None),
@@ -503,16 +635,37 @@ CASES = [
     Case("unnamed-and-duplicate-node-names", _model_random(rm.unnamed_nodes_model), None),
     Case("internal-tensor-is-graph-output", _model_random(rm.exposed_internal_model), None),
     # --- calibration data
-    Case("data-wrong-shape", _conv_with([np.zeros((3, 9, 9), np.float32)]), CalibrationDataError,
-         ("sample 0", "'x'", "axis 2 is 9, not 8")),
-    Case("data-wrong-rank", _conv_with([np.zeros((8, 8), np.float32)]), CalibrationDataError,
-         ("'x'", "rank 2 instead of 4")),
-    Case("data-wrong-dtype-float-for-int", setup_embedding(np.float32), CalibrationDataError,
-         ("'ids'", "float values cannot feed an integer input")),
-    Case("data-wrong-dtype-strings", _conv_with([np.full((3, 8, 8), "a")]), CalibrationDataError,
-         ("'x'", "float32")),
+    Case(
+        "data-wrong-shape",
+        _conv_with([np.zeros((3, 9, 9), np.float32)]),
+        CalibrationDataError,
+        ("sample 0", "'x'", "axis 2 is 9, not 8"),
+    ),
+    Case(
+        "data-wrong-rank",
+        _conv_with([np.zeros((8, 8), np.float32)]),
+        CalibrationDataError,
+        ("'x'", "rank 2 instead of 4"),
+    ),
+    Case(
+        "data-wrong-dtype-float-for-int",
+        setup_embedding(np.float32),
+        CalibrationDataError,
+        ("'ids'", "float values cannot feed an integer input"),
+    ),
+    Case(
+        "data-wrong-dtype-strings",
+        _conv_with([np.full((3, 8, 8), "a")]),
+        CalibrationDataError,
+        ("'x'", "float32"),
+    ),
     Case("data-missing-input", setup_two_inputs(_ab("a")), CalibrationDataError, ("missing input(s) 'b'",)),
-    Case("data-extra-input", setup_two_inputs(_ab("a", "b", "c")), CalibrationDataError, ("unknown input(s) 'c'",)),
+    Case(
+        "data-extra-input",
+        setup_two_inputs(_ab("a", "b", "c")),
+        CalibrationDataError,
+        ("unknown input(s) 'c'",),
+    ),
     Case("data-nan", _conv_with(_nan()), CalibrationDataError, ("sample 1", "001.npy", "'x'", "nan or inf")),
     Case("data-inf", _conv_with(_nan(value=np.inf)), CalibrationDataError, ("sample 1", "'x'", "nan or inf")),
     Case("data-empty-folder", setup_empty_dir, CalibrationDataError, ("no .npy or .npz files",)),
@@ -520,28 +673,57 @@ CASES = [
     Case("data-pickled-objects", setup_pickled, CalibrationDataError, ("never unpickles",)),
     Case("data-corrupt-npy", setup_corrupt_npy, CalibrationDataError, ("001.npy", "re-save")),
     Case("data-npy-for-two-input-model", setup_npy_for_two_inputs, CalibrationDataError, (".npz",)),
-    Case("data-unnamed-npz-arrays", setup_two_inputs([{"arr_0": np.ones((1, 4), np.float32)}]),
-         CalibrationDataError, ("unnamed arrays", "np.savez")),
-    Case("calib-script-raises", setup_script("def load_data():\n    raise RuntimeError('disk gone')\n    yield\n"),
-         CalibrationDataError, ("loader.py", "line 2", "disk gone")),
-    Case("calib-script-yields-nothing", setup_script("def load_data():\n    return []\n"), CalibrationDataError,
-         ("no samples",)),
+    Case(
+        "data-unnamed-npz-arrays",
+        setup_two_inputs([{"arr_0": np.ones((1, 4), np.float32)}]),
+        CalibrationDataError,
+        ("unnamed arrays", "np.savez"),
+    ),
+    Case(
+        "calib-script-raises",
+        setup_script("def load_data():\n    raise RuntimeError('disk gone')\n    yield\n"),
+        CalibrationDataError,
+        ("loader.py", "line 2", "disk gone"),
+    ),
+    Case(
+        "calib-script-yields-nothing",
+        setup_script("def load_data():\n    return []\n"),
+        CalibrationDataError,
+        ("no samples",),
+    ),
     Case("calib-script-without-load-data", setup_script("x = 1\n"), CalibrationDataError, ("load_data()",)),
     Case("stats-from-another-model", setup_stats("other-model"), CalibrationDataError, ("no statistics",)),
     Case("stats-file-not-onnxq", setup_stats("garbage"), CalibrationDataError, ("stats",)),
     # --- external data
     Case("external-data", setup_external(None), None),
     Case("external-data-in-subfolder", setup_external("data/w.bin"), None),
-    Case("external-data-outside-folder", setup_external("../outside.bin"), ModelLoadError,
-         ("outside the model's folder",)),
-    Case("external-data-absolute-path", setup_external("/tmp/onnxq-robustness-abs.bin", delete=True),
-         ModelLoadError, ("outside the model's folder",)),
+    Case(
+        "external-data-outside-folder",
+        setup_external("../outside.bin"),
+        ModelLoadError,
+        ("outside the model's folder",),
+    ),
+    Case(
+        "external-data-absolute-path",
+        setup_external("/tmp/onnxq-robustness-abs.bin", delete=True),
+        ModelLoadError,
+        ("outside the model's folder",),
+    ),
     Case("external-data-missing-file", setup_external(None, delete=True), ModelLoadError, ("not found",)),
-    Case("external-data-truncated-file", setup_external(None, truncate=True), ModelLoadError, ("external data", "re-export")),
+    Case(
+        "external-data-truncated-file",
+        setup_external(None, truncate=True),
+        ModelLoadError,
+        ("external data", "re-export"),
+    ),
     # --- outputs
     Case("output-is-input", setup_output("same"), OutputError, ("is the input model",)),
-    Case("output-is-input-spelled-differently", setup_output("same-spelled-differently"), OutputError,
-         ("is the input model",)),
+    Case(
+        "output-is-input-spelled-differently",
+        setup_output("same-spelled-differently"),
+        OutputError,
+        ("is the input model",),
+    ),
     Case("output-is-symlink-to-input", setup_output("symlink"), OutputError, ("is the input model",)),
     Case("output-folder-missing", setup_output("missing-folder"), OutputError, ("does not exist",)),
     Case("output-parent-is-a-file", setup_output("parent-is-file"), OutputError, ("does not exist",)),
@@ -551,17 +733,33 @@ CASES = [
     Case("report-json-folder-missing", setup_side_output("--report-json"), OutputError, ("does not exist",)),
     Case("save-stats-folder-missing", setup_side_output("--save-stats"), OutputError, ("does not exist",)),
     # --- options and config files
-    Case("config-file-is-python", setup_config("q.py", "open('MARKER', 'w').write('ran')\n"), ConfigError,
-         (".toml or .json",)),
-    Case("config-toml-unknown-key", setup_config("q.toml", "[activations]\nmethd = 'entropy'\n"), ConfigError,
-         ("methd", "did you mean")),
+    Case(
+        "config-file-is-python",
+        setup_config("q.py", "open('MARKER', 'w').write('ran')\n"),
+        ConfigError,
+        (".toml or .json",),
+    ),
+    Case(
+        "config-toml-unknown-key",
+        setup_config("q.toml", "[activations]\nmethd = 'entropy'\n"),
+        ConfigError,
+        ("methd", "did you mean"),
+    ),
     Case("config-toml-syntax-error", setup_config("q.toml", "target = \n"), ConfigError, ("not valid toml",)),
     Case("config-bad-value", setup_config("q.json", '{"target": "tpu"}'), ConfigError, ("tpu", "tensorrt")),
     Case("random-count-zero", setup_cli_only(rm.conv_model, "--random", "0"), ConfigError, ("positive",)),
-    Case("two-data-sources", setup_cli_only(rm.conv_model, "--random", "2", "--calib-data", "x"), ConfigError,
-         ("exactly one data source",)),
-    Case("bad-dim-flag", setup_cli_only(rm.dynamic_model, "--random", "2", "--dim", "H=big"), ConfigError,
-         ("--dim",)),
+    Case(
+        "two-data-sources",
+        setup_cli_only(rm.conv_model, "--random", "2", "--calib-data", "x"),
+        ConfigError,
+        ("exactly one data source",),
+    ),
+    Case(
+        "bad-dim-flag",
+        setup_cli_only(rm.dynamic_model, "--random", "2", "--dim", "H=big"),
+        ConfigError,
+        ("--dim",),
+    ),
 ]
 
 
@@ -592,7 +790,7 @@ def _check_written(run: Run, case: Case) -> None:
         float_model = name_nodes(run.model)[0]  # onnxruntime refuses duplicate node names; onnxq renames them
         reference = ort.InferenceSession(float_model.SerializeToString(), providers=["CPUExecutionProvider"])
         expected = reference.run(None, feed)
-        for got, want in zip(outputs, expected):
+        for got, want in zip(outputs, expected, strict=True):
             got, want = np.ravel(got).astype(np.float64), np.ravel(want).astype(np.float64)
             if np.linalg.norm(want) > 0:
                 cos = float(got @ want / (np.linalg.norm(got) * np.linalg.norm(want) + 1e-12))

@@ -56,11 +56,28 @@ def test_identical_across_processes_and_hash_seeds(inputs, tmp_path: Path) -> No
         out = tmp_path / f"p{seed}.onnx"
         env = {**os.environ, "PYTHONHASHSEED": seed, "PYTHONPATH": str(REPO)}
         proc = subprocess.run(
-            [sys.executable, "-m", "onnxq", "-q", "quantize", str(model), "-o", str(out), "--calib-data", str(calib),
-             "--method", "entropy"],
-            env=env, capture_output=True, text=True, timeout=120,
+            [
+                sys.executable,
+                "-m",
+                "onnxq",
+                "-q",
+                "quantize",
+                str(model),
+                "-o",
+                str(out),
+                "--calib-data",
+                str(calib),
+                "--method",
+                "entropy",
+            ],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=120,
         )
         assert proc.returncode == 0, proc.stderr
         digests.append(hashlib.sha256(out.read_bytes()).hexdigest())
-    in_process = hashlib.sha256(_quantize(model, calib, tmp_path / "here.onnx", "--method", "entropy")).hexdigest()
+    in_process = hashlib.sha256(
+        _quantize(model, calib, tmp_path / "here.onnx", "--method", "entropy")
+    ).hexdigest()
     assert digests[0] == digests[1] == in_process

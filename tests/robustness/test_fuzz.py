@@ -42,18 +42,58 @@ BASES = {
 }
 BUILT = {name: build() for name, build in BASES.items()}
 
-OP_TYPES = ["Conv", "MatMul", "Gemm", "Relu", "Add", "Mul", "Concat", "MaxPool", "Reshape", "Identity",
-            "Sigmoid", "Transpose", "LSTM", "If", "Softmax", "NotAnOp"]
-DTYPES = [TensorProto.FLOAT, TensorProto.FLOAT16, TensorProto.DOUBLE, TensorProto.INT64, TensorProto.INT32,
-          TensorProto.UINT8, TensorProto.BOOL, TensorProto.STRING, TensorProto.BFLOAT16]
+OP_TYPES = [
+    "Conv",
+    "MatMul",
+    "Gemm",
+    "Relu",
+    "Add",
+    "Mul",
+    "Concat",
+    "MaxPool",
+    "Reshape",
+    "Identity",
+    "Sigmoid",
+    "Transpose",
+    "LSTM",
+    "If",
+    "Softmax",
+    "NotAnOp",
+]
+DTYPES = [
+    TensorProto.FLOAT,
+    TensorProto.FLOAT16,
+    TensorProto.DOUBLE,
+    TensorProto.INT64,
+    TensorProto.INT32,
+    TensorProto.UINT8,
+    TensorProto.BOOL,
+    TensorProto.STRING,
+    TensorProto.BFLOAT16,
+]
 ATTR_VALUES = st.one_of(
     st.integers(-3, 5),
     st.lists(st.integers(-2, 4), min_size=1, max_size=5),
     st.floats(-2, 2, allow_nan=False),
     st.sampled_from([b"NOTSET", b"SAME_UPPER", b"bogus"]),
 )
-ATTR_NAMES = ["pads", "strides", "group", "axis", "transB", "transA", "kernel_shape", "dilations", "perm",
-              "keepdims", "hidden_size", "auto_pad", "alpha", "num_scan_inputs", "direction"]
+ATTR_NAMES = [
+    "pads",
+    "strides",
+    "group",
+    "axis",
+    "transB",
+    "transA",
+    "kernel_shape",
+    "dilations",
+    "perm",
+    "keepdims",
+    "hidden_size",
+    "auto_pad",
+    "alpha",
+    "num_scan_inputs",
+    "direction",
+]
 
 OUTCOMES: Counter = Counter()
 ERRORS: Counter = Counter()
@@ -68,11 +108,34 @@ def _set_attr(node: onnx.NodeProto, name: str, value) -> None:
 
 
 # Mutations that usually make the model invalid (onnxq must say so clearly) ...
-BREAKING = ["attribute", "input_shape", "input_rank", "input_dtype", "init_dtype", "init_shape", "op_type",
-            "domain", "opset", "dangle_input", "drop_node", "rename_output"]
+BREAKING = [
+    "attribute",
+    "input_shape",
+    "input_rank",
+    "input_dtype",
+    "init_dtype",
+    "init_shape",
+    "op_type",
+    "domain",
+    "opset",
+    "dangle_input",
+    "drop_node",
+    "rename_output",
+]
 # ... and ones that keep it valid but unusual (onnxq must quantize it correctly).
-AWKWARD = ["expose_internal", "shuffle_nodes", "strip_names", "duplicate_names", "unused_initializer",
-           "initializers_as_inputs", "strip_shapes", "insert_identity", "ir_version", "old_opset", "dynamic_batch"]
+AWKWARD = [
+    "expose_internal",
+    "shuffle_nodes",
+    "strip_names",
+    "duplicate_names",
+    "unused_initializer",
+    "initializers_as_inputs",
+    "strip_shapes",
+    "insert_identity",
+    "ir_version",
+    "old_opset",
+    "dynamic_batch",
+]
 
 
 def _awkward(model: onnx.ModelProto, kind: str, data: st.DataObject) -> str:
@@ -110,7 +173,9 @@ def _awkward(model: onnx.ModelProto, kind: str, data: st.DataObject) -> str:
         node = graph.node[data.draw(st.integers(0, len(graph.node) - 1))]
         k = data.draw(st.integers(0, max(0, len(node.input) - 1)))
         if node.input and node.input[k]:
-            graph.node.insert(0, onnx.helper.make_node("Identity", [node.input[k]], ["fuzz_identity"], name="fuzz_id"))
+            graph.node.insert(
+                0, onnx.helper.make_node("Identity", [node.input[k]], ["fuzz_identity"], name="fuzz_id")
+            )
             node.input[k] = "fuzz_identity"
         return f"identity before {node.name}.input[{k}]"
     if kind == "ir_version":
@@ -169,7 +234,9 @@ def _mutate(model: onnx.ModelProto, data: st.DataObject) -> str:
         tensor = graph.initializer[idx]
         value = numpy_helper.to_array(tensor)
         if kind == "init_dtype":
-            dtype = data.draw(st.sampled_from([np.float16, np.float64, np.int64, np.int32, np.uint8, np.bool_]))
+            dtype = data.draw(
+                st.sampled_from([np.float16, np.float64, np.int64, np.int32, np.uint8, np.bool_])
+            )
             new = value.astype(dtype)
         else:
             shape = tuple(data.draw(st.lists(st.integers(1, 5), min_size=0, max_size=4)))
@@ -183,7 +250,7 @@ def _mutate(model: onnx.ModelProto, data: st.DataObject) -> str:
         node.domain = data.draw(st.sampled_from(["com.example", "com.microsoft", "ai.onnx.ml"]))
         return f"{node.name} domain -> {node.domain}"
     if kind == "opset":
-        model.opset_import[0].version = data.draw(st.integers(1, 25))
+        model.opset_import[0].version = data.draw(st.integers(1, onnx.defs.onnx_opset_version() + 1))
         return f"opset -> {model.opset_import[0].version}"
     if kind == "dangle_input":
         if not node.input:

@@ -80,16 +80,25 @@ def test_sigint_during_calibration_leaves_nothing(tmp_path: Path, source: str) -
         data = ["--calib-script", str(inp / "loader.py")]
     before = rm.snapshot(inp)
     master, slave = pty.openpty()
-    fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", 24, 100, 0, 0))  # tqdm draws nothing at width 0
+    fcntl.ioctl(
+        slave, termios.TIOCSWINSZ, struct.pack("HHHH", 24, 100, 0, 0)
+    )  # tqdm draws nothing at width 0
     env = {**os.environ, "PYTHONPATH": str(REPO)}
     proc = subprocess.Popen(
         [sys.executable, "-m", "onnxq", "quantize", str(model), "-o", str(out / "q.onnx"), *data],
-        stdin=slave, stdout=slave, stderr=slave, env=env, cwd=str(tmp_path), close_fds=True,
+        stdin=slave,
+        stdout=slave,
+        stderr=slave,
+        env=env,
+        cwd=str(tmp_path),
+        close_fds=True,
     )
     os.close(slave)
     try:
         seen = _read_until(master, proc, b"calibrating", timeout=60)
-        assert proc.poll() is None, f"finished before it could be interrupted: {seen.decode(errors='replace')}"
+        assert proc.poll() is None, (
+            f"finished before it could be interrupted: {seen.decode(errors='replace')}"
+        )
         assert b"calibrating" in seen
         time.sleep(0.3)  # well inside the 100000-sample calibration
         proc.send_signal(signal.SIGINT)

@@ -1,7 +1,8 @@
 """A model above the 2 GB protobuf limit, stored with external data: quantized end to end, nothing lost.
 
-Slow (writes about 9 GB to a temporary folder and holds a few copies of 2.2 GB in memory), so it is
-marked ``slow`` and excluded from the default run; run it with ``pytest -m slow tests/robustness``.
+Slow and heavy (measured on the 2-core dev machine: 12.5 minutes, 17 GB peak resident memory, several
+2.2 GB copies written to temporary folders), so it is marked ``slow`` and excluded from the default run;
+run it with ``pytest -m slow tests/robustness/test_large_model.py`` on a machine with 24 GB of memory or more.
 """
 
 from __future__ import annotations
@@ -57,7 +58,9 @@ def test_model_over_2gb_with_external_data(tmp_path: Path, monkeypatch) -> None:
     inp, out, scratch = tmp_path / "in", tmp_path / "out", tmp_path / "scratch"
     for folder in (inp, out, scratch):
         folder.mkdir()
-    monkeypatch.setattr(tempfile, "tempdir", str(scratch))  # onnxq's temporary copies land here, to be counted
+    monkeypatch.setattr(
+        tempfile, "tempdir", str(scratch)
+    )  # onnxq's temporary copies land here, to be counted
     model = _build(inp)
     assert (inp / "large.onnx.data").stat().st_size > 2**31
     before = {p.name: _digest(p) for p in inp.iterdir()}
@@ -70,7 +73,9 @@ def test_model_over_2gb_with_external_data(tmp_path: Path, monkeypatch) -> None:
     onnx.checker.check_model(str(q), full_check=True)
     header = onnx.load_model(str(q), load_external_data=False)
     assert [n.op_type for n in header.graph.node].count("DequantizeLinear") >= 4
-    x = np.random.default_rng(1).standard_normal((1, K)).astype(np.float32)
+    x = (
+        np.random.default_rng(1).uniform(0, 1, (1, K)).astype(np.float32)
+    )  # the distribution --random calibrated on
     got = ort.InferenceSession(str(q), providers=["CPUExecutionProvider"]).run(None, {"x": x})[0]
     want = ort.InferenceSession(str(model), providers=["CPUExecutionProvider"]).run(None, {"x": x})[0]
     cos = float(np.dot(got.ravel(), want.ravel()) / (np.linalg.norm(got) * np.linalg.norm(want)))

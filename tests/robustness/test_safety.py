@@ -46,14 +46,24 @@ def test_no_pickle_or_code_execution_in_the_package() -> None:
         for node in ast.walk(tree):
             if isinstance(node, (ast.Import, ast.ImportFrom)):
                 names = [a.name for a in node.names] if isinstance(node, ast.Import) else [node.module or ""]
-                problems += [f"{where}:{node.lineno} imports {n}" for n in names if n.split(".")[0] in UNSAFE_MODULES]
+                problems += [
+                    f"{where}:{node.lineno} imports {n}" for n in names if n.split(".")[0] in UNSAFE_MODULES
+                ]
             if not isinstance(node, ast.Call):
                 continue
             func = node.func
-            name = func.id if isinstance(func, ast.Name) else func.attr if isinstance(func, ast.Attribute) else ""
+            name = (
+                func.id
+                if isinstance(func, ast.Name)
+                else func.attr
+                if isinstance(func, ast.Attribute)
+                else ""
+            )
             if name in ("eval", "exec") and isinstance(func, ast.Name):
                 problems.append(f"{where}:{node.lineno} calls {name}()")
-            owner = func.value.id if isinstance(func, ast.Attribute) and isinstance(func.value, ast.Name) else ""
+            owner = (
+                func.value.id if isinstance(func, ast.Attribute) and isinstance(func.value, ast.Name) else ""
+            )
             if name == "load" and owner in ("np", "numpy"):
                 loads += 1
                 kw = {k.arg: k.value for k in node.keywords}
@@ -94,12 +104,15 @@ def test_pickled_statistics_are_never_unpickled(tmp_path: Path) -> None:
     assert not marker.exists()
 
 
-@pytest.mark.parametrize("name, text", [
-    ("q.py", "open(MARKER, 'w')\n"),
-    ("q.toml", 'target = "__import__(\'builtins\').open(MARKER, \'w\')"\n'),
-    ("q.json", '{"target": "__import__(\'builtins\').open(MARKER, \'w\')"}'),
-    ("q.toml", "[activations]\nmethod = \"!!python/object/apply:builtins.open [MARKER, 'w']\"\n"),
-])
+@pytest.mark.parametrize(
+    "name, text",
+    [
+        ("q.py", "open(MARKER, 'w')\n"),
+        ("q.toml", "target = \"__import__('builtins').open(MARKER, 'w')\"\n"),
+        ("q.json", "{\"target\": \"__import__('builtins').open(MARKER, 'w')\"}"),
+        ("q.toml", "[activations]\nmethod = \"!!python/object/apply:builtins.open [MARKER, 'w']\"\n"),
+    ],
+)
 def test_config_files_are_parsed_as_data(tmp_path: Path, name: str, text: str) -> None:
     marker = tmp_path / "ran"
     config = tmp_path / name
@@ -108,12 +121,17 @@ def test_config_files_are_parsed_as_data(tmp_path: Path, name: str, text: str) -
         onnxq.load_config(config)
     model = tmp_path / "m.onnx"
     onnx.save(rm.conv_model(), str(model))
-    assert main(["quantize", str(model), "-o", str(tmp_path / "q.onnx"), "--random", "2", "--config", str(config)]) == 2
+    assert (
+        main(
+            ["quantize", str(model), "-o", str(tmp_path / "q.onnx"), "--random", "2", "--config", str(config)]
+        )
+        == 2
+    )
     assert not marker.exists()
 
 
 def test_scripts_beside_the_data_or_model_never_run(tmp_path: Path) -> None:
-    """A load_data.py in the data folder (or next to the model) is ignored unless named with --calib-script."""
+    """A load_data.py in the data folder or next to the model is ignored unless named with --calib-script."""
     marker = tmp_path / "ran"
     payload = f"open({str(marker)!r}, 'w')\ndef load_data():\n    open({str(marker)!r}, 'w')\n    return []\n"
     calib = tmp_path / "calib"
@@ -121,16 +139,28 @@ def test_scripts_beside_the_data_or_model_never_run(tmp_path: Path) -> None:
     rng = np.random.default_rng(0)
     for i in range(3):
         np.save(calib / f"{i:03d}.npy", rng.standard_normal((3, 8, 8)).astype(np.float32))
-    for where in (calib / "load_data.py", calib / "__init__.py", tmp_path / "load_data.py", tmp_path / "conftest.py"):
+    for where in (
+        calib / "load_data.py",
+        calib / "__init__.py",
+        tmp_path / "load_data.py",
+        tmp_path / "conftest.py",
+    ):
         where.write_text(payload)
     model = tmp_path / "m.onnx"
     onnx.save(rm.conv_model(), str(model))
-    assert main(["-q", "quantize", str(model), "-o", str(tmp_path / "q.onnx"), "--calib-data", str(calib)]) == 0
-    assert main(["-q", "calibrate", str(model), "-o", str(tmp_path / "s.npz"), "--calib-data", str(calib)]) == 0
+    assert (
+        main(["-q", "quantize", str(model), "-o", str(tmp_path / "q.onnx"), "--calib-data", str(calib)]) == 0
+    )
+    assert (
+        main(["-q", "calibrate", str(model), "-o", str(tmp_path / "s.npz"), "--calib-data", str(calib)]) == 0
+    )
     assert main(["-q", "inspect", str(model)]) == 0
     assert not marker.exists()
     # Named explicitly, the same script does run: the rule is "only when asked", not "never".
     script = tmp_path / "named.py"
     script.write_text(payload)
-    assert main(["-q", "quantize", str(model), "-o", str(tmp_path / "q2.onnx"), "--calib-script", str(script)]) == 2
+    assert (
+        main(["-q", "quantize", str(model), "-o", str(tmp_path / "q2.onnx"), "--calib-script", str(script)])
+        == 2
+    )
     assert marker.exists()

@@ -45,7 +45,8 @@ def ref_im2col(x: np.ndarray, kernel, strides, pads, dilations) -> np.ndarray:
     cols = np.zeros((n, c, kernel[0] * kernel[1], oh * ow))
     for i, j in itertools.product(range(oh), range(ow)):
         for t, (a, b) in enumerate(itertools.product(range(kernel[0]), range(kernel[1]))):
-            cols[:, :, t, i * ow + j] = xp[:, :, i * strides[0] + a * dilations[0], j * strides[1] + b * dilations[1]]
+            r, c = i * strides[0] + a * dilations[0], j * strides[1] + b * dilations[1]
+            cols[:, :, t, i * ow + j] = xp[:, :, r, c]
     return cols
 
 
@@ -75,6 +76,15 @@ def test_tap_means_match_im2col(geo: dict) -> None:
     cols = ref_im2col(x, geo["kernel"], geo["strides"], geo["pads"], geo["dilations"])
     np.testing.assert_allclose(mean, cols.mean(axis=(0, 3)), rtol=1e-12, atol=1e-12)
     assert count == 3 * cols.shape[3]
+
+
+def test_taps_reading_only_padding_have_zero_mean() -> None:
+    x = np.random.default_rng(12).standard_normal((2, 3, 1, 4)) + 5.0
+    geo = dict(kernel=(3, 3), strides=(3, 3), pads=(2, 2, 2, 2), dilations=(1, 1))
+    mean, _ = conv_tap_means(x, ConvGeometry(geo["kernel"], geo["strides"], geo["dilations"], geo["pads"]))
+    ref = ref_im2col(x, **geo).mean(axis=(0, 3))
+    np.testing.assert_allclose(mean, ref, rtol=1e-12, atol=1e-12)
+    assert not np.any(mean[:, :3]) and np.all(mean[:, 6:] != 0)  # first kernel row reads only padding
 
 
 def test_same_upper_padding_resolves_as_onnx() -> None:
@@ -144,7 +154,8 @@ def _conv_model(with_bias: bool, group: int) -> onnx.ModelProto:
     if with_bias:
         inits.append(numpy_helper.from_array(rng.standard_normal(8).astype(np.float32), "B"))
         inputs.append("B")
-    conv = helper.make_node("Conv", inputs, ["Y"], name="conv", pads=[1, 0, 2, 1], strides=[2, 1], group=group)
+    conv = helper.make_node("Conv", inputs, ["Y"], name="conv", pads=[1, 0, 2, 1], strides=[2, 1],
+                            group=group)
     graph = helper.make_graph(
         [conv], "g", [helper.make_tensor_value_info("X", TensorProto.FLOAT, [None, 8, 9, 9])],
         [helper.make_tensor_value_info("Y", TensorProto.FLOAT, None)], inits,
@@ -242,7 +253,8 @@ def test_correction_keeps_names_and_placement() -> None:
     np.testing.assert_allclose(new["B"], old["B"] - 0.25, rtol=1e-6)
     np.testing.assert_array_equal(new["W"], old["W"])
     a, b = insert_qdq(model, qplan, params), insert_qdq(corrected, qplan, params)
-    assert [(n.op_type, list(n.input)) for n in a.graph.node] == [(n.op_type, list(n.input)) for n in b.graph.node]
+    edges = [[(n.op_type, list(n.input)) for n in m.graph.node] for m in (a, b)]
+    assert edges[0] == edges[1]
 
 
 def test_output_means_per_channel() -> None:
@@ -261,4 +273,26 @@ def test_fake_quant_matches_qdq_of_onnxruntime() -> None:
     w = numpy_helper.to_array(model.graph.initializer[0])
     p = params[qplan.weights()[0].key]
     scale = p.scale.reshape(-1, 1, 1, 1)
-    np.testing.assert_array_equal(fake_quant(w, p), (np.clip(np.rint(w / scale), -128, 127) * scale).astype(np.float32))
+    want = (np.clip(np.rint(w / scale), -128, 127) * scale).astype(np.float32)
+    np.testing.assert_array_equal(fake_quant(w, p), want)
+
+
+def test_bias_corrected_follows_the_plan() -> None:
+    from onnxq.analysis.activation_means import bias_corrected
+
+    model = _conv_model(True, 1)
+    x = np.random.default_rng(13).uniform(0, 1, (4, 8, 9, 9)).astype(np.float32)
+    stats = {"X": observe(new_stats(2048, histogram=False), x)}
+    feeds = [{"X": x}]
+    excluded = QuantConfig(exclude_nodes=("conv",))
+    qplan = plan(model, excluded)
+    assert bias_corrected(model, qplan, solve(stats, qplan, model, excluded), feeds) is model
+    config = QuantConfig()
+    qplan = plan(model, config)
+    params = solve(stats, qplan, model, config)
+    got = bias_corrected(model, qplan, params, feeds)
+    want = correct_biases(model, qplan, params, input_moments(model, correctable_nodes(model), feeds))
+    bias = {t.name: numpy_helper.to_array(t) for t in got.graph.initializer}["B"]
+    want_bias = {t.name: numpy_helper.to_array(t) for t in want.graph.initializer}["B"]
+    np.testing.assert_array_equal(bias, want_bias)
+    assert not np.array_equal(bias, numpy_helper.to_array(model.graph.initializer[1]))
