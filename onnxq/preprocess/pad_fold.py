@@ -16,9 +16,12 @@ from onnx import numpy_helper
 
 
 def _constants(model: onnx.ModelProto) -> dict[str, np.ndarray]:
-    out = {i.name: numpy_helper.to_array(i) for i in model.graph.initializer}
+    """Values of the small constant inputs of Pad nodes (pads, value); weights are never decoded."""
+    wanted = {name for n in model.graph.node if n.op_type == "Pad" for name in n.input[1:]}
+    out = {i.name: numpy_helper.to_array(i) for i in model.graph.initializer if i.name in wanted}
     for node in model.graph.node:
-        if node.op_type == "Constant" and node.attribute and node.attribute[0].name == "value":
+        if node.op_type == "Constant" and node.output[0] in wanted and node.attribute \
+                and node.attribute[0].name == "value":
             out[node.output[0]] = numpy_helper.to_array(node.attribute[0].t)
     return out
 
