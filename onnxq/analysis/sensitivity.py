@@ -44,6 +44,7 @@ from tqdm import tqdm
 
 from onnxq import runtime
 from onnxq.analysis.metrics import ErrorSums, accumulate
+from onnxq.analysis.segmented import SegmentRunner, live_bytes, run_from_cuts
 from onnxq.collect.data import Feed
 from onnxq.errors import ConfigError, OnnxqError
 from onnxq.placement.plan import QuantPlan
@@ -91,17 +92,23 @@ class LayerSensitivity:
 @dataclass(frozen=True)
 class SensitivityOptions:
     """``mode``: "both", "one" (one at a time) or "loo" (leave one out); ``workers``: parallel runs
-    (default: the CPU count); ``exact``: unoptimized float kernels (slower, bit-exact fake quantization)."""
+    (default: the CPU count); ``exact``: unoptimized float kernels (slower, bit-exact fake quantization);
+    ``segments``: cuts of the model whose prefixes are cached (1 = whole-model runs), within
+    ``memory_mb`` for the cached tensors (more falls back to whole-model runs)."""
 
     mode: str = "both"
     workers: int | None = None
     exact: bool = False
+    segments: int = 8
+    memory_mb: float = 2048.0
 
     def __post_init__(self) -> None:
         if self.mode not in MODES:
             raise ConfigError(f"invalid sensitivity mode {self.mode!r}: choose one of {', '.join(MODES)}")
         if self.workers is not None and self.workers < 1:
             raise ConfigError(f"workers must be >= 1, got {self.workers}")
+        if self.segments < 1:
+            raise ConfigError(f"segments must be >= 1, got {self.segments}")
 
 
 @dataclass(frozen=True)
@@ -137,8 +144,9 @@ class GatedEvaluator:
         self.gated = gated
         self.feeds = list(feeds)
         self.workers = max(1, workers or os.cpu_count() or 1)
-        threads = 1 if self.workers > 1 else None
-        self.session = runtime.make_session(gated.model, optimize=not exact, fake_quant=True, threads=threads)
+        self.exact = exact
+        self.threads = 1 if self.workers > 1 else None
+        self.session = runtime.make_session(gated.model, optimize=not exact, fake_quant=True, threads=self.threads)
         self.evaluations = 0
         self._lock = threading.Lock()
         self.reference = self.outputs(())
@@ -155,10 +163,7 @@ class GatedEvaluator:
 
     def score(self, quantized: Iterable[str]) -> Score:
         """The score with exactly the units in ``quantized`` quantized."""
-        outs = self.outputs(quantized)
-        with self._lock:
-            self.evaluations += 1
-        return self.score_outputs(outs)
+        return self.score_thunks([lambda: self.outputs(quantized)])[0]
 
     def score_model(self, model: onnx.ModelProto) -> Score:
         """Score another model with the same inputs and outputs (a rewritten QDQ model), run exactly
@@ -184,16 +189,37 @@ class GatedEvaluator:
     def scores(self, configs: Sequence[Iterable[str]], *, progress: bool = False, desc: str = "sensitivity"
                ) -> list[Score]:
         """Scores of many configurations, in order, ``workers`` at a time."""
-        configs = [tuple(c) for c in configs]
-        out: list[Score | None] = [None] * len(configs)
-        bar = tqdm(total=len(configs), desc=desc, unit="config", disable=not progress, leave=False)
+        thunks = [lambda c=tuple(c): self.outputs(c) for c in configs]
+        bar = tqdm(total=len(thunks), desc=desc, unit="config", disable=not progress, leave=False)
+        try:
+            return self.score_thunks(thunks, bar)
+        finally:
+            bar.close()
+
+    def score_thunks(self, thunks: Sequence[Callable[[], Outputs]], bar: tqdm | None = None) -> list[Score]:
+        """Scores of the outputs each thunk computes, in order, ``workers`` at a time."""
+        out: list[Score | None] = [None] * len(thunks)
         with ThreadPoolExecutor(max_workers=self.workers) as pool:
-            futures = {pool.submit(self.score, c): k for k, c in enumerate(configs)}
+            futures = {pool.submit(lambda t=t: self.score_outputs(t())): k for k, t in enumerate(thunks)}
             for fut in as_completed(futures):
                 out[futures[fut]] = fut.result()
-                bar.update(1)
-        bar.close()
+                with self._lock:
+                    self.evaluations += 1
+                if bar is not None:
+                    bar.update(1)
         return out  # type: ignore[return-value]
+
+    def segment_runner(self, segments: int, memory_mb: float) -> SegmentRunner | None:
+        """Sessions for the model cut into ``segments``, or None when caching two states of every sample
+        at a cut would exceed ``memory_mb`` (or there is nothing to cut)."""
+        if segments <= 1 or len(self.units) < 2:
+            return None
+        runner = SegmentRunner(self.gated, segments, exact=self.exact, threads=self.threads)
+        need = 2 * len(self.feeds) * live_bytes(runner, self.feeds[0]) / 2**20
+        if need > memory_mb:
+            log.info("sensitivity: caching prefixes needs ~%.0f MB (> %.0f MB): whole-model runs", need, memory_mb)
+            return None
+        return runner
 
 
 def _bind_metric(metric: Metric | None, reference: Outputs) -> tuple[Callable[[Outputs], float] | None, float | None]:
@@ -240,23 +266,20 @@ def sensitivity(
     gated = build_gated(model, plan, params)
     evaluator = GatedEvaluator(gated, feeds, metric=metric, workers=options.workers, exact=options.exact)
     t1 = time.perf_counter()
-    report = rank(evaluator, _op_types(model), options.mode, progress=progress)
+    report = rank(evaluator, _op_types(model), options, progress=progress)
     timings = {"build": round(t1 - t0, 3), "evaluate": round(time.perf_counter() - t1, 3)}
     return dataclasses.replace(report, seconds=round(time.perf_counter() - t0, 3), timings=timings), evaluator
 
 
-def rank(evaluator: GatedEvaluator, op_types: dict[str, str], mode: str = "both", *, progress: bool = False
-         ) -> SensitivityReport:
+def rank(evaluator: GatedEvaluator, op_types: dict[str, str], options: SensitivityOptions | None = None, *,
+         progress: bool = False) -> SensitivityReport:
     """Run the one-at-a-time and/or leave-one-out experiments on ``evaluator`` and rank its units."""
+    options = options or SensitivityOptions()
+    mode = options.mode
     units = list(evaluator.units)
     use_metric = evaluator.metric is not None
-    configs: list[tuple[str, ...]] = [tuple(units)]
-    if mode in ("both", "one"):
-        configs += [(u,) for u in units]
-    if mode in ("both", "loo"):
-        configs += [tuple(v for v in units if v != u) for u in units]
     t = time.perf_counter()
-    scores = evaluator.scores(configs, progress=progress)
+    scores = _experiments(evaluator, options, progress)
     full = scores[0]
     rest = iter(scores[1:])
     only = [next(rest) for _ in units] if mode in ("both", "one") else [None] * len(units)
@@ -274,9 +297,31 @@ def rank(evaluator: GatedEvaluator, op_types: dict[str, str], mode: str = "both"
     layers.sort(key=_rank_key)
     return SensitivityReport(
         measure="metric" if use_metric else "sqnr_db", samples=len(evaluator.feeds), float_metric=reference,
-        all_quantized=full, layers=tuple(layers), evaluations=len(configs),
+        all_quantized=full, layers=tuple(layers), evaluations=len(scores),
         seconds=round(time.perf_counter() - t, 3),
     )
+
+
+def _experiments(evaluator: GatedEvaluator, options: SensitivityOptions, progress: bool) -> list[Score]:
+    """Scores of: all quantized, then each unit alone (mode one/both), then all but each (loo/both)."""
+    units = list(evaluator.units)
+    one = options.mode in ("both", "one")
+    loo = options.mode in ("both", "loo")
+    configs = [tuple(units)] + ([(u,) for u in units] if one else [])
+    configs += [tuple(v for v in units if v != u) for u in units] if loo else []
+    runner = evaluator.segment_runner(options.segments, options.memory_mb)
+    if runner is None:
+        return evaluator.scores(configs, progress=progress)
+    jobs = [(runner.segment_of(k), "float", (u,)) for k, u in enumerate(units)] if one else []
+    jobs += [(runner.segment_of(k), "quant", c) for k, c in enumerate(configs[1 + len(jobs):])]
+    bar = tqdm(total=len(configs), desc="sensitivity", unit="config", disable=not progress, leave=False)
+    try:
+        _, quantized, scores = run_from_cuts(runner, evaluator.feeds, jobs,
+                                             lambda thunks: evaluator.score_thunks(thunks, bar))
+        full = evaluator.score_thunks([lambda: quantized], bar)[0]
+    finally:
+        bar.close()
+    return [full] + scores
 
 
 def _rank_key(s: LayerSensitivity) -> tuple[float, float, float]:

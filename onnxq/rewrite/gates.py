@@ -42,11 +42,12 @@ GATES_INPUT = "onnxq_gates"
 
 @dataclass(frozen=True)
 class GatedModel:
-    """The gated model and the unit order of its ``gates`` input."""
+    """The gated model, the unit order of its ``gates`` input and each unit's ``If`` node."""
 
     model: onnx.ModelProto
     units: tuple[str, ...]
     gates_input: str = GATES_INPUT
+    if_nodes: tuple[str, ...] = ()
 
     def feed(self, quantized: Iterable[str]) -> dict[str, np.ndarray]:
         """The gates feed that quantizes exactly the units in ``quantized`` (the others run in float)."""
@@ -95,12 +96,13 @@ def build_gated(
             inputs, extra = _quantized_inputs(names, index, nodes[node_name], node_edges, params)
             graph.nodes.extend(extra)
             nodes[node_name].inputs[:] = inputs
-    for k, unit in enumerate(units):
+    if_nodes = tuple(
         _gate_node(graph, names, index, nodes[unit], edges.get(unit, []), params, _gate(graph, names, gates, k))
+        for k, unit in enumerate(units))
     graph.cleanup(remove_unused_graph_inputs=False).toposort()
     out = gs.export_onnx(graph, do_type_check=True)
     _copy_model_fields(model, out)
-    return GatedModel(out, units, gates.name)
+    return GatedModel(out, units, gates.name, if_nodes)
 
 
 def _gate(graph: gs.Graph, names: _Names, gates: gs.Variable, k: int) -> gs.Variable:
@@ -112,8 +114,8 @@ def _gate(graph: gs.Graph, names: _Names, gates: gs.Variable, k: int) -> gs.Vari
 
 def _gate_node(graph: gs.Graph, names: _Names, index: GraphIndex, node: gs.Node,
                node_edges: list[tuple[int, TensorQuantSpec]], params: dict[str, QuantParams],
-               gate: gs.Variable) -> None:
-    """Replace ``node`` by ``If(gate)`` whose branches hold its quantized and its float copy."""
+               gate: gs.Variable) -> str:
+    """Replace ``node`` by ``If(gate)`` whose branches hold its quantized and its float copy; the If's name."""
     q_inputs, extra = _quantized_inputs(names, index, node, node_edges, params)
     branches = []
     for tag, inputs, pre in (("quantized", q_inputs, extra), ("float", list(node.inputs), [])):
@@ -124,8 +126,10 @@ def _gate_node(graph: gs.Graph, names: _Names, index: GraphIndex, node: gs.Node,
     outputs = list(node.outputs)
     node.inputs.clear()
     node.outputs.clear()
-    graph.nodes.append(gs.Node("If", names.new(f"{node.name}_If"), inputs=[gate], outputs=outputs,
+    name = names.new(f"{node.name}_If")
+    graph.nodes.append(gs.Node("If", name, inputs=[gate], outputs=outputs,
                                attrs={"then_branch": branches[0], "else_branch": branches[1]}))
+    return name
 
 
 def _quantized_inputs(names: _Names, index: GraphIndex, node: gs.Node,
