@@ -68,9 +68,9 @@ class Case:
 
 
 CASES = {
-    "efficientnet_lite0": Case("entropy", "efficientnet_agreement.py", "agreement", 98.5, 400, drop=1.25),
+    "efficientnet_lite0": Case("minmax", "efficientnet_agreement.py", "agreement", 98.5, 400),
     "yolox_nano": Case("entropy", "yolox_map.py", "map", 32.4, None, drop=1.0),
-    "minilm_l6_v2": Case("entropy", "minilm_spearman.py", "spearman", 81.0, 1000),
+    "minilm_l6_v2": Case("minmax", "minilm_spearman.py", "spearman", 81.0, 1000, drop=1.0),
     "ppocr_det": Case("entropy", "ppocr_det_hmean.py", "hmean", 86.5, None),
     "ppocr_cls": Case("entropy", "ppocr_cls_accuracy.py", "accuracy", 93.0, None),
 }
@@ -104,9 +104,9 @@ def timing(eval_images: int = 100) -> list[str]:
     units = len(report.layers)
     lines = [
         f"### Full sensitivity, EfficientNet-Lite0 ({datetime.date.today()})", "",
-        f"{units} units ({', '.join(f'{op} x{n}' for op, n in _ops(report))}), {report.evaluations} "
+        (f"{units} units ({', '.join(f'{op} x{n}' for op, n in _ops(report))}), {report.evaluations} "
         f"configurations (all quantized, {units} one at a time, {units} leave one out) x {eval_images} images "
-        f"= {report.evaluations * eval_images} inferences; entropy calibration on 100 images.", "",
+        f"= {report.evaluations * eval_images} inferences; entropy calibration on 100 images."), "",
         "| step | wall s | CPU s | load (1 min) at start / end |", "|---|---:|---:|---|",
         f"| calibration (100 images) | {cal_w:.1f} | {cal_c:.1f} | {start_load:.1f} |",
         f"| sensitivity ({report.timings}) | {w:.1f} | {c:.1f} | {start_load:.1f} / {load():.1f} |", "",
@@ -153,7 +153,7 @@ def fallback(key: str) -> list[str]:
     drop = case.drop if case.drop is not None else float_score - case.target
     rule = FallbackRule(max_metric_drop=drop)
     start_load = load()
-    (result, fb, ranking), w, c = timed(lambda: api.quantize_with_fallback(
+    (result, fb, _ranking), w, c = timed(lambda: api.quantize_with_fallback(
         path, calib, config, rule, eval_data=search, metric=metric, progress=True))
     with tempfile.TemporaryDirectory() as tmp:
         out = Path(tmp) / f"{key}.onnx"
@@ -164,10 +164,10 @@ def fallback(key: str) -> list[str]:
     met = final[case.key_metric] >= case.target and kept >= 0.9 * total
     print(fallback_text(fb))
     return [
-        f"| {key} | {case.method} | {len(search)} | {float_score:.2f} | {fb.start.metric:.2f} | "
+        (f"| {key} | {case.method} | {len(search)} | {float_score:.2f} | {fb.start.metric:.2f} | "
         f"{drop:.2f} | {len(fb.steps)} | {fb.final.metric:.2f} / {fb.verified.metric:.2f} | "
         f"{case.key_metric} {final[case.key_metric]:.2f} (target {case.target}) | {kept}/{total} = "
-        f"{100 * kept / total:.1f} % | {'yes' if met else 'NO'} | {w:.0f} / {c:.0f} ({start_load:.1f}) |",
+        f"{100 * kept / total:.1f} % | {'yes' if met else 'NO'} | {w:.0f} / {c:.0f} ({start_load:.1f}) |"),
         json.dumps({"key": key, "float_nodes": list(fb.float_nodes), "bought": [round(s.bought, 3) for s in fb.steps],
                     "final": final}),
     ]
@@ -206,9 +206,9 @@ def main() -> int:
         lines += timing(args.eval_images)
     if args.fallback:
         lines += [f"### Automatic fallback ({datetime.date.today()})", "",
-                  "| model | start method | search samples | float metric | all quantized | max drop | "
+                  ("| model | start method | search samples | float metric | all quantized | max drop | "
                   "layers in float | after fallback: estimate / exact | full eval, exact | Conv/Gemm/MatMul "
-                  "quantized | target met | wall / CPU s (load) |", "|" + "---|" * 12]
+                  "quantized | target met | wall / CPU s (load) |"), "|" + "---|" * 12]
         details = []
         for key in args.fallback:
             row, detail = fallback(key)

@@ -15,6 +15,7 @@ import numpy as np
 import onnx
 
 from onnxq import __version__, io, runtime
+from onnxq.analysis.activation_means import bias_corrected
 from onnxq.analysis.metrics import output_similarity
 from onnxq.calibrate.solve import solve
 from onnxq.collect import data as data_mod
@@ -101,10 +102,18 @@ def quantize(
     timings["calibrate"] = time.perf_counter() - t
     t = time.perf_counter()
     params = solve(stats, qplan, pre, config)
+    corrected = pre
+    if config.weights.bias_correction:
+        if source is None:
+            notes.append("bias correction skipped: it needs the calibration data, not only statistics")
+        else:
+            t_bc = time.perf_counter()
+            corrected = bias_corrected(pre, qplan, params, source)
+            timings["bias_correction"] = time.perf_counter() - t_bc
     dq_only = config.weights.format is WeightFormat.DQ_ONLY or config.target is Target.ORT_CPU
-    qmodel = insert_qdq(pre, qplan, params, dq_only=dq_only)
+    qmodel = insert_qdq(corrected, qplan, params, dq_only=dq_only)
     _stamp(qmodel, config)
-    timings["rewrite"] = time.perf_counter() - t
+    timings["rewrite"] = time.perf_counter() - t - timings.get("bias_correction", 0.0)
     t = time.perf_counter()
     sample = _first_sample(source, pre) if source is not None else None
     try:
@@ -242,7 +251,7 @@ def quantize_with_fallback(
     import dataclasses
 
     from onnxq.analysis.fallback import FallbackRule, choose_float_layers
-    from onnxq.analysis.sensitivity import SensitivityOptions, sensitivity
+    from onnxq.analysis.sensitivity import GatedEvaluator, SensitivityOptions, sensitivity
 
     config = config or QuantConfig()
     rule = rule if rule is not None else FallbackRule()  # FallbackRule() names the missing stopping rule
@@ -267,6 +276,8 @@ def quantize_with_fallback(
     t = time.perf_counter()
     ranking, evaluator = sensitivity(pre, qplan, params, feeds, options, metric=metric, progress=progress)
     timings["sensitivity"] = time.perf_counter() - t
+    if not options.exact:  # decide on exact runs: they are what the written model computes
+        evaluator = GatedEvaluator(evaluator.gated, feeds, metric=metric, workers=options.workers, exact=True)
     chosen = choose_float_layers(evaluator, ranking, rule, progress=progress)
     timings["fallback"] = time.perf_counter() - t - timings["sensitivity"]
     final = dataclasses.replace(config, exclude_nodes=tuple(config.exclude_nodes) + chosen.exclude_patterns)

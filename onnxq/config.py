@@ -68,6 +68,9 @@ class ActivationSpec:
     num_bins: int = 2048
     percentile: float = 99.99
     batch_statistic: BatchStatistic = BatchStatistic.NONE
+    # Histogram methods: replace a threshold whose expected squared quantization error is more than this
+    # times the MSE-optimal one by the latter (None: off). minmax is never changed (it promises no clipping).
+    guard_ratio: float | None = 2.0
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "method", _enum(Method, self.method, "activation method"))
@@ -98,6 +101,10 @@ class WeightSpec:
     # products in int16 and saturate with full-range weights; 7 bits cannot saturate. None = the target's
     # default: on for ort-cpu, off for tensorrt (TensorRT has no such limit).
     reduce_range: bool | None = None
+    # Fold the mean output error of weight quantization into the float biases (Nagel et al. 2019, DFQ
+    # section 4.2): one extra float pass over the calibration data. EfficientNet-Lite0 TensorRT: top-1
+    # agreement 97.25-97.5 -> 98.25-98.5 %, logit MSE halved (benchmarks/accuracy_experiments.py).
+    bias_correction: bool = True
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "method", _enum(WeightMethod, self.method, "weight method"))

@@ -128,3 +128,11 @@ def test_quantize_report_without_fallback_has_histograms_and_layers(setup, tmp_p
     html = page.read_text()
     assert "Activation histograms" in html and "Per-layer SQNR" in html and "Automatic fallback" not in html
     assert html.count('<div class=card>') == 3  # x, r (shared by Conv_1 and Add), f
+
+
+def test_sensitivity_html_report(setup, tmp_path):
+    page = tmp_path / "s.html"
+    assert main(["-q", "sensitivity", *_base(setup), "--report", str(page), "--method", "entropy"]) == 0
+    html = page.read_text()
+    assert "<h2>Sensitivity</h2>" in html and "Activation histograms" in html and "<script" not in html
+    assert html.count("leave-one-out gain (dB):") == 4  # one bar per quantized node

@@ -296,3 +296,30 @@ def test_evaluator_scores_a_rewritten_model_like_the_gated_one():
     for form in (True, False):
         got = ev.score_model(insert_qdq(pre, qplan, params, dq_only=form))
         assert got.sqnr_db == pytest.approx(gated.sqnr_db, abs=1e-4) and got.cosine == pytest.approx(gated.cosine)
+
+
+# ------------------------------------------------------------------------------------------ segments
+
+def test_segments_chained_equal_the_whole_gated_model():
+    from onnxq.analysis.segmented import SegmentRunner
+
+    pre, qplan, params, feeds = _quantized(CNN, CNN_WEIGHTS, (1, 3, 8, 8))
+    gated = build_gated(pre, qplan, params)
+    runner = SegmentRunner(gated, 3, exact=True, threads=1)
+    assert len(runner.segments) == 3 and [s.first_unit for s in runner.segments] == [0, 1, 3]
+    rng = np.random.default_rng(4)
+    for _ in range(6):
+        subset = [u for u in gated.units if rng.random() < 0.5]
+        want = _exact(gated.model, {**feeds[0], **gated.feed(subset)})
+        got = runner.finish(0, dict(feeds[0]), gated.feed(subset))
+        assert all(np.array_equal(a, b) for a, b in zip(got, want))
+
+
+@pytest.mark.parametrize("memory_mb", [2048.0, 1e-6])  # the second cannot cache: whole-model runs
+def test_segmented_sensitivity_equals_whole_model_runs(memory_mb):
+    pre, qplan, params, feeds = _quantized(CNN, CNN_WEIGHTS, (1, 3, 8, 8))
+    whole, _ = sensitivity(pre, qplan, params, feeds, SensitivityOptions(segments=1, exact=True, workers=2))
+    cut, _ = sensitivity(pre, qplan, params, feeds,
+                         SensitivityOptions(segments=3, exact=True, workers=2, memory_mb=memory_mb))
+    assert cut.all_quantized == whole.all_quantized and cut.evaluations == whole.evaluations == 11
+    assert [(l.node, l.only, l.all_but) for l in cut.layers] == [(l.node, l.only, l.all_but) for l in whole.layers]
