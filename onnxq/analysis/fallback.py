@@ -100,11 +100,12 @@ class FallbackResult:
     rule: FallbackRule
     measure: str  # "metric" or "sqnr_db": what decided each step
     float_metric: float | None
-    start: Score  # every unit quantized (gated estimate)
-    final: Score  # after the fallback (gated estimate)
+    start: Score  # every unit quantized (gated model)
+    final: Score  # after the fallback (gated model)
     steps: tuple[FallbackStep, ...]
     met: bool  # the rule's targets hold for ``final`` (always False for a rule without target)
     evaluations: int
+    exact: bool = False  # the gated runs were exact (no graph optimization), not an estimate
     verified: Score | None = None  # the rewritten model, evaluated exactly
     verified_met: bool | None = None
 
@@ -185,4 +186,4 @@ def choose_float_layers(
         bar.update(1)
     bar.close()
     return FallbackResult(rule, measure, float_metric, start, current, tuple(steps),
-                          rule.holds(current, float_metric), evaluations)
+                          rule.holds(current, float_metric), evaluations, evaluator.exact)

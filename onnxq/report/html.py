@@ -103,8 +103,9 @@ def _fallback(fb: FallbackResult) -> str:
     status = ("<span class=ok>target met</span>" if met else "<span class=bad>target not met</span>") \
         if rule.has_target else "<span class=muted>no target: the top layers by sensitivity</span>"
     out = [f"<h2>Automatic fallback</h2><p>Rule: {_e(', '.join(p for p in parts if p))}. {status}.</p>"]
-    rows = [("float model metric", _num(fb.float_metric)), ("all layers quantized (estimate)", _score(fb.start)),
-            (f"after {len(fb.steps)} layer(s) in float (estimate)", _score(fb.final))]
+    how = "gated model, exact" if fb.exact else "gated model, estimate"
+    rows = [("float model metric", _num(fb.float_metric)), (f"all layers quantized ({how})", _score(fb.start)),
+            (f"after {len(fb.steps)} layer(s) in float ({how})", _score(fb.final))]
     if fb.verified is not None:
         rows.append(("written model, evaluated exactly", _score(fb.verified)))
     out.append(_table(["", ""], rows))

@@ -92,8 +92,9 @@ def sensitivity_json(report: SensitivityReport, top: int = 0) -> str:
 def fallback_text(result: FallbackResult) -> str:
     unit = "dB" if result.measure == "sqnr_db" else "points"
     target = "met" if result.met else "not met" if result.rule.has_target else "none"
+    how = "exact runs" if result.exact else "estimate"
     lines = [f"fallback   {len(result.steps)} layer(s) left in float ({result.evaluations} evaluations); "
-             + f"target {target} (estimate)"]
+             + f"target {target} ({how})"]
     lines.append(f"           all quantized: {_score(result.start)}")
     for k, s in enumerate(result.steps, 1):
         lines.append(f"           {k:2d}. {s.node} ({s.op_type}) bought {s.bought:+.4g} {unit} -> {_score(s.after)}")
