@@ -45,6 +45,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))  # run from a checkout without installing; `models` is a namespace package
 
+import numpy as np  # noqa: E402
 import onnx  # noqa: E402
 import onnxruntime as ort  # noqa: E402
 from onnxruntime import quantization as ortq  # noqa: E402
@@ -341,24 +342,31 @@ def blame(key: str, best: Row, samples: int, top: int) -> list[str]:
                       f"{first_bad.sqnr_db:.1f} dB)."]
     drops = local_drops(onnx.load(str(qpath)), report.layers)[:top]
     if drops:
-        lines += ["", "Largest local SQNR drops (where the error is added, not where it arrives): worst input "
-                      "as read by the node, the node's output, and the output after its own Q/DQ.", "",
-                  "| tensor | op | node | input dB | output dB | after own Q/DQ dB | local drop dB |",
+        lines += ["", "Where the error is added (not where it arrives): per node, its worst input as the node reads "
+                      "it, its output, the output after its own Q/DQ, and the SQNR of the noise it adds alone "
+                      "(10 log10 of 1 / (10^(-out/10) - 10^(-in/10))), lowest first. Nodes with an input that "
+                      "both models do not share are left out.", "",
+                  "| tensor | op | node | input dB | output dB | after own Q/DQ dB | added noise alone dB |",
                   "|---|---|---|---|---|---|---|"]
-        for worst_in, r in drops:
+        for local, worst_in, r in drops:
             out_db = r.pre_qdq_sqnr_db if r.pre_qdq_sqnr_db is not None else r.sqnr_db
             lines.append(f"| `{r.tensor}` | {r.op_type} | `{r.node}` | {worst_in:.1f} | {out_db:.1f} | "
-                         f"{r.sqnr_db:.1f} | {worst_in - r.sqnr_db:.1f} |")
+                         f"{r.sqnr_db:.1f} | {local:.1f} |")
     return lines + [""]
 
 
-def local_drops(qm: onnx.ModelProto, layers) -> list[tuple[float, object]]:
-    """(worst input SQNR, row) per activation tensor, largest drop (worst input - own SQNR) first.
+def local_drops(qm: onnx.ModelProto, layers) -> list[tuple[float, float, object]]:
+    """(SQNR of the noise the node adds alone, worst input SQNR, row), worst first.
 
-    Inputs are read as the node reads them (a DQ output maps back to the tensor it dequantizes); weights
-    are left out so that a node whose weights hurt shows the drop itself.
+    Noise powers relative to the signal add (independent noise): 10^(-out/10) - 10^(-in/10) is what the
+    node (with its weights and its own Q/DQ) adds. Inputs are read as the node reads them (a DQ output maps
+    back to the tensor it dequantizes); constants (weights and their Q/DQ) are part of the node.
     """
     rows = {r.tensor: r for r in layers if r.role != "weight"}
+    const = {t.name for t in qm.graph.initializer}
+    for n in qm.graph.node:
+        if n.op_type == "Constant" or all(i in const for i in n.input if i):
+            const.update(n.output)
     q_src = {n.output[0]: n.input[0] for n in qm.graph.node if n.op_type == "QuantizeLinear"}
     dq_src = {n.output[0]: q_src[n.input[0]] for n in qm.graph.node
               if n.op_type == "DequantizeLinear" and n.input[0] in q_src}
@@ -366,12 +374,14 @@ def local_drops(qm: onnx.ModelProto, layers) -> list[tuple[float, object]]:
     out = []
     for name, r in rows.items():
         node = producer.get(name)
-        if node is None:
+        inputs = [dq_src.get(i, i) for i in (node.input if node is not None else []) if i and i not in const]
+        if not inputs or any(i not in rows for i in inputs):
             continue
-        ins = [rows[dq_src.get(i, i)].sqnr_db for i in node.input if dq_src.get(i, i) in rows]
-        if ins:
-            out.append((min(ins), r))
-    return sorted(out, key=lambda x: x[1].sqnr_db - x[0])
+        worst_in = min(rows[i].sqnr_db for i in inputs)
+        added = 10 ** (-r.sqnr_db / 10) - 10 ** (-worst_in / 10)
+        if added > 0:
+            out.append((-10 * np.log10(added), worst_in, r))
+    return sorted(out, key=lambda x: x[0])
 
 
 # ------------------------------------------------------------------------------------------ rendering

@@ -238,10 +238,11 @@ def quantize_with_fallback(
     stats: dict[str, TensorStats] | None = None,
     progress: bool = False,
 ) -> tuple[QuantResult, Any, Any]:
-    """Quantize with automatic float fallback: returns (result, FallbackResult, SensitivityReport).
+    """Quantize with automatic float fallback: returns (result, FallbackResult, SensitivityReport or None).
 
-    Ranks the quantized layers by sensitivity on ``eval_data`` (default: ``data``), leaves the most
-    sensitive in float until ``rule`` (an ``onnxq.analysis.fallback.FallbackRule``) holds, then plans and
+    Ranks the quantized layers by sensitivity on ``eval_data`` (default: ``data``; no ranking, None, when
+    the fully quantized model already meets the target), leaves the most sensitive in float until
+    ``rule`` (an ``onnxq.analysis.fallback.FallbackRule``) holds, then plans and
     rewrites once with them excluded (``config.exclude_nodes`` gains one ``^name$`` pattern each, so the
     recorded config reproduces the model). Statistics are collected once, with histograms (any method can
     then solve from them), and reused; tensors only the final plan quantizes are collected then. The
@@ -250,8 +251,8 @@ def quantize_with_fallback(
     """
     import dataclasses
 
-    from onnxq.analysis.fallback import FallbackRule, choose_float_layers
-    from onnxq.analysis.sensitivity import GatedEvaluator, SensitivityOptions, sensitivity
+    from onnxq.analysis.fallback import FallbackRule, run_fallback
+    from onnxq.analysis.sensitivity import quant_form
 
     config = config or QuantConfig()
     rule = rule if rule is not None else FallbackRule()  # FallbackRule() names the missing stopping rule
@@ -272,14 +273,11 @@ def quantize_with_fallback(
     if evaluation is None:
         raise data_mod.CalibrationDataError("automatic fallback needs evaluation data: pass eval_data (--eval-data)")
     feeds = list(as_source(evaluation, pre))
-    options = options or SensitivityOptions(mode="loo")  # the fallback ranks by leave-one-out gain only
     t = time.perf_counter()
-    ranking, evaluator = sensitivity(pre, qplan, params, feeds, options, metric=metric, progress=progress)
-    timings["sensitivity"] = time.perf_counter() - t
-    if not options.exact:  # decide on exact runs: they are what the written model computes
-        evaluator = GatedEvaluator(evaluator.gated, feeds, metric=metric, workers=options.workers, exact=True)
-    chosen = choose_float_layers(evaluator, ranking, rule, progress=progress)
-    timings["fallback"] = time.perf_counter() - t - timings["sensitivity"]
+    form = quant_form(pre, qplan, params, config, source)  # what quantize() will write, bias correction included
+    chosen, ranking, evaluator = run_fallback(pre, qplan, params, feeds, rule, options, metric=metric, form=form,
+                                              progress=progress)
+    timings["fallback"] = time.perf_counter() - t
     final = dataclasses.replace(config, exclude_nodes=tuple(config.exclude_nodes) + chosen.exclude_patterns)
     stats = _complete_stats(pre, plan(pre, final), stats, source, final, progress)
     result = quantize(model, source, final, stats=stats, progress=progress)

@@ -292,8 +292,9 @@ class _Running:
         for name in plan.outputs:
             if not _add(self.outputs, name, fv[name], qv[name], self.logits[name]):
                 raise UnsupportedModelError(
-                    f"output '{name}' has shape {np.shape(fv[name])} in the float model but {np.shape(qv[name])} "
-                    "in the quantized one; compare a model with its own quantized version")
+                    f"output '{name}' has shape {np.shape(fv[name])} in the float model but "
+                    f"{np.shape(qv[name])} in the quantized one; compare a model with its own quantized "
+                    "version")
         for t in plan.layers:
             if t in plan.dq:
                 _add(self.pre, t, fv[t], qv[t])
@@ -351,7 +352,8 @@ def compare(
     )
 
 
-def _weight_sums(quant_model: onnx.ModelProto, plan: _Plan, qv: dict[str, np.ndarray]) -> dict[str, ErrorSums]:
+def _weight_sums(quant_model: onnx.ModelProto, plan: _Plan,
+                 qv: dict[str, np.ndarray]) -> dict[str, ErrorSums]:
     """Weight error once: the float initializer against its dequantized value (data does not change it)."""
     inits = {t.name: t for t in quant_model.graph.initializer if t.name in plan.weights}
     out: dict[str, ErrorSums] = {}
@@ -402,4 +404,5 @@ def dump_tensors(
     qs = runtime.make_session(_expose(quant_model, list(_node_outputs(quant_model))))
     f_names, q_names = runtime.output_names(fs), runtime.output_names(qs)
     for feed in source:
-        yield (dict(zip(f_names, runtime.run(fs, feed, f_names))), dict(zip(q_names, runtime.run(qs, feed, q_names))))
+        yield (dict(zip(f_names, runtime.run(fs, feed, f_names))),
+               dict(zip(q_names, runtime.run(qs, feed, q_names))))

@@ -30,13 +30,26 @@ import dataclasses
 import logging
 import math
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
+import onnx
 from tqdm import tqdm
 
-from onnxq.analysis.sensitivity import GatedEvaluator, Score, SensitivityReport
+from onnxq.analysis.sensitivity import (
+    GatedEvaluator,
+    Metric,
+    Score,
+    SensitivityOptions,
+    SensitivityReport,
+    rank,
+)
+from onnxq.collect.data import Feed
 from onnxq.errors import ConfigError
+from onnxq.placement.plan import QuantPlan
+from onnxq.rewrite.gates import QuantForm, build_gated
+from onnxq.rewrite.insert_qdq import QuantParams
 
 log = logging.getLogger(__name__)
 
@@ -129,14 +142,14 @@ def exclude_patterns(nodes: tuple[str, ...] | list[str]) -> tuple[str, ...]:
     return tuple(f"^{re.escape(n)}$" for n in nodes)
 
 
-def _measure(rule: FallbackRule, report: SensitivityReport) -> str:
+def _measure(rule: FallbackRule, float_metric: float | None, default: str) -> str:
     if rule.max_metric_drop is not None:
-        if report.float_metric is None:
+        if float_metric is None:
             raise ConfigError("--max-metric-drop needs a metric: pass --metric-script FILE")
         return "metric"
     if rule.min_sqnr_db is not None:
         return "sqnr_db"
-    return report.measure
+    return default
 
 
 def _value(score: Score, measure: str) -> float:
@@ -145,24 +158,25 @@ def _value(score: Score, measure: str) -> float:
 
 def choose_float_layers(
     evaluator: GatedEvaluator, report: SensitivityReport, rule: FallbackRule, *,
-    lookahead: int | None = None, progress: bool = False,
+    lookahead: int | None = None, start: Score | None = None, progress: bool = False,
 ) -> FallbackResult:
     """Greedily move the most sensitive units of ``report`` to float until ``rule`` holds (see module doc).
 
     ``evaluator`` scores each step (it may differ from the one that ranked: the fallback of
     :func:`onnxq.api.quantize_with_fallback` decides on exact runs); each round tries the next
-    ``lookahead`` candidates (default: the evaluator's workers, at least 4) and keeps the best.
+    ``lookahead`` candidates (default: the evaluator's workers, at least 4) and keeps the best. ``start``:
+    the evaluator's score with every unit quantized, when already known.
     """
-    measure = _measure(rule, report)
     float_metric = evaluator.float_metric if evaluator.float_metric is not None else report.float_metric
+    measure = _measure(rule, float_metric, report.measure)
     op_types = {layer.node: layer.op_type for layer in report.layers}
     pool = [layer.node for layer in report.layers]
     cap = rule.cap(len(pool))
     width = lookahead or max(evaluator.workers, 4)
     quantized = set(evaluator.units)
-    start = current = evaluator.score(quantized)
+    evaluations = int(start is None)
+    start = current = start if start is not None else evaluator.score(quantized)
     steps: list[FallbackStep] = []
-    evaluations = 1
     bar = tqdm(total=cap, desc="fallback", unit="layer", disable=not progress, leave=False)
     while pool and len(steps) < cap and not rule.holds(current, float_metric):
         batch = pool[:width]
@@ -187,3 +201,35 @@ def choose_float_layers(
     bar.close()
     return FallbackResult(rule, measure, float_metric, start, current, tuple(steps),
                           rule.holds(current, float_metric), evaluations, evaluator.exact)
+
+
+def run_fallback(
+    model: onnx.ModelProto,
+    plan: QuantPlan,
+    params: dict[str, QuantParams],
+    feeds: Sequence[Feed],
+    rule: FallbackRule,
+    options: SensitivityOptions | None = None,
+    *,
+    metric: Metric | None = None,
+    form: QuantForm | None = None,
+    progress: bool = False,
+) -> tuple[FallbackResult, SensitivityReport | None, GatedEvaluator]:
+    """Choose the layers of the preprocessed ``model`` to leave in float: (result, ranking, exact evaluator).
+
+    The fully quantized model is scored first (exactly); when it already meets the rule's target, no
+    ranking is run (``ranking`` None). Otherwise the units are ranked (``options``, default leave one out)
+    and :func:`choose_float_layers` decides on exact runs of the same gated model. ``form``: how the model
+    will be written (:func:`onnxq.analysis.sensitivity.quant_form`), so the gated runs compute it.
+    """
+    options = options or SensitivityOptions(mode="loo")
+    gated = build_gated(model, plan, params, form=form)
+    exact = GatedEvaluator(gated, feeds, metric=metric, workers=options.workers, exact=True)
+    measure = _measure(rule, exact.float_metric, "metric" if exact.metric is not None else "sqnr_db")
+    start = exact.score(exact.units)
+    if rule.has_target and rule.holds(start, exact.float_metric):
+        log.info("fallback: the fully quantized model already meets the target")
+        return FallbackResult(rule, measure, exact.float_metric, start, start, (), True, 1, True), None, exact
+    ranker = exact if options.exact else GatedEvaluator(gated, feeds, metric=metric, workers=options.workers)
+    ranking = rank(ranker, {n.name: n.op_type for n in model.graph.node}, options, progress=progress)
+    return choose_float_layers(exact, ranking, rule, start=start, progress=progress), ranking, exact

@@ -110,7 +110,11 @@ def _dot(x: np.ndarray, y: np.ndarray) -> float:
     if x.dtype != np.float32 or y.dtype != np.float32:
         return float(np.dot(x.astype(np.float64, copy=False), y.astype(np.float64, copy=False)))
     n = x.size // _CHUNK * _CHUNK
-    head = np.einsum("ij,ij->i", x[:n].reshape(-1, _CHUNK), y[:n].reshape(-1, _CHUNK)).sum(dtype=np.float64)
+    with np.errstate(over="ignore", invalid="ignore"):
+        rows = np.einsum("ij,ij->i", x[:n].reshape(-1, _CHUNK), y[:n].reshape(-1, _CHUNK))
+        head = rows.sum(dtype=np.float64)
+    if not np.isfinite(head):  # float32 products overflow (e.g. -3.4e38 attention masks): redo in float64
+        return float(np.dot(x.astype(np.float64), y.astype(np.float64)))
     return float(head + np.dot(x[n:].astype(np.float64), y[n:].astype(np.float64)))
 
 

@@ -43,12 +43,14 @@ import onnx
 from tqdm import tqdm
 
 from onnxq import runtime
+from onnxq.analysis.activation_means import bias_corrected
 from onnxq.analysis.metrics import ErrorSums, accumulate
 from onnxq.analysis.segmented import SegmentRunner, live_bytes, run_from_cuts
 from onnxq.collect.data import Feed
+from onnxq.config import QuantConfig
 from onnxq.errors import ConfigError, OnnxqError
 from onnxq.placement.plan import QuantPlan
-from onnxq.rewrite.gates import GatedModel, build_gated
+from onnxq.rewrite.gates import GatedModel, QuantForm, build_gated, prequantized_weights
 from onnxq.rewrite.insert_qdq import QuantParams
 
 log = logging.getLogger(__name__)
@@ -222,6 +224,16 @@ class GatedEvaluator:
         return runner
 
 
+def quant_form(model: onnx.ModelProto, plan: QuantPlan, params: dict[str, QuantParams], config: QuantConfig,
+               calibration: Iterable[Feed] | None) -> QuantForm:
+    """How :func:`onnxq.api.quantize` writes ``model`` under ``config``: int8 or float -> Q -> DQ weights,
+    and the bias-corrected float model (one float pass over the calibration data) when that is on."""
+    corrected = None
+    if config.weights.bias_correction and calibration is not None:
+        corrected = bias_corrected(model, plan, params, calibration)
+    return QuantForm(prequantized_weights(config), corrected)
+
+
 def _bind_metric(metric: Metric | None, reference: Outputs) -> tuple[Callable[[Outputs], float] | None, float | None]:
     """A one-argument scorer and the float model's score, from either metric form."""
     if metric is None:
@@ -255,15 +267,17 @@ def sensitivity(
     options: SensitivityOptions | None = None,
     *,
     metric: Metric | None = None,
+    form: QuantForm | None = None,
     progress: bool = False,
 ) -> tuple[SensitivityReport, GatedEvaluator]:
     """Rank the plan's quantized nodes of the preprocessed float ``model`` by their effect on the outputs.
 
-    Returns the report and the evaluator (reusable, e.g. by the automatic fallback).
+    ``form``: how the model will be written (:func:`quant_form`), so each configuration computes what
+    the written model would. Returns the report and the evaluator (reusable).
     """
     options = options or SensitivityOptions()
     t0 = time.perf_counter()
-    gated = build_gated(model, plan, params)
+    gated = build_gated(model, plan, params, form=form)
     evaluator = GatedEvaluator(gated, feeds, metric=metric, workers=options.workers, exact=options.exact)
     t1 = time.perf_counter()
     report = rank(evaluator, _op_types(model), options, progress=progress)

@@ -39,18 +39,22 @@ def add_parser(sub) -> None:
                    help="run the quantized model with onnxruntime graph optimizations for its outputs "
                         "(how an ort-cpu model is deployed; default: off, exact fake quantization)")
     p.add_argument("--metric-script", metavar="FILE",
-                   help="Python file exposing metric(outputs_float, outputs_quant) -> (float_score, quant_score); "
+                   help="Python file exposing metric(outputs_float, outputs_quant) -> "
+                        "(float_score, quant_score); "
                         "each argument is a list over samples of the outputs list (runs that file's code)")
     p.add_argument("--dump", metavar="DIR",
-                   help="write every intermediate tensor of both models as DIR/float/NNNNN.npz, DIR/quant/NNNNN.npz")
+                   help="write every intermediate tensor of both models as DIR/float/NNNNN.npz and "
+                        "DIR/quant/NNNNN.npz")
     p.add_argument("--dump-samples", type=int, default=1, metavar="N", help="samples to dump (default 1)")
     p.add_argument("--format", choices=["text", "json"], default="text", help="report format on stdout")
     t = p.add_argument_group("tolerances (exit status 1 when one is violated)")
     t.add_argument("--min-sqnr", type=float, metavar="DB", help="minimum SQNR of every output, in dB")
     t.add_argument("--min-cosine", type=float, metavar="X", help="minimum cosine of every output")
-    t.add_argument("--min-top1", type=float, metavar="PCT", help="minimum top-1 agreement of logits outputs, in %%")
+    t.add_argument("--min-top1", type=float, metavar="PCT",
+                   help="minimum top-1 agreement of logits outputs, in %%")
     t.add_argument("--max-loss", type=float, metavar="PCT",
-                   help="maximum quantization loss |quant - float| / |float| x 100 of the --metric-script metric")
+                   help="maximum quantization loss |quant - float| / |float| x 100 of the "
+                        "--metric-script metric")
     p.set_defaults(run=run)
 
 

@@ -19,7 +19,7 @@ from pathlib import Path
 
 from onnxq import api, io
 from onnxq.analysis.fallback import FallbackRule
-from onnxq.analysis.sensitivity import Metric, SensitivityOptions, sensitivity
+from onnxq.analysis.sensitivity import Metric, SensitivityOptions, quant_form, sensitivity
 from onnxq.calibrate.solve import solve
 from onnxq.cli import progress_enabled
 from onnxq.cli.common import (
@@ -171,7 +171,9 @@ def run(args: argparse.Namespace) -> int:
     params = solve(stats, qplan, pre, config)
     feeds = list(api.as_source(evaluation, pre))
     options = SensitivityOptions(mode=args.mode, workers=args.workers, exact=args.exact)
-    report, _ = sensitivity(pre, qplan, params, feeds, options, metric=metric, progress=progress)
+    calibration = api.as_source(calib, pre, config.batch_size) if calib is not None else None
+    form = quant_form(pre, qplan, params, config, calibration)
+    report, _ = sensitivity(pre, qplan, params, feeds, options, metric=metric, form=form, progress=progress)
     report = dataclasses.replace(report, model=str(args.model), data=evaluation.description)
     if args.report:
         page = render_html(None, qplan, stats=stats, params=params, sensitivity=report, title=str(args.model))

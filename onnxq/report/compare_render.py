@@ -44,8 +44,8 @@ def compare_text(report: CompareReport, *, top: int = DEFAULT_TOP) -> str:
                       f"loss {m.loss_pct:.3f} %"]
     if report.layers:
         shown = report.layers if top <= 0 else report.layers[:top]
-        lines += ["", f"per-layer SQNR, worst first ({len(shown)} of {len(report.layers)} tensors both models "
-                      "produce; 'before Q/DQ' = before the tensor's own quantization):"]
+        lines += ["", f"per-layer SQNR, worst first ({len(shown)} of {len(report.layers)} tensors both "
+                      "models produce; 'before Q/DQ' = before the tensor's own quantization):"]
         rows = [[r.tensor, r.op_type, r.node, r.role, f"{r.sqnr_db:.2f}", _num(r.pre_qdq_sqnr_db, ".2f"),
                  f"{r.cosine:.6f}", f"{r.max_abs:.4g}"] for r in shown]
         lines += _table(["tensor", "op", "node", "role", "SQNR dB", "before Q/DQ", "cosine", "max abs"], rows)

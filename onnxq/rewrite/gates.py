@@ -17,11 +17,12 @@ branches are optimized like any graph (~15-19 ms, float alone ~12 ms), and a bra
 costs nothing. ``Where`` would also compute Q, DQ and the select whatever the gate.
 
 Weights (and int32 biases) are fake-quantized once in numpy into a constant of the quantized branch,
-exactly ``DQ(Q(w))`` as onnxruntime computes it (round half to even, saturate, then ``(q - zp) * scale``
-in float32). With every gate on, the outputs are those of :func:`onnxq.rewrite.insert_qdq` with the same
-plan and parameters; with every gate off, those of the float model. Graph optimizations that fuse Q/DQ
-into integer kernels must stay off (see :func:`onnxq.runtime.make_session`, ``fake_quant=True``).
-Planned edges of consumers that are not units are quantized unconditionally.
+bit for bit what the written model computes (:func:`fake_quantize`). When bias correction is on, the
+quantized branches carry the corrected biases (:class:`QuantForm`). With every gate on, the outputs are
+those of :func:`onnxq.rewrite.insert_qdq` with the same plan and parameters; with every gate off, those of
+the float model (tested for every subset on small graphs). Graph optimizations that fuse Q/DQ into
+integer kernels must stay off (:func:`onnxq.runtime.make_session` with ``fake_quant=True``). Planned
+edges of consumers that are not units are quantized unconditionally.
 """
 
 from __future__ import annotations
@@ -33,9 +34,17 @@ import numpy as np
 import onnx
 import onnx_graphsurgeon as gs
 
+from onnxq.config import QuantConfig, Target, WeightFormat
 from onnxq.graph.query import GraphIndex
 from onnxq.placement.plan import QuantPlan, Role, TensorQuantSpec
-from onnxq.rewrite.insert_qdq import NP_DTYPES, QuantParams, _copy_model_fields, _Names, quantize_array
+from onnxq.rewrite.insert_qdq import (
+    NP_DTYPES,
+    RANGES,
+    QuantParams,
+    _copy_model_fields,
+    _Names,
+    quantize_array,
+)
 
 GATES_INPUT = "onnxq_gates"
 
@@ -58,25 +67,100 @@ class GatedModel:
         return {self.gates_input: np.array([u in on for u in self.units], dtype=bool)}
 
 
-def fake_quantize(value: np.ndarray, p: QuantParams, *, narrow: bool) -> np.ndarray:
-    """``DQ(Q(value))`` in float32, as onnxruntime computes it for a constant."""
-    q = quantize_array(value, p, narrow=narrow).astype(np.float32)
+def prequantized_weights(config: QuantConfig) -> bool:
+    """Whether :func:`onnxq.api.quantize` writes int8 weights (``dq_only``) rather than float -> Q -> DQ."""
+    return config.weights.format is WeightFormat.DQ_ONLY or config.target is Target.ORT_CPU
+
+
+def fake_quantize(value: np.ndarray, p: QuantParams, *, narrow: bool, in_graph: bool = False) -> np.ndarray:
+    """``DQ(Q(value))`` of a constant, exactly as the rewritten model computes it.
+
+    ``in_graph=False``: the value is quantized in numpy (float64, :func:`quantize_array`) and stored as
+    integers, as ``insert_qdq`` does for int8 weights and int32 biases. ``in_graph=True``: a float
+    weight goes through QuantizeLinear in the model, which divides in float32 (matched bit for bit on
+    262,000 random weights; float64 division differs on a few exact ties).
+    """
     scale = np.asarray(p.scale, np.float32)
     zp = np.asarray(p.zero_point).astype(np.float32)
     if p.axis is not None and value.ndim > 0 and scale.ndim == 1:
         shape = [1] * value.ndim
         shape[p.axis] = -1
         scale, zp = scale.reshape(shape), zp.reshape(shape)
+    if in_graph and value.dtype == np.float32:
+        lo, hi = RANGES[p.dtype]
+        q = np.clip(np.rint(value / scale) + zp, -127 if narrow and p.dtype == "int8" else lo, hi)
+    else:
+        q = quantize_array(value, p, narrow=narrow).astype(np.float32)
     return ((q - zp) * scale).astype(value.dtype)
 
 
+@dataclass(frozen=True)
+class Corrections:
+    """What bias correction changed, per node: constant inputs (``(node, index) -> value``) and, for a
+    MatMul whose bias lives in the following Add, the amount added to its output (``node -> delta``)."""
+
+    inputs: dict[tuple[str, int], np.ndarray]
+    after: dict[str, np.ndarray]
+
+
+def corrections(model: onnx.ModelProto, corrected: onnx.ModelProto) -> Corrections:
+    """The differences of ``corrected`` (``model`` after bias correction, same node names) from ``model``."""
+    a, b = GraphIndex.build(gs.import_onnx(model)), GraphIndex.build(gs.import_onnx(corrected))
+    nodes_b = {n.name: n for n in b.graph.nodes}
+    inputs: dict[tuple[str, int], np.ndarray] = {}
+    after: dict[str, np.ndarray] = {}
+    for node in a.graph.nodes:
+        other = nodes_b.get(node.name)
+        if other is None:
+            continue
+        for i in range(2, len(other.inputs)):
+            new = b.constant_value(other.inputs[i]) if other.inputs[i].name else None
+            old = a.constant_value(node.inputs[i]) if i < len(node.inputs) and node.inputs[i].name else None
+            if new is not None and (old is None or not np.array_equal(old, new)):
+                inputs[(node.name, i)] = new
+        if node.op == "MatMul":
+            delta = _add_delta(a, b, node)
+            if delta is not None:
+                after[node.name] = delta
+    return Corrections(inputs, after)
+
+
+def _add_delta(a: GraphIndex, b: GraphIndex, node: gs.Node) -> np.ndarray | None:
+    users_a, users_b = a.consumers.get(node.outputs[0].name, []), b.consumers.get(node.outputs[0].name, [])
+    if len(users_a) != 1 or len(users_b) != 1 or users_a[0][0].op != "Add":
+        return None
+    (add_a, i), (add_b, _) = users_a[0], users_b[0]
+    old, new = a.constant_value(add_a.inputs[1 - i]), b.constant_value(add_b.inputs[1 - i])
+    if old is None or new is None or np.array_equal(old, new):
+        return None
+    return (new.astype(np.float64) - old.astype(np.float64)).astype(old.dtype)
+
+
+@dataclass(frozen=True)
+class QuantForm:
+    """How ``insert_qdq`` will write the model, so the gated model computes the same thing: ``dq_only``
+    weights (int8 initializers) and ``corrected``, the float model after bias correction (or None)."""
+
+    dq_only: bool = False
+    corrected: onnx.ModelProto | None = None
+
+
 def build_gated(
-    model: onnx.ModelProto, plan: QuantPlan, params: dict[str, QuantParams], units: Sequence[str] | None = None
+    model: onnx.ModelProto, plan: QuantPlan, params: dict[str, QuantParams], units: Sequence[str] | None = None,
+    *, form: QuantForm | None = None,
 ) -> GatedModel:
     """The gated model of ``plan`` with a gate per unit (default: every node of ``plan.quantized_nodes``).
 
-    ``model`` is the preprocessed float model the plan was made for; it is not modified.
+    ``model`` is the preprocessed float model the plan was made for; it is not modified. ``form.dq_only``
+    as for :func:`onnxq.rewrite.insert_qdq` (int8 weights quantized in numpy, or float weights quantized
+    by QuantizeLinear in the graph): the weights are fake-quantized the same way, bit for bit.
+    ``form.corrected``: ``model`` after bias correction (what ``insert_qdq`` rewrites when it is on); the
+    quantized branches then use its biases, the float branches the original ones. A MatMul's correction
+    of the following Add is added inside its quantized branch instead (equal up to float rounding).
     """
+    form = form or QuantForm()
+    dq_only = form.dq_only
+    fix = corrections(model, form.corrected) if form.corrected is not None else Corrections({}, {})
     units = tuple(plan.quantized_nodes if units is None else units)
     graph = gs.import_onnx(model)
     index = GraphIndex.build(graph)
@@ -93,11 +177,15 @@ def build_gated(
             edges.setdefault(node_name, []).append((idx, spec))
     for node_name, node_edges in edges.items():
         if node_name not in units:  # not switchable: quantized in place, as insert_qdq would
-            inputs, extra = _quantized_inputs(names, index, nodes[node_name], node_edges, params)
+            node = nodes[node_name]
+            inputs, extra = _quantized_inputs(names, index, node, node_edges, params, dq_only, fix)
             graph.nodes.extend(extra)
-            nodes[node_name].inputs[:] = inputs
+            node.inputs[:] = inputs
+            if node_name in fix.after:
+                graph.nodes.append(_shifted(names, node, fix.after[node_name]))
     if_nodes = tuple(
-        _gate_node(graph, names, index, nodes[unit], edges.get(unit, []), params, _gate(graph, names, gates, k))
+        _gate_node(graph, names, index, nodes[unit], edges.get(unit, []), params, _gate(graph, names, gates, k),
+                   dq_only, fix)
         for k, unit in enumerate(units))
     graph.cleanup(remove_unused_graph_inputs=False).toposort()
     out = gs.export_onnx(graph, do_type_check=True)
@@ -114,15 +202,18 @@ def _gate(graph: gs.Graph, names: _Names, gates: gs.Variable, k: int) -> gs.Vari
 
 def _gate_node(graph: gs.Graph, names: _Names, index: GraphIndex, node: gs.Node,
                node_edges: list[tuple[int, TensorQuantSpec]], params: dict[str, QuantParams],
-               gate: gs.Variable) -> str:
+               gate: gs.Variable, dq_only: bool, fix: Corrections) -> str:
     """Replace ``node`` by ``If(gate)`` whose branches hold its quantized and its float copy; the If's name."""
-    q_inputs, extra = _quantized_inputs(names, index, node, node_edges, params)
+    q_inputs, extra = _quantized_inputs(names, index, node, node_edges, params, dq_only, fix)
     branches = []
     for tag, inputs, pre in (("quantized", q_inputs, extra), ("float", list(node.inputs), [])):
         outs = [gs.Variable(names.new(f"{o.name}_{tag}"), dtype=o.dtype, shape=o.shape) for o in node.outputs]
         copy = gs.Node(node.op, names.new(f"{node.name}_{tag}"), attrs=dict(node.attrs), inputs=inputs,
                        outputs=outs, domain=node.domain)
-        branches.append(gs.Graph(nodes=pre + [copy], outputs=outs, name=names.new(f"{node.name}_{tag}_branch")))
+        members = pre + [copy]
+        if tag == "quantized" and node.name in fix.after:
+            members.append(_shifted(names, copy, fix.after[node.name]))
+        branches.append(gs.Graph(nodes=members, outputs=outs, name=names.new(f"{node.name}_{tag}_branch")))
     outputs = list(node.outputs)
     node.inputs.clear()
     node.outputs.clear()
@@ -132,10 +223,25 @@ def _gate_node(graph: gs.Graph, names: _Names, index: GraphIndex, node: gs.Node,
     return name
 
 
+def _shifted(names: _Names, node: gs.Node, delta: np.ndarray) -> gs.Node:
+    """An Add of ``delta`` on ``node``'s output: the node writes a new tensor, the Add the old one."""
+    out = node.outputs[0]
+    raw = gs.Variable(names.new(f"{out.name}_uncorrected"), dtype=out.dtype, shape=out.shape)
+    node.outputs[0] = raw
+    return gs.Node("Add", names.new(f"{node.name}_bias_correction"),
+                   inputs=[raw, gs.Constant(names.new(f"{node.name}_bias_delta"), delta)], outputs=[out])
+
+
 def _quantized_inputs(names: _Names, index: GraphIndex, node: gs.Node,
-                      node_edges: list[tuple[int, TensorQuantSpec]], params: dict[str, QuantParams]):
-    """``node``'s inputs with its planned edges fake-quantized, and the Q/DQ nodes that compute them."""
+                      node_edges: list[tuple[int, TensorQuantSpec]], params: dict[str, QuantParams],
+                      dq_only: bool, fix: Corrections):
+    """``node``'s inputs with its planned edges fake-quantized (and its corrected biases), and the Q/DQ
+    nodes that compute them."""
     inputs = list(node.inputs)
+    for (name, i), value in fix.inputs.items():
+        if name == node.name:
+            inputs += [gs.Variable.empty()] * (i + 1 - len(inputs))
+            inputs[i] = gs.Constant(names.new(f"{node.name}_bias_corrected"), value)
     extra: list[gs.Node] = []
     for idx, spec in node_edges:
         tensor = index.tensors[spec.tensor]
@@ -144,8 +250,9 @@ def _quantized_inputs(names: _Names, index: GraphIndex, node: gs.Node,
             q_nodes, inputs[idx] = _qdq(names, tensor, p)
             extra += q_nodes
         else:
-            value = index.constant_value(tensor)
-            fq = fake_quantize(value, p, narrow=spec.role is Role.WEIGHT)
+            value = fix.inputs.get((node.name, idx), index.constant_value(tensor))
+            in_graph = spec.role is Role.WEIGHT and not dq_only  # insert_qdq: float -> Q -> DQ
+            fq = fake_quantize(value, p, narrow=spec.role is Role.WEIGHT and not in_graph, in_graph=in_graph)
             inputs[idx] = gs.Constant(names.new(f"{tensor.name}_fq"), fq)
     return inputs, extra
 

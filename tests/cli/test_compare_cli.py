@@ -102,7 +102,8 @@ def test_bad_input_exit_2(setup, tmp_path, capsys):
     root, _ = setup
     assert main(_cmd(root, "--max-loss", "1")) == 2
     assert "--metric-script" in capsys.readouterr().err
-    assert main(["compare", str(root / "f.onnx"), str(root / "q.onnx"), "--data", str(tmp_path / "nope")]) == 2
+    nope = str(tmp_path / "nope")
+    assert main(["compare", str(root / "f.onnx"), str(root / "q.onnx"), "--data", nope]) == 2
     assert "does not exist" in capsys.readouterr().err
     assert main(["compare", str(root / "f.onnx"), str(tmp_path / "missing.onnx"), "--random", "2"]) == 2
     bad = tmp_path / "bad.py"

@@ -87,6 +87,16 @@ def test_float32_fast_path_matches_float64_reference():
     assert s.max_abs == np.abs(ref.astype(np.float64) - x).max()
 
 
+def test_float32_overflow_falls_back_to_float64():
+    # attention masks hold float32 min: squares overflow float32 but not float64
+    ref = np.zeros(2 * 4096, np.float32)
+    ref[::2] = np.finfo(np.float32).min
+    x = np.where(ref < 0, np.float32(-20.0), ref).astype(np.float32)  # the mask clipped by a quantizer
+    s = accumulate(ErrorSums(), ref, x)
+    assert np.isfinite(s.ref_sq) and s.sqnr_db == pytest.approx(_ref_sqnr([ref], [x]), abs=1e-6)
+    assert s.sqnr_db < 1.0  # wrecked, not "200 dB"
+
+
 def test_looks_like_logits():
     from onnxq.analysis.metrics import looks_like_logits
 
@@ -191,7 +201,7 @@ def test_optimized_mode_and_metric(models):
 
 def test_batched_feeds_count_samples(models):
     fm, qm, feeds = models
-    batch = [{"x": np.concatenate([f["x"] for f in feeds[:3]])}, {"x": np.concatenate([f["x"] for f in feeds[3:]])}]
+    batch = [{"x": np.concatenate([f["x"] for f in part])} for part in (feeds[:3], feeds[3:])]
     a = compare(fm, qm, data.from_iterable(feeds))
     b = compare(fm, qm, data.from_iterable(batch))
     assert b.samples == 6 and b.outputs[0].sqnr_db == pytest.approx(a.outputs[0].sqnr_db, rel=1e-6)
@@ -211,7 +221,8 @@ def test_mismatched_models_are_rejected(models):
 
 
 def _report(**kw):
-    out = OutputComparison("y", (1, 10), kw.pop("sqnr", 30.0), kw.pop("cos", 0.999), 0.1, kw.pop("top1", 99.0))
+    out = OutputComparison("y", (1, 10), kw.pop("sqnr", 30.0), kw.pop("cos", 0.999), 0.1,
+                           kw.pop("top1", 99.0))
     return CompareReport("a", "b", "d", 1, False, (out,), **kw)
 
 

@@ -24,7 +24,7 @@ from onnxq.config import QuantConfig
 from onnxq.errors import ConfigError
 from onnxq.placement.plan import QuantPlan, Role
 from onnxq.rewrite import QuantParams, insert_qdq
-from onnxq.rewrite.gates import build_gated, fake_quantize
+from onnxq.rewrite.gates import QuantForm, build_gated, corrections, fake_quantize
 from onnxq.testing import dq_inputs, model_from_text
 
 MLP = """
@@ -85,12 +85,13 @@ def _restrict(plan: QuantPlan, units) -> QuantPlan:
 
 
 def _fq(x, scale, axis=None):
-    s = np.asarray(scale, np.float64)
+    """QuantizeLinear then DequantizeLinear as ONNX defines them (float32 division, half to even)."""
+    s = np.asarray(scale, np.float32)
     if axis is not None:
         shape = [1] * x.ndim
         shape[axis] = -1
         s = s.reshape(shape)
-    return (np.clip(np.rint(x / s), -128, 127) * s).astype(np.float32)
+    return (np.clip(np.rint(x.astype(np.float32) / s), -128, 127) * s).astype(np.float32)
 
 
 # ------------------------------------------------------------------------------------------ gated model
@@ -122,10 +123,10 @@ def test_gated_mlp_matches_numpy_fake_quantization_for_every_subset():
 def test_gated_cnn_equals_restricted_qdq_model_for_every_subset(target):
     config = QuantConfig(target=target)
     pre, qplan, params, feeds = _quantized(CNN, CNN_WEIGHTS, (1, 3, 8, 8), config)
-    gated = build_gated(pre, qplan, params)
+    dq_only = target == "ort-cpu"
+    gated = build_gated(pre, qplan, params, form=QuantForm(dq_only=dq_only))
     units = gated.units
     assert any(n.startswith("Add") for n in units)  # the residual Add is a unit (tensorrt) too
-    dq_only = target == "ort-cpu"
     subsets = [()] + [(u,) for u in units] + [tuple(v for v in units if v != u) for u in units] + [units]
     for subset in subsets:
         reference = insert_qdq(pre, _restrict(qplan, set(subset)), params, dq_only=dq_only)
@@ -156,7 +157,27 @@ def test_fake_quantize_equals_onnxruntime_qdq_on_ties_and_saturation():
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
     want = _exact(model, {})[0]
     np.testing.assert_array_equal(fake_quantize(w, p, narrow=False), want)
+    np.testing.assert_array_equal(fake_quantize(w, p, narrow=False, in_graph=True), want)
     assert fake_quantize(w, p, narrow=True)[1, 2] == -254.0  # narrow range: -127 * 2
+
+
+def test_in_graph_fake_quantization_divides_in_float32_like_onnxruntime():
+    import onnx
+    from onnx import helper
+
+    rng = np.random.default_rng(0)
+    w = (rng.standard_normal((64, 4096)) * 0.3).astype(np.float32)
+    scale = (np.abs(w).max(1) / 127).astype(np.float32)
+    p = QuantParams(scale, np.zeros(64, np.int8), 0, "int8")
+    graph = helper.make_graph(
+        [helper.make_node("QuantizeLinear", ["w", "s", "z"], ["q"], axis=0),
+         helper.make_node("DequantizeLinear", ["q", "s", "z"], ["y"], axis=0)], "g", [],
+        [helper.make_tensor_value_info("y", onnx.TensorProto.FLOAT, list(w.shape))],
+        [onnx.numpy_helper.from_array(w, "w"), onnx.numpy_helper.from_array(scale, "s"),
+         onnx.numpy_helper.from_array(p.zero_point, "z")])
+    want = _exact(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), {})[0]
+    np.testing.assert_array_equal(fake_quantize(w, p, narrow=False, in_graph=True), want)
+    assert not np.array_equal(fake_quantize(w, p, narrow=False), want)  # float64 division: a few ties differ
 
 
 # ------------------------------------------------------------------------------------------ sensitivity
@@ -323,3 +344,50 @@ def test_segmented_sensitivity_equals_whole_model_runs(memory_mb):
                          SensitivityOptions(segments=3, exact=True, workers=2, memory_mb=memory_mb))
     assert cut.all_quantized == whole.all_quantized and cut.evaluations == whole.evaluations == 11
     assert [(l.node, l.only, l.all_but) for l in cut.layers] == [(l.node, l.only, l.all_but) for l in whole.layers]
+
+
+def test_fallback_skips_the_ranking_when_the_quantized_model_already_meets_the_target():
+    model = model_from_text(CNN, weights=CNN_WEIGHTS)
+    feeds = _feeds((1, 3, 8, 8), 4)
+    result, fb, ranking = api.quantize_with_fallback(model, feeds, QuantConfig(), FallbackRule(min_sqnr_db=-100.0))
+    assert ranking is None and fb.steps == () and fb.met and fb.verified_met and fb.evaluations == 1
+    assert fb.verified == fb.start  # the gated model with every gate on computes the written model exactly
+    assert result.report.config["exclude_nodes"] == []
+
+
+MLP_BIAS = """
+<ir_version: 8, opset_import: ["" : 17]>
+g (float[1,6] x) => (float[1,3] y) {
+  h = MatMul (x, W1)
+  hb = Add (h, B1)
+  r = Relu (hb)
+  c = Gemm <transB=1> (r, G)
+  y = MatMul (c, W2)
+}
+"""
+
+
+@pytest.mark.parametrize("net", ["cnn", "mlp"])
+def test_gated_model_follows_bias_correction_in_its_quantized_branches(net):
+    from onnxq.analysis.activation_means import bias_corrected
+
+    if net == "cnn":
+        pre, qplan, params, feeds = _quantized(CNN, CNN_WEIGHTS, (1, 3, 8, 8))
+    else:  # MatMul + Add bias, a Gemm without C (correction adds one), a MatMul with no bias to absorb it
+        w = {"W1": (6, 5), "B1": (5,), "G": (4, 5), "W2": (4, 3)}
+        pre, qplan, params, feeds = _quantized(MLP_BIAS, w, (1, 6))
+    corrected = bias_corrected(pre, qplan, params, feeds)
+    gated = build_gated(pre, qplan, params, form=QuantForm(corrected=corrected))
+    written = insert_qdq(corrected, qplan, params)
+    for feed in feeds[:3]:
+        want = _exact(written, feed)[0]
+        got = _exact(gated.model, {**feed, **gated.feed(gated.units)})[0]
+        np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-6)  # MatMul's shift: one more rounding
+        if net == "cnn":
+            np.testing.assert_array_equal(got, want)
+        np.testing.assert_array_equal(_exact(gated.model, {**feed, **gated.feed(())})[0], _exact(pre, feed)[0])
+    fix = corrections(pre, corrected)
+    if net == "mlp":  # the Gemm gains a C input; the MatMul's correction lives in the following Add
+        assert set(fix.inputs) == {("Gemm_0", 2)} and set(fix.after) == {"MatMul_0"}
+    else:
+        assert {n for n, _ in fix.inputs} == {n for n in qplan.quantized_nodes if n.startswith("Conv")}
