@@ -9,10 +9,8 @@ preprocessed calibration images repeated as needed to 100 and 1000 samples (batc
   until the end (~63 MB per sample here), so at 1000 samples (~63 GB) they cannot run in 24 GB: those
   rows are skipped and marked so;
 * ``onnxq.quantize`` (TensorRT target) with minmax, entropy, mse and percentile, end to end: preprocess,
-  plan, collect, solve, rewrite, check, save. By default the calibration graph runs unoptimised (exact
-  float values); the rows marked "optimised graph" collect with ``optimize=True`` (onnxruntime's full
-  graph optimisations on the calibration graph: kernel-rounding differences only, see
-  onnxq/collect/collectors.py) and then quantize from those statistics.
+  plan, collect (with the bias-correction means, in the same run), solve, rewrite, check, save, with
+  default options: what ``onnxq quantize`` does.
 
 Each configuration runs in its own process (this script with ``--one``); the parent reads the child's
 peak RSS from ``os.wait4`` and the child reports its own wall time for the timed part (data loading
@@ -49,7 +47,6 @@ CONFIGS = (
     ["plain"]
     + list(ORT_METHODS)
     + [f"onnxq-{m}" for m in ONNXQ_METHODS]
-    + ["onnxq-minmax-opt", "onnxq-entropy-opt"]
 )
 DEFAULT_OUT = REPO / "benchmarks" / "results" / "calibration.md"
 
@@ -88,24 +85,15 @@ def _ort(model: Path, feeds: list[dict[str, np.ndarray]], out: Path, method: str
     return {}
 
 
-def _onnxq(model: Path, feeds: list[dict[str, np.ndarray]], out: Path, method: str, optimize: bool) -> dict:
+def _onnxq(model: Path, feeds: list[dict[str, np.ndarray]], out: Path, method: str) -> dict:
     from onnxq import api
     from onnxq.collect import data
-    from onnxq.collect.collectors import collect
     from onnxq.config import ActivationSpec, QuantConfig
 
     config = QuantConfig(activations=ActivationSpec(method=method))
-    source = data.from_iterable(feeds)
-    if not optimize:
-        result = api.quantize(str(model), source, config)
-        result.save(out)
-        return {"calibrate_s": result.report.timings.get("calibrate")}
-    t = time.perf_counter()
-    pre, _ = api.prepare(str(model))
-    stats, _ = collect(pre, api.plan(pre, config), source, config, optimize=True)
-    calibrate_s = time.perf_counter() - t
-    api.quantize(str(model), source, config, stats=stats).save(out)
-    return {"calibrate_s": calibrate_s}
+    result = api.quantize(str(model), data.from_iterable(feeds), config)
+    result.save(out)
+    return {"calibrate_s": result.report.timings.get("calibrate")}
 
 
 def run_one(name: str, model: Path, images: Path, samples: int) -> dict:
@@ -120,8 +108,7 @@ def run_one(name: str, model: Path, images: Path, samples: int) -> dict:
         elif name in ORT_METHODS:
             extra = _ort(model, feeds, out, ORT_METHODS[name])
         else:
-            method = name.removeprefix("onnxq-").removesuffix("-opt")
-            extra = _onnxq(model, feeds, out, method, optimize=name.endswith("-opt"))
+            extra = _onnxq(model, feeds, out, name.removeprefix("onnxq-"))
         wall = time.perf_counter() - t
     return {"name": name, "samples": samples, "wall_s": wall, "load": load, **extra}
 
@@ -182,8 +169,6 @@ LABELS = {
     "ort-entropy": "onnxruntime quantize_static Entropy",
     "ort-percentile": "onnxruntime quantize_static Percentile",
     **{f"onnxq-{m}": f"onnxq {m}" for m in ONNXQ_METHODS},
-    "onnxq-minmax-opt": "onnxq minmax, optimised graph",
-    "onnxq-entropy-opt": "onnxq entropy, optimised graph",
 }
 HEAD = (
     "| method | samples | wall s | ms/sample | of which collect s | peak RSS GB | wall × plain "
@@ -210,12 +195,12 @@ def summary(results: list[dict]) -> list[str]:
     by = {(r["name"], r["samples"]): r for r in results if "wall_s" in r and "error" not in r}
     lines = []
     ort_e = by.get(("ort-entropy", 100))
-    for name in ("onnxq-entropy", "onnxq-entropy-opt"):
+    for name in ("onnxq-entropy", "onnxq-percentile", "onnxq-mse"):
         if ort_e and (q := by.get((name, 100))):
             speedup = ort_e["wall_s"] / q["wall_s"]
             lines.append(f"- {LABELS[name]} vs onnxruntime Entropy at 100 samples: {speedup:.1f}x faster "
                          "end to end (target >= 10x)")
-    for name in ("onnxq-entropy", "onnxq-entropy-opt", "onnxq-minmax"):
+    for name in ("onnxq-entropy", "onnxq-minmax"):
         small, big = by.get((name, 100)), by.get((name, 1000))
         if small and big:
             ratio = big["peak_rss_gb"] / small["peak_rss_gb"]

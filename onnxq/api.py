@@ -15,11 +15,11 @@ import numpy as np
 import onnx
 
 from onnxq import __version__, io, runtime
-from onnxq.analysis.activation_means import bias_corrected
+from onnxq.analysis.activation_means import bias_corrected, correction_nodes, moment_reducers
 from onnxq.analysis.metrics import output_similarity
 from onnxq.calibrate.solve import solve
 from onnxq.collect import data as data_mod
-from onnxq.collect.collectors import collect
+from onnxq.collect.collectors import collect, collect_all
 from onnxq.collect.stats import TensorStats
 from onnxq.config import QuantConfig, Target, WeightFormat
 from onnxq.errors import UnsupportedModelError, ValidationError
@@ -29,6 +29,7 @@ from onnxq.preprocess import preprocess
 from onnxq.preprocess.names import name_nodes
 from onnxq.report.records import QuantReport, TensorRecord
 from onnxq.rewrite import QuantParams, insert_qdq
+from onnxq.rewrite.bias_correction import correct_biases
 
 log = logging.getLogger(__name__)
 
@@ -95,15 +96,22 @@ def quantize(
     source = as_source(data, pre, config.batch_size) if data is not None else None
     t = time.perf_counter()
     samples = 0
+    correct = config.weights.bias_correction
+    moments = None
     if stats is None:
         if source is None:
             raise data_mod.CalibrationDataError("give calibration data or precomputed statistics (--load-stats)")
-        stats, samples = collect(pre, qplan, source, config, progress=progress)
+        # The bias-correction means come from the same run of the model as the statistics.
+        reducers = moment_reducers(correction_nodes(pre, qplan)) if correct else []
+        collected = collect_all(pre, qplan, source, config, reducers=reducers, progress=progress)
+        stats, samples, moments = collected.stats, collected.samples, collected.reduced
     timings["calibrate"] = time.perf_counter() - t
     t = time.perf_counter()
     params = solve(stats, qplan, pre, config)
     corrected = pre
-    if config.weights.bias_correction:
+    if correct and moments is not None:
+        corrected = correct_biases(pre, qplan, params, moments) if moments else pre
+    elif correct:
         if source is None:
             notes.append("bias correction skipped: it needs the calibration data, not only statistics")
         else:

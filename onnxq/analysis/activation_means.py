@@ -10,12 +10,14 @@ Two measurements, both streaming (each batch is reduced and dropped):
   float or quantized. Comparing the two is the empirical correction, which also catches the mean shift
   of activation clipping and of upstream layers.
 
-This is a separate pass over the data from the histogram collector; it could be merged into it later
-(the collector already exposes the same input tensors).
+``moment_reducers`` gives the same input moments as reducers for the collector
+(``onnxq.collect.collectors.collect_all``), so quantization measures them in its calibration run
+instead of a second pass over the data.
 """
 
 from __future__ import annotations
 
+import functools
 import logging
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
@@ -34,6 +36,7 @@ from onnxq.calibrate.bias_correction import (
     merge_moments,
 )
 from onnxq.collect import augment
+from onnxq.collect.collectors import Reducer
 from onnxq.errors import CalibrationDataError
 from onnxq.graph.query import GraphIndex
 from onnxq.placement.plan import QuantPlan
@@ -100,7 +103,7 @@ def _means(node: CorrectableNode, x: np.ndarray) -> tuple[np.ndarray, int]:
     return matmul_means(x, trans=node.op == "Gemm" and bool(node.attrs.get("transA", 0)))
 
 
-def _moments(node: CorrectableNode, x: np.ndarray, quantizer: QuantParams | None) -> InputMoments:
+def _moments(node: CorrectableNode, x: np.ndarray, quantizer: QuantParams | None = None) -> InputMoments:
     mean, count = _means(node, x)
     mean_q = None if quantizer is None else _means(node, fake_quant(x, quantizer))[0]
     return InputMoments(mean, count, mean_q)
@@ -148,6 +151,18 @@ def output_means(model: onnx.ModelProto, axes: Mapping[str, int], feeds: Feeds) 
     return {name: sums[name] / counts[name] for name in tensors}
 
 
+def correction_nodes(model: onnx.ModelProto, plan: QuantPlan) -> list[CorrectableNode]:
+    """The correctable nodes whose weight the plan quantizes."""
+    wanted = {node for spec in plan.weights() for node, idx in spec.consumers if idx == 1}
+    return correctable_nodes(model, wanted) if wanted else []
+
+
+def moment_reducers(nodes: Iterable[CorrectableNode]) -> list[Reducer]:
+    """Collector reducers measuring each node's input moments (keyed by node name), weight error only."""
+    return [Reducer(node.node, node.activation, functools.partial(_moments, node, quantizer=None), merge_moments)
+            for node in nodes]
+
+
 def bias_corrected(
     model: onnx.ModelProto,
     plan: QuantPlan,
@@ -161,8 +176,7 @@ def bias_corrected(
     One float pass over ``feeds`` (the calibration data). ``activations=True`` also corrects the mean
     error of each op's quantized input (measured: not better on EfficientNet-Lite0, so off by default).
     """
-    wanted = {node for spec in plan.weights() for node, idx in spec.consumers if idx == 1}
-    nodes = correctable_nodes(model, wanted)
+    nodes = correction_nodes(model, plan)
     if not nodes:
         return model
     quantizers = input_quantizers(plan, params) if activations else None

@@ -9,6 +9,9 @@ onnxruntime's integer kernels require.
 
 from __future__ import annotations
 
+import os
+from concurrent.futures import ThreadPoolExecutor
+
 import numpy as np
 import onnx
 import onnx_graphsurgeon as gs
@@ -53,27 +56,45 @@ def solve(
 
 
 def _activation_ranges(stats, plan: QuantPlan, config: QuantConfig) -> dict[str, tuple[float, float]]:
-    out: dict[str, tuple[float, float]] = {}
-    for spec in plan.activations():
-        s = stats.get(spec.tensor)
-        if s is None:
+    specs = plan.activations()
+    for spec in specs:
+        if stats.get(spec.tensor) is None:
             raise CalibrationDataError(
                 f"no statistics for tensor {spec.tensor!r}: the statistics file was collected for another "
                 "model or plan; run onnxq calibrate again on this model"
             )
-        if s.count == 0:
-            lo, hi = 0.0, 0.0
-        else:
-            lo, hi = activation_range(s, config, spec.symmetric)
-            guard = config.activations.guard_ratio
-            if guard and spec.symmetric and config.activations.method is not Method.MINMAX:
-                lo, hi = _guarded(s, hi, guard)
+    # Each tensor's range is a pure function of its statistics; numpy releases the GIL in the histogram
+    # searches, so threads overlap them. Results are merged in plan order: the same for any thread count.
+    unique = list(dict.fromkeys((spec.tensor, spec.symmetric) for spec in specs))
+    with ThreadPoolExecutor(max_workers=_workers(len(unique))) as pool:
+        solved = dict(zip(unique, pool.map(lambda key: _tensor_range(stats[key[0]], config, key[1]), unique)))
+    out: dict[str, tuple[float, float]] = {}
+    for spec in specs:
+        lo, hi = solved[(spec.tensor, spec.symmetric)]
         key = spec.group or spec.tensor
         if key in out:
             plo, phi = out[key]
             lo, hi = min(lo, plo), max(hi, phi)
         out[key] = (lo, hi)
     return out
+
+
+def _tensor_range(s: TensorStats, config: QuantConfig, symmetric: bool) -> tuple[float, float]:
+    if s.count == 0:
+        return 0.0, 0.0
+    lo, hi = activation_range(s, config, symmetric)
+    guard = config.activations.guard_ratio
+    if guard and symmetric and config.activations.method is not Method.MINMAX:
+        lo, hi = _guarded(s, hi, guard)
+    return lo, hi
+
+
+def _workers(jobs: int) -> int:
+    try:
+        cores = len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):
+        cores = os.cpu_count() or 1
+    return max(1, min(jobs, cores, 8))
 
 
 def _guarded(s: TensorStats, amax: float, ratio: float) -> tuple[float, float]:

@@ -20,13 +20,17 @@ gets ``cores - 1`` threads (at least 1) unless ``ONNXQ_THREADS`` says otherwise;
 cores)`` counting workers. (Two workers instead of one on this project's 2-core machine could not be
 told apart from the noise of other jobs; in theory they fill the core that waits for onnxruntime.)
 
-The graph. By default the session runs with graph optimisations off, so every exposed tensor holds
-the float model's values bit for bit as onnxruntime's reference kernels compute them. ``optimize=True``
-enables all of onnxruntime's optimisations (its NCHWc convolution kernels make EfficientNet-Lite0
-~2.7x faster); exposed tensors keep their names but differ from the unoptimised ones by kernel rounding
-(measured on EfficientNet-Lite0: at most 1.4e-5 relative; over 100 images the entropy, percentile and
-mse ranges of all 50 tensors came out identical and min-max ranges moved by at most 4e-7 relative).
-Basic and extended optimisation levels change no value but buy no speed either.
+The graph. By default the session runs with all of onnxruntime's graph optimisations (its NCHWc
+convolution kernels make EfficientNet-Lite0 ~2.7x faster). Exposed tensors keep their names but differ
+from the unoptimised graph's by kernel rounding (measured on EfficientNet-Lite0: at most 1.4e-5
+relative; over 100 images the entropy, percentile and mse ranges of all 50 tensors came out identical
+and min-max ranges moved by at most 4e-7 relative): far below what a quantization step resolves.
+``optimize=False`` gives the reference kernels' values bit for bit. Basic and extended optimisation
+levels change no value but buy no speed either.
+
+Other reductions. ``collect_all`` also runs caller-given ``Reducer``s (a per-batch reduction of one
+tensor and an in-order merge, e.g. the input means bias correction needs) in the same workers, on the
+same exposed values: one run of the model serves both.
 
 Memory. O(model + two batches of exposed tensors + histograms), whatever the number of samples: each
 batch is reduced to statistics and dropped. When two batches of the exposed tensors would exceed
@@ -39,8 +43,10 @@ from __future__ import annotations
 import itertools
 import logging
 import os
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 import onnx
@@ -63,6 +69,28 @@ IN_FLIGHT = 2  # batches of exposed tensors alive at once: one being counted, on
 Feed = Mapping[str, np.ndarray]
 
 
+@dataclass(frozen=True)
+class Reducer:
+    """A streaming reduction of one tensor: ``merge(acc, reduce(batch))`` over the batches, in order.
+
+    ``acc`` is None before the first batch. ``key`` names the result in ``Collection.reduced``.
+    """
+
+    key: str
+    tensor: str
+    reduce: Callable[[np.ndarray], Any]
+    merge: Callable[[Any, Any], Any]
+
+
+@dataclass(frozen=True)
+class Collection:
+    """What one collection produced: tensor statistics, the sample count, and the reducers' results."""
+
+    stats: dict[str, TensorStats]
+    samples: int
+    reduced: dict[str, Any] = field(default_factory=dict)
+
+
 def collect(
     model: onnx.ModelProto,
     plan: QuantPlan,
@@ -72,44 +100,65 @@ def collect(
     progress: bool = False,
     histograms: bool | None = None,
     memory_mb: float | None = None,
-    optimize: bool = False,
+    optimize: bool = True,
 ) -> tuple[dict[str, TensorStats], int]:
     """Statistics of every planned activation tensor, and the number of samples seen.
 
     ``histograms`` overrides whether histograms are kept (default: when the method needs them).
     ``memory_mb`` (default ``config.collect_memory_mb``) bounds the exposed activations held at once;
     more tensors than fit are collected in further passes over ``source``. ``optimize`` runs the
-    calibration graph with onnxruntime's optimisations (faster, values differ by kernel rounding).
+    calibration graph with onnxruntime's optimisations (default; values differ from the unoptimised
+    graph by kernel rounding only, see the module docstring); False gives the reference kernels' values.
     """
+    result = collect_all(model, plan, source, config, progress=progress, histograms=histograms,
+                         memory_mb=memory_mb, optimize=optimize)
+    return result.stats, result.samples
+
+
+def collect_all(
+    model: onnx.ModelProto,
+    plan: QuantPlan,
+    source: DataSource,
+    config: QuantConfig,
+    *,
+    reducers: Sequence[Reducer] = (),
+    progress: bool = False,
+    histograms: bool | None = None,
+    memory_mb: float | None = None,
+    optimize: bool = True,
+) -> Collection:
+    """``collect``, plus the results of ``reducers`` over the same run of the model."""
     tensors = list(dict.fromkeys(s.tensor for s in plan.activations()))
-    if not tensors:
-        return {}, 0
+    if not tensors and not reducers:
+        return Collection({}, 0)
     budget = _memory_budget(config, memory_mb)
     hist = config.activations.needs_histogram if histograms is None else histograms
     signed = hist and config.target is not Target.TENSORRT
     empty = new_stats(config.activations.num_bins, histogram=hist, signed=signed)
-    stats = {t: empty for t in tensors}
+    state = _State({t: empty for t in tensors}, dict.fromkeys((r.key for r in reducers), None))
     specs = input_specs_from_model(model)
     if config.batch_size > 1:
         source = validated(batched(source, config.batch_size, specs), specs)
     inputs = {s.name for s in specs}
-    from_feed = [t for t in tensors if t in inputs]
-    internal = [t for t in tensors if t not in inputs]
+    needed = list(dict.fromkeys([*tensors, *(r.tensor for r in reducers)]))
+    from_feed = [t for t in needed if t in inputs]
+    internal = [t for t in needed if t not in inputs]
 
     feeds = iter(source)  # peek at the first feed without consuming a one-shot source
     first = next(feeds, None)
     if first is None:
         raise CalibrationDataError(f"{source.description} produced no samples; give at least one")
-    sizes = tensor_bytes(model, tensors, first)
+    sizes = tensor_bytes(model, needed, first)
     passes = split_passes(internal, sizes, budget / IN_FLIGHT)
     samples = 0
     for k, group in enumerate(passes):
         data = itertools.chain([first], feeds) if k == 0 else _again(source, k)
         desc = "calibrating" if len(passes) == 1 else f"calibrating (pass {k + 1}/{len(passes)})"
         names = (from_feed if k == 0 else []) + group
+        jobs = _jobs(names, set(tensors), reducers)
         with tqdm(total=source.count, disable=not progress, unit="batch", desc=desc, leave=False) as bar:
-            shares = partition(names, sizes, _count_workers())
-            stats, seen = _run_pass(model, group, shares, data, stats, optimize, bar)
+            shares = [[j for n in share for j in jobs[n]] for share in partition(names, sizes, _count_workers())]
+            state, seen = _run_pass(model, group, shares, data, state, optimize, bar)
         if k and seen != samples:
             raise CalibrationDataError(
                 f"{source.description} gave {samples} samples in the first pass and {seen} in pass {k + 1}; "
@@ -117,7 +166,33 @@ def collect(
                 "(or a larger memory budget, --memory-mb, so that one pass suffices)"
             )
         samples = seen
-    return stats, samples
+    missing = [key for key, value in state.reduced.items() if value is None]
+    if missing:
+        raise CalibrationDataError(f"the data produced no samples for {missing[0]!r}; give at least one")
+    return Collection(state.stats, samples, state.reduced)
+
+
+@dataclass(frozen=True)
+class _State:
+    stats: dict[str, TensorStats]
+    reduced: dict[str, Any]
+
+
+@dataclass(frozen=True)
+class _Job:
+    """One unit of a worker's share: the statistics of ``tensor`` (reducer None) or one reducer."""
+
+    tensor: str
+    reducer: Reducer | None = None
+
+
+def _jobs(names: Sequence[str], planned: set[str], reducers: Sequence[Reducer]) -> dict[str, list[_Job]]:
+    """Per exposed tensor, the jobs reading it (its statistics if planned, then its reducers in order)."""
+    jobs: dict[str, list[_Job]] = {n: ([_Job(n)] if n in planned else []) for n in names}
+    for r in reducers:
+        if r.tensor in jobs:
+            jobs[r.tensor].append(_Job(r.tensor, r))
+    return jobs
 
 
 def _memory_budget(config: QuantConfig, memory_mb: float | None) -> float:
@@ -140,16 +215,16 @@ def _again(source: DataSource, k: int) -> Iterable[Feed]:
 def _run_pass(
     model: onnx.ModelProto,
     group: list[str],
-    shares: list[list[str]],
+    shares: list[list[_Job]],
     data: Iterable[Feed],
-    stats: dict[str, TensorStats],
+    state: _State,
     optimize: bool,
     bar: tqdm,
-) -> tuple[dict[str, TensorStats], int]:
+) -> tuple[_State, int]:
     """Run ``group`` exposed over ``data``; count batch k in workers (one per share) while batch k+1 runs.
 
-    Each worker always counts the same share of tensors, and batch k+1 is submitted only once batch k
-    is counted: every tensor sees its batches in order, whatever the number of workers.
+    Each worker always runs the same share of jobs, and batch k+1 is submitted only once batch k is
+    done: every tensor and reducer sees its batches in order, whatever the number of workers.
     """
     session = None
     if group:
@@ -162,38 +237,46 @@ def _run_pass(
         try:
             for feed in data:
                 outputs = runtime.run(session, feed, group) if session is not None else []
-                stats = _gather(stats, pending)
+                state = _gather(state, pending)
+                values = {n: outputs[k] for n, k in position.items()}
                 pending = [
-                    pool.submit(observe_all, stats, share,
-                                [outputs[position[n]] if n in position else feed[n] for n in share])
+                    pool.submit(_run_jobs, state, share,
+                                [values[j.tensor] if j.tensor in values else feed[j.tensor] for j in share])
                     for share in shares
                 ]  # fmt: skip
                 samples += batch_size(feed)
                 bar.update(1)
-            stats = _gather(stats, pending)
+            state = _gather(state, pending)
         finally:
             for future in pending:
                 future.cancel()
-    return stats, samples
+    return state, samples
 
 
-def _gather(stats: dict[str, TensorStats], pending: list[Future]) -> dict[str, TensorStats]:
-    """``stats`` updated with the results of the workers' batch (waits for every one)."""
+def _gather(state: _State, pending: list[Future]) -> _State:
+    """``state`` updated with the results of the workers' batch (waits for every one)."""
     results = [future.result() for future in pending]
-    return {**stats, **{k: v for r in results for k, v in r.items()}} if results else stats
+    if not results:
+        return state
+    stats = {**state.stats, **{k: v for r in results for k, v in r.stats.items()}}
+    reduced = {**state.reduced, **{k: v for r in results for k, v in r.reduced.items()}}
+    return _State(stats, reduced)
 
 
-def observe_all(
-    stats: Mapping[str, TensorStats], names: Sequence[str], values: Sequence[np.ndarray]
-) -> dict[str, TensorStats]:
-    """The updated statistics of ``names[i]`` after the batch ``values[i]`` (errors name the tensor)."""
-    out = {}
-    for name, value in zip(names, values, strict=True):
+def _run_jobs(state: _State, jobs: Sequence[_Job], values: Sequence[np.ndarray]) -> _State:
+    """The updated statistics and reductions of one worker's jobs after one batch."""
+    stats: dict[str, TensorStats] = {}
+    reduced: dict[str, Any] = {}
+    for job, value in zip(jobs, values, strict=True):
         try:
-            out[name] = observe(stats[name], value)
+            if job.reducer is None:
+                stats[job.tensor] = observe(state.stats[job.tensor], value)
+            else:
+                r = job.reducer
+                reduced[r.key] = r.merge(state.reduced[r.key], r.reduce(value))
         except CalibrationDataError as exc:
-            raise CalibrationDataError(f"tensor {name!r}: {exc}") from None
-    return out
+            raise CalibrationDataError(f"tensor {job.tensor!r}: {exc}") from None
+    return _State(stats, reduced)
 
 
 def partition(names: Sequence[str], sizes: Mapping[str, float | None], workers: int) -> list[list[str]]:

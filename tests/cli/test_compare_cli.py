@@ -93,7 +93,8 @@ def test_metric_script_and_max_loss(setup, tmp_path, capsys):
     f, q = _outputs(root / "f.onnx", feeds), _outputs(root / "q.onnx", feeds)
     fs, qs = f.sum(1).mean(), q.sum(1).mean()
     assert m["float_score"] == pytest.approx(fs, rel=1e-5)
-    assert m["loss_pct"] == pytest.approx(abs(qs - fs) / abs(fs) * 100, rel=1e-3)
+    # the loss is a difference of two near-equal sums: allow the rounding of the two runs (1e-4 %)
+    assert m["loss_pct"] == pytest.approx(abs(qs - fs) / abs(fs) * 100, rel=1e-3, abs=1e-4)
     assert main(_cmd(root, "--metric-script", str(script), "--max-loss", "1000")) == 0
     assert main(_cmd(root, "--metric-script", str(script), "--max-loss", "0")) == 1
 

@@ -296,3 +296,38 @@ def test_bias_corrected_follows_the_plan() -> None:
     want_bias = {t.name: numpy_helper.to_array(t) for t in want.graph.initializer}["B"]
     np.testing.assert_array_equal(bias, want_bias)
     assert not np.array_equal(bias, numpy_helper.to_array(model.graph.initializer[1]))
+
+
+@pytest.mark.parametrize("memory_mb", [None, 1e-4], ids=["one-pass", "one-tensor-per-pass"])
+def test_moments_from_the_collection_equal_a_separate_pass(memory_mb) -> None:
+    from onnxq.analysis.activation_means import correction_nodes, moment_reducers
+    from onnxq.collect.collectors import collect_all
+    from onnxq.collect.data import from_iterable
+
+    model = _conv_model(True, 2)
+    x = np.random.default_rng(14).uniform(0, 1, (5, 8, 9, 9)).astype(np.float32)
+    feeds = [{"X": x[i:i + 1]} for i in range(5)]
+    config = QuantConfig()
+    qplan = plan(model, config)
+    nodes = correction_nodes(model, qplan)
+    assert [n.node for n in nodes] == ["conv"]
+    got = collect_all(model, qplan, from_iterable(feeds), config, reducers=moment_reducers(nodes),
+                      optimize=False, memory_mb=memory_mb)
+    want = input_moments(model, nodes, feeds)
+    assert got.samples == 5 and set(got.reduced) == {"conv"}
+    np.testing.assert_array_equal(got.reduced["conv"].mean, want["conv"].mean)
+    assert got.reduced["conv"].count == want["conv"].count
+    # and quantize() (which takes them from its one collection) corrects the bias the same way
+    from onnxq.api import quantize
+
+    q = quantize(model, feeds, config)
+    params = solve(q.stats, qplan, model, config)
+    want = correct_biases(model, qplan, params, input_moments(model, nodes, feeds))
+    got_bias, want_bias = (_conv_bias(m) for m in (q.model, want))
+    np.testing.assert_allclose(got_bias, want_bias, rtol=1e-6, atol=1e-7)
+    assert np.abs(got_bias - _conv_bias(model)).max() > 1e-5  # the correction did change the bias
+
+
+def _conv_bias(model: onnx.ModelProto) -> np.ndarray:
+    conv = next(n for n in model.graph.node if n.op_type == "Conv")
+    return {t.name: numpy_helper.to_array(t) for t in model.graph.initializer}[conv.input[2]]
