@@ -59,17 +59,33 @@ def mse_errors(counts: np.ndarray, candidates: np.ndarray, levels: int = 127) ->
     return out
 
 
-def amax_mse(hist: Histogram, *, levels: int = 127, start_bin: int = 128, stride: int = 1) -> float:
-    """Threshold minimising the expected squared fake-quantization error of an |x| histogram."""
+def amax_mse(
+    hist: Histogram, *, levels: int = 127, start_bin: int = 128, stride: int = 1, coarse: int = 1
+) -> float:
+    """Threshold minimising the expected squared fake-quantization error of an |x| histogram.
+
+    ``coarse > 1`` first searches every ``coarse``-th candidate, then every candidate within one coarse
+    step of the best of those: ``coarse`` times cheaper, and the exact optimum whenever the error curve
+    has one minimum over that range (the usual case); otherwise a threshold whose error is no lower.
+    """
     check_int_option("levels", levels, 1)
     check_int_option("start_bin", start_bin, 0)
     check_int_option("stride", stride, 1)
+    check_int_option("coarse", coarse, 1)
     top = hist.top_bin
     if top < 0:
         return 0.0
     if hist.num_bins <= start_bin or top < start_bin:
         return amax_minmax(hist)
-    candidates = np.arange(start_bin, min(hist.num_bins - 1, top + 1) + 1, stride)
-    err = mse_errors(hist.counts, candidates, levels)
-    k = int(candidates[np.flatnonzero(err <= err.min() * (1 + _TIE))[0]])
+    last = min(hist.num_bins - 1, top + 1)
+    candidates = np.arange(start_bin, last + 1, stride * coarse)
+    k = _best(hist.counts, candidates, levels)
+    if coarse > 1:
+        near = np.arange(max(start_bin, k - (coarse - 1) * stride), min(last, k + (coarse - 1) * stride) + 1, stride)
+        k = _best(hist.counts, near, levels)
     return (k + 0.5) * hist.width
+
+
+def _best(counts: np.ndarray, candidates: np.ndarray, levels: int) -> int:
+    err = mse_errors(counts, candidates, levels)
+    return int(candidates[np.flatnonzero(err <= err.min() * (1 + _TIE))[0]])

@@ -247,6 +247,20 @@ def test_mse_on_gaussian_clips_near_the_known_optimum() -> None:
     assert 3.3 < amax < 4.7
 
 
+
+@pytest.mark.parametrize("seed", range(6))
+def test_mse_coarse_search_finds_the_exact_optimum_or_no_better(seed: int) -> None:
+    rng = np.random.default_rng(40 + seed)
+    x = rng.standard_normal(200_000) * rng.uniform(0.1, 3)
+    if seed % 2:  # two separated modes: an error curve with more than one minimum
+        x = np.concatenate([x, rng.normal(40, 1, 2_000), rng.normal(90, 1, 300)])
+    h = histogram(x)
+    exact, fast = amax_mse(h), amax_mse(h, coarse=8)
+    err = mse_errors(h.counts, np.array([exact, fast]) / h.width - 0.5)
+    assert err[1] >= err[0] * (1 - 1e-9)  # never claims a lower error than the exhaustive search
+    if seed % 2 == 0:
+        assert fast == exact  # unimodal: the same threshold
+
 # --- conformance suite over every calibrator ---------------------------------------------------------
 
 CALIBRATORS = {
@@ -390,3 +404,39 @@ def test_solve_range_errors() -> None:
     with pytest.raises(CalibrationDataError, match="no values"):
         solve_range(new_stats(), "minmax", symmetric=True)
     assert solve_range(s, "minmax", symmetric=True, statistic="mean") == (-1.0, 1.0)
+
+
+def _guard_reference(s: TensorStats, amax: float, ratio: float) -> float:
+    """The guard as specified: keep ``amax`` unless its expected squared error exceeds ``ratio`` times
+    that of the exhaustive MSE optimum (capped at the data's max)."""
+    h = s.abs_hist
+    best = min(amax_mse(h), s.absmax)
+    err = mse_errors(h.counts, np.array([amax, best]) / h.width - 0.5)
+    return best if err[0] > ratio * err[1] else amax
+
+
+@pytest.mark.parametrize("case", ["relu6-tail", "gaussian"])
+def test_guard_replaces_only_a_threshold_far_worse_than_the_optimum(case: str) -> None:
+    from onnxq.calibrate.solve import _tensor_range
+    from onnxq.config import ActivationSpec, QuantConfig
+
+    rng = np.random.default_rng(50)
+    if case == "relu6-tail":  # 0.5 % at the ReLU6 ceiling: the 99th percentile clips them all, costly
+        x = np.clip(rng.exponential(0.5, 300_000), 0, 6)
+        x[:1500] = 6.0
+    else:
+        x = rng.standard_normal(300_000)
+    s = _stats(x.astype(np.float32))
+
+    pct = 99.0 if case == "relu6-tail" else 99.99
+
+    def spec(guard):
+        return QuantConfig(activations=ActivationSpec(method="percentile", percentile=pct, guard_ratio=guard))
+
+    amax = _tensor_range(s, spec(None), True)[1]
+    got = _tensor_range(s, spec(2.0), True)[1]
+    assert got == pytest.approx(_guard_reference(s, amax, 2.0), rel=1e-6)
+    if case == "relu6-tail":
+        assert amax < 3.0 and got > 5.9  # the percentile clips the ceiling; the guard restores it
+    else:
+        assert got == amax  # a Gaussian's 99.99th percentile (3.9 sigma) is near the optimum: kept
