@@ -129,6 +129,11 @@ def conv_tap_means(x: np.ndarray, geometry: ConvGeometry) -> tuple[np.ndarray, i
     ]
     if min(out_sizes) <= 0:
         raise UnsupportedModelError(f"conv input {x.shape} is smaller than its kernel {geometry.kernel}")
+    count = int(x.shape[0] * np.prod(out_sizes))
+    if g.kernel == (1,) * n_spatial and g.strides == (1,) * n_spatial and out_sizes == list(spatial):
+        # pointwise conv (most convs of mobile nets): its one tap reads every value once
+        sums = np.add.reduce(x.reshape(x.shape[0], x.shape[1], -1), axis=2).astype(np.float64).sum(axis=0)
+        return sums[:, None] / count, count
     # The window of a tap is a product of one strided range per axis, so the sums separate: reduce the
     # first spatial axis once per kernel offset (adding whole contiguous rows: numpy's fastest reduction),
     # then the next, ...; each kernel axis is appended last, so the taps come out in kernel order.
@@ -139,7 +144,6 @@ def conv_tap_means(x: np.ndarray, geometry: ConvGeometry) -> tuple[np.ndarray, i
         sums = np.stack(_range_sums(sums, 2, ranges, g.strides[i]), axis=-1)
     sums = sums.sum(axis=0)  # over the batch, last: the full-size passes above stay in the input dtype
     taps = sums.reshape(sums.shape[0], -1)
-    count = int(x.shape[0] * np.prod(out_sizes))
     return taps / count, count
 
 

@@ -65,6 +65,8 @@ GEOMETRIES = [
     dict(kernel=(3, 3), strides=(1, 1), pads=(1, 1, 1, 1), dilations=(1, 1)),
     dict(kernel=(3, 2), strides=(2, 1), pads=(0, 1, 2, 0), dilations=(1, 2)),
     dict(kernel=(1, 1), strides=(2, 2), pads=(0, 0, 0, 0), dilations=(1, 1)),
+    dict(kernel=(1, 1), strides=(1, 1), pads=(0, 0, 0, 0), dilations=(1, 1)),  # the pointwise fast path
+    dict(kernel=(1, 1), strides=(1, 1), pads=(1, 0, 0, 1), dilations=(1, 1)),  # padded: taps read zeros
 ]
 
 
