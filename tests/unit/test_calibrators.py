@@ -407,15 +407,19 @@ def test_solve_range_errors() -> None:
 
 
 def _guard_reference(s: TensorStats, amax: float, ratio: float) -> float:
-    """The guard as specified: keep ``amax`` unless its expected squared error exceeds ``ratio`` times
+    """The guard as specified: keep ``amax`` unless the top bin is a spike (>= 1e-4 of the values and
+    >= 8x the mean of the 32 bins below) and ``amax``'s expected squared error exceeds ``ratio`` times
     that of the exhaustive MSE optimum (capped at the data's max)."""
     h = s.abs_hist
+    top = int(np.flatnonzero(h.counts)[-1])
+    if not (h.counts[top] >= 1e-4 * h.counts.sum() and h.counts[top] >= 8 * h.counts[top - 32:top].mean()):
+        return amax
     best = min(amax_mse(h), s.absmax)
     err = mse_errors(h.counts, np.array([amax, best]) / h.width - 0.5)
     return best if err[0] > ratio * err[1] else amax
 
 
-@pytest.mark.parametrize("case", ["relu6-tail", "gaussian"])
+@pytest.mark.parametrize("case", ["relu6-tail", "gaussian", "long-tail"])
 def test_guard_replaces_only_a_threshold_far_worse_than_the_optimum(case: str) -> None:
     from onnxq.calibrate.solve import _tensor_range
     from onnxq.config import ActivationSpec, QuantConfig
@@ -424,11 +428,13 @@ def test_guard_replaces_only_a_threshold_far_worse_than_the_optimum(case: str) -
     if case == "relu6-tail":  # 0.5 % at the ReLU6 ceiling: the 99th percentile clips them all, costly
         x = np.clip(rng.exponential(0.5, 300_000), 0, 6)
         x[:1500] = 6.0
-    else:
+    elif case == "gaussian":
         x = rng.standard_normal(300_000)
+    else:  # SiLU-like: most values small, rare large ones; clipping them is the point of calibration
+        x = rng.lognormal(0.0, 0.8, 300_000)
     s = _stats(x.astype(np.float32))
 
-    pct = 99.0 if case == "relu6-tail" else 99.99
+    pct = 99.99 if case == "gaussian" else 99.0
 
     def spec(guard):
         return QuantConfig(activations=ActivationSpec(method="percentile", percentile=pct, guard_ratio=guard))
@@ -438,5 +444,10 @@ def test_guard_replaces_only_a_threshold_far_worse_than_the_optimum(case: str) -
     assert got == pytest.approx(_guard_reference(s, amax, 2.0), rel=1e-6)
     if case == "relu6-tail":
         assert amax < 3.0 and got > 5.9  # the percentile clips the ceiling; the guard restores it
-    else:
+    elif case == "gaussian":
         assert got == amax  # a Gaussian's 99.99th percentile (3.9 sigma) is near the optimum: kept
+    else:
+        h = s.abs_hist
+        err = mse_errors(h.counts, np.array([amax, amax_mse(h)]) / h.width - 0.5)
+        assert err[0] > 2 * err[1]  # an error-only guard would have replaced it...
+        assert got == amax  # ...but a tail is no ceiling: kept
