@@ -47,9 +47,11 @@ class QuantResult:
     stats: dict[str, TensorStats] = field(repr=False, default_factory=dict)
     sample: dict[str, np.ndarray] | None = field(repr=False, default=None)
     source: str | None = None
+    checked_digest: str | None = field(repr=False, default=None)  # of the model as quantize checked it
 
     def save(self, path: str | os.PathLike) -> Path:
-        return io.save_model(self.model, path, feed=self.sample, source=self.source)
+        return io.save_model(self.model, path, feed=self.sample, source=self.source,
+                             checked_digest=self.checked_digest)
 
 
 def prepare(model: str | os.PathLike | onnx.ModelProto) -> tuple[onnx.ModelProto, list[str]]:
@@ -129,6 +131,7 @@ def quantize(
     except ValidationError:
         io.check_input_model(pre, sample)  # an invalid float model is the input's fault, not an onnxq bug
         raise
+    checked = io.digest(qmodel)  # save() skips the check while the model still has these bytes
     check = output_similarity(pre, qmodel, sample) if sample is not None else {}
     timings["check"] = time.perf_counter() - t
     report = QuantReport(
@@ -146,7 +149,7 @@ def quantize(
         check=check,
     )
     src = None if isinstance(model, onnx.ModelProto) else str(model)
-    return QuantResult(qmodel, report, qplan, params, stats, sample, src)
+    return QuantResult(qmodel, report, qplan, params, stats, sample, src, checked)
 
 
 _FLOAT_TYPES = frozenset({onnx.TensorProto.FLOAT, onnx.TensorProto.FLOAT16, onnx.TensorProto.DOUBLE,

@@ -7,6 +7,7 @@ the destination folder renamed over the target, so a failure or an interruption 
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import os
 import shutil
@@ -112,6 +113,13 @@ def _load_external_data(model: onnx.ModelProto, path: Path) -> None:
             f"cannot read external data of {path}: {_short(exc)}; the data file is damaged or does not "
             "belong to this model: copy the complete file beside it or re-export the model"
         ) from None
+
+
+def digest(model: onnx.ModelProto) -> str | None:
+    """sha256 of the deterministic serialization (None over 2 GB), as ``save_model`` compares it."""
+    if not fits_protobuf(model):
+        return None
+    return hashlib.sha256(model.SerializeToString(deterministic=True)).hexdigest()
 
 
 def check_model(model: onnx.ModelProto, feed: Mapping[str, np.ndarray] | None) -> None:
@@ -220,15 +228,21 @@ def save_model(
     *,
     feed: Mapping[str, np.ndarray] | None = None,
     source: str | os.PathLike | None = None,
+    checked_digest: str | None = None,
 ) -> Path:
     """Validate ``model`` and write it atomically to ``path``; returns the path written.
 
-    Models over 2 GB are written with their tensors in ``<name>.data`` beside the model.
+    ``checked_digest``: the sha256 of the deterministic serialization of a model that already passed
+    :func:`check_model` with this ``feed``; when the bytes to write still have that digest, the check is
+    not repeated (a changed model is checked again). Models over 2 GB are written with their tensors in
+    ``<name>.data`` beside the model, and always checked.
     """
     path = Path(path)
     check_output_path(path, source)
-    check_model(model, feed)
     large = not fits_protobuf(model)
+    data = None if large else model.SerializeToString(deterministic=True)
+    if data is None or checked_digest is None or hashlib.sha256(data).hexdigest() != checked_digest:
+        check_model(model, feed)
     try:
         tmpdir = tempfile.mkdtemp(prefix=f".{path.name}.", dir=path.parent)
     except OSError as exc:  # root passes os.access checks yet cannot create files on some filesystems
@@ -242,7 +256,7 @@ def save_model(
             os.replace(os.path.join(tmpdir, path.name + ".data"), str(path) + ".data")
         else:
             with open(tmp_model, "wb") as fh:
-                fh.write(model.SerializeToString(deterministic=True))
+                fh.write(data)
                 fh.flush()
                 os.fsync(fh.fileno())
         os.replace(tmp_model, path)
