@@ -122,7 +122,8 @@ def input_moments(
     """
     quantizers = quantizers or {}
     tensors = list(dict.fromkeys(n.activation for n in nodes))
-    session = runtime.make_session(augment.expose(model, tensors))
+    # optimised like the calibration run (onnxq.collect.collectors), so both give the same means
+    session = runtime.make_session(augment.expose(model, tensors), optimize=True)
     out: dict[str, InputMoments | None] = {n.node: None for n in nodes}
     for feed in feeds:
         values = dict(zip(tensors, runtime.run(session, feed, tensors)))
