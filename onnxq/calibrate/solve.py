@@ -85,9 +85,14 @@ def _tensor_range(s: TensorStats, config: QuantConfig, symmetric: bool) -> tuple
     lo, hi = activation_range(s, config, symmetric)
     guard = config.activations.guard_ratio
     # mse already is the optimum the guard compares against
-    if guard and symmetric and config.activations.method not in (Method.MINMAX, Method.MSE):
-        lo, hi = _guarded(s, hi, guard)
-    return lo, hi
+    if not guard or config.activations.method in (Method.MINMAX, Method.MSE) or not s.has_histogram:
+        return lo, hi
+    if symmetric:
+        amax = _guarded(s.abs_hist, s.absmax, hi, guard)
+        return -amax, amax
+    if s.pos is None or s.neg is None:
+        return lo, hi
+    return -_guarded(s.neg, max(-s.min, 0.0), -lo, guard), _guarded(s.pos, max(s.max, 0.0), hi, guard)
 
 
 def _workers(jobs: int) -> int:
@@ -98,27 +103,36 @@ def _workers(jobs: int) -> int:
     return max(1, min(jobs, cores, 8))
 
 
-def _guarded(s: TensorStats, amax: float, ratio: float) -> tuple[float, float]:
-    """``amax``, or the MSE-optimal threshold when the tensor saturates at its maximum (a ReLU6 or Clip
-    ceiling many values reach) and ``amax`` clips that ceiling with more than ``ratio`` times the optimal
-    expected squared error (from the |x| histogram).
+def _guarded(h: Histogram, observed: float, amax: float, ratio: float) -> float:
+    """``amax`` (a threshold on the non-negative values of ``h``, one side of a tensor), or the MSE-optimal
+    threshold when ``amax`` is suspect and its expected squared error is more than ``ratio`` times the
+    optimum. Suspect: the side saturates at its maximum (a ReLU6 or Clip ceiling many values reach), or
+    ``amax`` clips more than ``CLIP_SHARE`` of the values (that is no longer clipping outliers).
 
-    Why only saturated tensors: entropy clipped EfficientNet-Lite0's ReLU6 outputs at 3.4 of 6 (44x the
+    Why not every threshold: entropy clipped EfficientNet-Lite0's ReLU6 outputs at 3.4 of 6 (44x the
     optimal error; agreement 97.25 -> 99.0 with the guard), but on YOLOX-Nano the MSE optimum of its
     long-tailed SiLU outputs keeps rare outliers and wastes resolution on them (mAP 27.9 -> 4.1 when
     every tensor was guarded). A ceiling is a spike in the top bin, an outlier is a lone count there.
+    The clipped share catches entropy's blind spot: for data away from zero (a HardSigmoid output in
+    [0.12, 0.35]) every candidate that folds all values into one bin has zero divergence, and TensorRT's
+    search returns the smallest one, clipping everything.
 
     The optimum comes from a coarse-then-fine search (8x cheaper): a near-optimal reference can only make
     the guard fire less often, never replace a threshold that the exact optimum would have kept."""
-    if not s.has_histogram or amax <= 0.0:
-        return -amax, amax
-    h = s.abs_hist
-    if not saturates(h):
-        return -amax, amax
-    best = min(amax_mse(h, coarse=8), s.absmax)
+    if amax <= 0.0 or h.total == 0 or not (saturates(h) or clipped_share(h, amax) > CLIP_SHARE):
+        return amax
+    best = min(amax_mse(h, coarse=8), observed)
     errors = mse_errors(h.counts, np.array([amax, best]) / h.width - 0.5)
-    chosen = best if errors[0] > ratio * errors[1] else amax
-    return -chosen, chosen
+    return best if errors[0] > ratio * errors[1] else amax
+
+
+CLIP_SHARE = 0.1
+
+
+def clipped_share(h: Histogram, amax: float) -> float:
+    """Share of the values in bins wholly above ``amax``."""
+    first = int(np.ceil(amax / h.width))
+    return float(h.counts[first:].sum()) / h.total
 
 
 SATURATION_SHARE = 1e-4  # of all values in the top bin

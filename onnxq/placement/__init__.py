@@ -9,6 +9,12 @@ from onnxq.config import QuantConfig, Target
 from onnxq.graph.query import GraphIndex
 from onnxq.placement.ignore import excluded_nodes
 from onnxq.placement.plan import QuantPlan, Role, Skip, TensorQuantSpec
+from onnxq.placement.ort_rules import (
+    rule_float_consumers,
+    rule_integer_derived,
+    rule_normalization_inputs,
+    rule_output_tail,
+)
 from onnxq.placement.rules import (
     PlanBuilder,
     rule_op_inputs_outputs,
@@ -23,7 +29,8 @@ __all__ = ["plan", "QuantPlan", "TensorQuantSpec", "Skip", "Role", "TargetSpec",
 
 RULES = {
     Target.TENSORRT: (rule_unsupported_nodes, rule_weighted_inputs, rule_residual_add, rule_shared_scales),
-    Target.ORT_CPU: (rule_unsupported_nodes, rule_weighted_inputs, rule_op_inputs_outputs, rule_shared_scales),
+    Target.ORT_CPU: (rule_unsupported_nodes, rule_integer_derived, rule_output_tail, rule_normalization_inputs,
+                     rule_float_consumers, rule_weighted_inputs, rule_op_inputs_outputs, rule_shared_scales),
 }
 
 

@@ -19,6 +19,8 @@ from onnxq.placement.targets import TargetSpec
 
 # Inputs of non-weighted ops that carry activations (ORT-CPU target); others are shapes, scales, indices.
 ACTIVATION_INPUTS = {"Add": None, "Mul": None, "Concat": None}  # None = every input
+# Weighted ops onnxruntime runs with int8 inputs and a float output when no Q follows them.
+INT_TO_FLOAT = frozenset({"MatMul", "Gemm"})
 
 
 @dataclass
@@ -33,9 +35,16 @@ class PlanBuilder:
     skips: dict[str, Skip] = field(default_factory=dict)
     parent: dict[str, str] = field(default_factory=dict)
     quantized: set[str] = field(default_factory=set)
+    forbidden: dict[str, str] = field(default_factory=dict)  # activation tensor -> rule keeping it float
+
+    def forbid(self, tensor: str, rule: str) -> None:
+        """Keep ``tensor`` float: no rule may put an activation Q/DQ on it afterwards."""
+        self.forbidden.setdefault(tensor, rule)
 
     def add(self, tensor: str, role: Role, consumers: list[tuple[str, int]], rule: str, *,
             axis: int | None = None, bias_of: tuple[str, str] | None = None) -> None:
+        if role is Role.ACTIVATION and tensor in self.forbidden:
+            return
         key = (tensor, role, axis)
         entry = self.specs.setdefault(key, {"consumers": [], "rule": rule, "bias_of": bias_of})
         for c in consumers:
@@ -145,6 +154,10 @@ def rule_weighted_inputs(b: PlanBuilder) -> None:
         activations = [t for t, c in zip(inputs, constant) if not c]
         if not all(_activation_ok(b, node, t) for t in activations):
             continue
+        kept = [t.name for t in activations if t.name in b.forbidden]
+        if kept:
+            b.skip(node, b.forbidden[kept[0]], f"input {kept[0]!r} is kept float by rule {b.forbidden[kept[0]]}")
+            continue
         rule = "weighted-op-input"
         for idx, (tensor, is_const) in enumerate(zip(inputs, constant)):
             if is_const:
@@ -217,7 +230,9 @@ def rule_op_inputs_outputs(b: PlanBuilder) -> None:
     """ORT-CPU: Q/DQ on the float inputs and outputs of ops with fast int8 kernels.
 
     An output read only by Relu/Clip is quantized after the activation instead, so onnxruntime folds the
-    activation into the quantized range (its ClipQuantFusion) and forms QLinearConv.
+    activation into the quantized range (its ClipQuantFusion) and forms QLinearConv. MatMul and Gemm
+    outputs get Q/DQ only from consumers that run in int8: without it onnxruntime runs them as
+    MatMulIntegerToFloat (int8 inputs, float output), as fast and one rounding step fewer.
     """
     for node in b.index.graph.nodes:
         if node.op not in b.target.quantized_ops or node.name in b.skips:
@@ -225,20 +240,39 @@ def rule_op_inputs_outputs(b: PlanBuilder) -> None:
         if node.name in b.excluded:
             b.skip(node, "user-exclude", b.excluded[node.name])
             continue
-        if node.op not in WEIGHTED:
-            wanted = ACTIVATION_INPUTS.get(node.op, [0])
-            indexes = range(len(node.inputs)) if wanted is None else wanted
-            tensors = [(i, node.inputs[i]) for i in indexes if i < len(node.inputs) and node.inputs[i].name]
-            tensors = [(i, t) for i, t in tensors if not b.index.is_constant(t)]
-            if not tensors or not all(b.index.is_float(t) for _, t in tensors):
-                continue
-            for i, t in tensors:
-                b.add(t.name, Role.ACTIVATION, [(node.name, i)], "ort-op-input")
-            b.quantized.add(node.name)
-        if node.name not in b.quantized:
+        if node.op not in WEIGHTED and not _quantize_op_inputs(b, node):
+            continue
+        if node.name not in b.quantized or node.op in INT_TO_FLOAT:
             continue
         for out in node.outputs[:1]:
             _add_output(b, node, out)
+
+
+def _quantize_op_inputs(b: PlanBuilder, node: gs.Node) -> bool:
+    """Q/DQ on the activation inputs of a non-weighted op, unless no integer kernel could form."""
+    wanted = ACTIVATION_INPUTS.get(node.op, [0])
+    indexes = range(len(node.inputs)) if wanted is None else wanted
+    tensors = [(i, node.inputs[i]) for i in indexes if i < len(node.inputs) and node.inputs[i].name]
+    if wanted is None and any(b.index.is_constant(t) for _, t in tensors):
+        b.skip(node, "constant-operand", "a constant operand is not quantized, so onnxruntime cannot form its "
+               f"QLinear{node.op} (it needs every input dequantized); Q/DQ around it would only add rounding")
+        return False
+    tensors = [(i, t) for i, t in tensors if not b.index.is_constant(t)]
+    if not tensors or not all(b.index.is_float(t) for _, t in tensors):
+        return False
+    kept = [t.name for _, t in tensors if t.name in b.forbidden]
+    if kept:
+        b.skip(node, b.forbidden[kept[0]], f"input {kept[0]!r} is kept float by rule {b.forbidden[kept[0]]}")
+        return False
+    out = node.outputs[0] if node.outputs else None
+    if out is not None and out.name in b.forbidden:
+        b.skip(node, b.forbidden[out.name], f"its output is kept float by rule {b.forbidden[out.name]}, so no "
+               "integer kernel can form; Q/DQ on its inputs would only add rounding")
+        return False
+    for i, t in tensors:
+        b.add(t.name, Role.ACTIVATION, [(node.name, i)], "ort-op-input")
+    b.quantized.add(node.name)
+    return True
 
 
 def _add_output(b: PlanBuilder, node: gs.Node, out: gs.Tensor) -> None:
@@ -246,10 +280,12 @@ def _add_output(b: PlanBuilder, node: gs.Node, out: gs.Tensor) -> None:
         return
     follower = b.index.single_consumer(out.name)
     if follower is not None and follower.op in CLIP_LIKE and follower.name not in b.excluded:
+        if b.index.is_graph_output(follower.outputs[0].name) or follower.outputs[0].name in b.forbidden:
+            return
         b.quantized.add(follower.name)
         out = follower.outputs[0]
-        if b.index.is_graph_output(out.name):
-            return
+    if out.name in b.forbidden:
+        return
     users = [(n.name, i) for n, i in b.index.consumers.get(out.name, [])]
     if users:
         b.add(out.name, Role.ACTIVATION, users, "ort-op-output")

@@ -408,11 +408,14 @@ def test_solve_range_errors() -> None:
 
 def _guard_reference(s: TensorStats, amax: float, ratio: float) -> float:
     """The guard as specified: keep ``amax`` unless the top bin is a spike (>= 1e-4 of the values and
-    >= 8x the mean of the 32 bins below) and ``amax``'s expected squared error exceeds ``ratio`` times
+    >= 8x the mean of the 32 bins below) or it clips more than 10 % of the values, and ``amax``'s expected squared error exceeds ``ratio`` times
     that of the exhaustive MSE optimum (capped at the data's max)."""
     h = s.abs_hist
     top = int(np.flatnonzero(h.counts)[-1])
-    if not (h.counts[top] >= 1e-4 * h.counts.sum() and h.counts[top] >= 8 * h.counts[top - 32:top].mean()):
+    spike = h.counts[top] >= 1e-4 * h.counts.sum() and h.counts[top] >= 8 * h.counts[top - 32:top].mean()
+    edges = np.arange(h.counts.size) * h.width  # lower edge of each bin
+    clipped = h.counts[edges >= amax].sum() / h.counts.sum()
+    if not (spike or clipped > 0.1):
         return amax
     best = min(amax_mse(h), s.absmax)
     err = mse_errors(h.counts, np.array([amax, best]) / h.width - 0.5)
@@ -451,3 +454,20 @@ def test_guard_replaces_only_a_threshold_far_worse_than_the_optimum(case: str) -
         err = mse_errors(h.counts, np.array([amax, amax_mse(h)]) / h.width - 0.5)
         assert err[0] > 2 * err[1]  # an error-only guard would have replaced it...
         assert got == amax  # ...but a tail is no ceiling: kept
+
+
+@pytest.mark.parametrize("symmetric", [True, False], ids=["tensorrt", "ort-cpu"])
+def test_guard_rescues_entropy_on_data_away_from_zero(symmetric: bool) -> None:
+    """Entropy's blind spot: every candidate folding all values into one bin has zero divergence."""
+    from onnxq.calibrate.solve import _tensor_range
+    from onnxq.collect.stats import new_stats, observe
+    from onnxq.config import ActivationSpec, QuantConfig
+
+    x = np.random.default_rng(51).uniform(0.12, 0.35, 200_000).astype(np.float32)  # a HardSigmoid output
+    s = observe(new_stats(2048, histogram=True, signed=not symmetric), x)
+    unguarded = QuantConfig(activations=ActivationSpec(method="entropy", guard_ratio=None))
+    raw = _tensor_range(s, unguarded, symmetric)[1]
+    assert raw < 0.13  # clips everything
+    got = _tensor_range(s, QuantConfig(activations=ActivationSpec(method="entropy")), symmetric)
+    assert got[1] == pytest.approx(amax_mse(s.abs_hist if symmetric else s.pos), rel=0.02)
+    assert got[1] > 0.34 and got[0] == (0.0 if not symmetric else -got[1])
