@@ -84,13 +84,16 @@ def add_fallback_args(p: argparse.ArgumentParser) -> None:
     g.add_argument("--min-sqnr", type=float, metavar="DB", help="stop when the worst output SQNR reaches DB")
     g.add_argument("--max-metric-drop", type=float, metavar="X",
                    help="stop when the --metric-script score is within X of the float model's")
+    g.add_argument("--fallback-select", choices=["rule", "sqnr"], default="rule",
+                   help="choose each layer by what it buys in the stopping rule's measure (default) or in output "
+                        "SQNR (steadier when the metric is coarse, e.g. accuracy on a few hundred samples)")
     g.add_argument("--report", metavar="FILE.html", help="write an HTML report (plan, histograms, per-layer SQNR)")
 
 
 def fallback_rule(args: argparse.Namespace) -> FallbackRule:
     if args.max_metric_drop is not None and not args.metric_script:
         raise ConfigError("--max-metric-drop needs a metric: pass --metric-script FILE defining metric()")
-    return FallbackRule(args.max_float_layers, args.min_sqnr, args.max_metric_drop)
+    return FallbackRule(args.max_float_layers, args.min_sqnr, args.max_metric_drop, args.fallback_select)
 
 
 def load_metric_script(path: str | Path) -> Metric:

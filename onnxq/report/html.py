@@ -104,8 +104,9 @@ def _fallback(fb: FallbackResult) -> str:
         if rule.has_target else "<span class=muted>no target: the top layers by sensitivity</span>"
     out = [f"<h2>Automatic fallback</h2><p>Rule: {_e(', '.join(p for p in parts if p))}. {status}.</p>"]
     how = "gated model, exact" if fb.exact else "gated model, estimate"
-    rows = [("float model metric", _num(fb.float_metric)), (f"all layers quantized ({how})", _score(fb.start)),
-            (f"after {len(fb.steps)} layer(s) in float ({how})", _score(fb.final))]
+    rows = [("float model metric", _num(fb.float_metric))] if fb.float_metric is not None else []
+    rows += [(f"all layers quantized ({how})", _score(fb.start)),
+             (f"after {len(fb.steps)} layer(s) in float ({how})", _score(fb.final))]
     if fb.verified is not None:
         rows.append(("written model, evaluated exactly", _score(fb.verified)))
     out.append(_table(["", ""], rows))

@@ -104,7 +104,7 @@ def test_quantize_auto_fallback_leaves_the_top_layer_in_float(setup, tmp_path, c
 def test_quantize_fallback_to_a_sqnr_target_and_html_report(setup, tmp_path, capsys):
     out, page = tmp_path / "q.onnx", tmp_path / "r.html"
     args = ["quantize", *_base(setup), "-o", str(out), "--auto-fallback", "--min-sqnr", "1000",
-            "--max-float-layers", "2", "--report", str(page)]
+            "--max-float-layers", "2", "--fallback-select", "sqnr", "--report", str(page)]
     assert main(args) == 0
     text = capsys.readouterr().out
     assert "TARGET NOT MET" in text and text.count(" bought ") == 2

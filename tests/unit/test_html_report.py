@@ -85,6 +85,7 @@ def test_page_is_well_formed_self_contained_and_escaped(page):
     assert "&lt;model &amp; co&gt;.onnx" in html and "<model & co>" not in html
     for section in ("Summary", "Automatic fallback", "Sensitivity", "Plan", "Activation histograms"):
         assert f"<h2>{section}</h2>" in html
+    assert "float model metric" not in html  # no metric was given: no empty row
 
 
 def test_sensitivity_bars_follow_the_ranking(page):

@@ -276,11 +276,68 @@ def test_fallback_rule_validation_and_default_cap():
     with pytest.raises(ConfigError):
         FallbackRule(max_float_layers=-1)
     assert FallbackRule(min_sqnr_db=30).cap(113) == 11 and FallbackRule(min_sqnr_db=30).cap(4) == 1
+    assert FallbackRule(min_sqnr_db=30).cap(72, heavy=64) == 6  # 10 % of the Conv/Gemm/MatMul units
+    assert FallbackRule(min_sqnr_db=30).cap(72, heavy=0) == 7
     assert FallbackRule(max_float_layers=50).cap(10) == 10
     pre, qplan, params, feeds = _bad_second_layer()
     report, ev = sensitivity(pre, qplan, params, feeds, SensitivityOptions(mode="loo", workers=1))
     with pytest.raises(ConfigError, match="metric"):
         choose_float_layers(ev, report, FallbackRule(max_metric_drop=1.0))
+
+
+def test_fallback_select_sqnr_decides_by_output_sqnr_not_by_the_metric():
+    pre, qplan, params, feeds = _bad_second_layer()
+    report, ev = sensitivity(pre, qplan, params, feeds, SensitivityOptions(mode="loo", workers=1))
+    favoured = ev.outputs(["MatMul_1"])  # MatMul_0 in float: the metric below peaks there
+
+    def metric(outputs_float, outputs_quant):  # an unreachable float score: the cap stops it
+        return 1.0, -float(sum(np.abs(o[0] - f[0]).sum() for o, f in zip(outputs_quant, favoured)))
+
+    from onnxq.analysis.sensitivity import GatedEvaluator
+
+    mev = GatedEvaluator(ev.gated, feeds, metric=metric, workers=1)
+    by_metric = choose_float_layers(mev, report, FallbackRule(max_float_layers=1, max_metric_drop=0.0))
+    by_sqnr = choose_float_layers(mev, report, FallbackRule(max_float_layers=1, max_metric_drop=0.0, select="sqnr"))
+    assert by_metric.float_nodes == ("MatMul_0",) and by_metric.final.metric == 0.0
+    assert by_sqnr.float_nodes == ("MatMul_1",)  # the bad layer: the larger SQNR gain
+    assert by_sqnr.final.sqnr_db > by_metric.final.sqnr_db
+    step = by_sqnr.steps[0]
+    assert step.bought == pytest.approx(step.after.metric - step.before.metric)  # still reported in the metric
+    with pytest.raises(ConfigError, match="selection"):
+        FallbackRule(max_float_layers=1, select="best")
+
+
+class _TableEvaluator:
+    """A stand-in evaluator scoring configurations from a table: {frozenset(float units): Score}."""
+
+    def __init__(self, units, table, float_metric):
+        self.units, self.table, self.float_metric = tuple(units), table, float_metric
+        self.workers, self.exact = 1, True
+
+    def score(self, quantized):
+        return self.table[frozenset(self.units) - frozenset(quantized)]
+
+    def scores(self, configs, **_):
+        return [self.score(c) for c in configs]
+
+
+def test_fallback_rejects_a_metric_gain_that_lowers_the_output_sqnr():
+    from onnxq.analysis.sensitivity import LayerSensitivity, Score, SensitivityReport
+
+    units = ("a", "b", "c")
+    table = {frozenset(): Score(20.0, 0.99, 90.0),
+             frozenset("a"): Score(19.0, 0.98, 93.0),  # the best metric, but the outputs move away from float
+             frozenset("b"): Score(21.0, 0.99, 92.0),
+             frozenset("c"): Score(20.5, 0.99, 90.0),  # buys nothing in the metric: dropped
+             frozenset("ab"): Score(20.0, 0.99, 93.5), frozenset("bc"): Score(21.5, 0.99, 92.0)}
+    layers = tuple(LayerSensitivity(u, "Conv", k, None, None, 1.0 - k, 0.0, None) for k, u in enumerate(units))
+    report = SensitivityReport("metric", 8, 93.0, table[frozenset()], layers, 4, 0.0)
+    ev = _TableEvaluator(units, table, 93.0)
+    result = choose_float_layers(ev, report, FallbackRule(max_float_layers=1, max_metric_drop=0.5))
+    assert result.float_nodes == ("b",) and result.steps[0].bought == pytest.approx(2.0)
+    # "a" stays a candidate: with "b" in float, it raises the SQNR no more (20.0 < 21.0), still rejected.
+    result = choose_float_layers(ev, report, FallbackRule(max_float_layers=2, max_metric_drop=0.5))
+    assert result.float_nodes == ("b",) and not result.met
 
 
 def test_exclude_patterns_match_exactly_the_named_nodes():
