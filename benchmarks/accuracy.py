@@ -407,7 +407,9 @@ def summary_table(rows: list[Row]) -> list[str]:
         pick = {(r.quantizer, r.eval_mode): r for r in mine}
         flt = pick.get(("float", "optimized"))
         trt = [r for r in mine if r.quantizer == "onnxq TensorRT" and r.result]
-        best = max(trt, key=lambda r: spec.rank(r.result)) if trt else None
+        # best: a method meeting every part of the target if any (then by the main metric)
+        ok = (lambda r: spec.met(r.result, flt.result)) if flt is not None and flt.result else (lambda r: False)
+        best = max(trt, key=lambda r: (ok(r), spec.rank(r.result))) if trt else None
         cpu = [pick.get(("onnxq ORT-CPU", m)) for m in ("optimized", "exact")]
         ortd = [pick.get(("onnxruntime default", m)) for m in ("optimized", "exact")]
         met = []
