@@ -8,7 +8,9 @@
 
 __version__ = "0.1.0"
 
-from onnxq.api import QuantResult, calibrate, prepare, quantize  # noqa: E402
+from onnxq.analysis.compare import compare  # noqa: E402
+from onnxq.analysis.sensitivity import sensitivity  # noqa: E402
+from onnxq.api import QuantResult, calibrate, prepare, quantize, quantize_with_fallback  # noqa: E402
 from onnxq.calibrate.solve import solve  # noqa: E402
 from onnxq.collect import data  # noqa: E402
 from onnxq.collect.collectors import collect  # noqa: E402
@@ -40,6 +42,6 @@ __all__ = [
     "ActivationSpec", "BatchStatistic", "CalibrationDataError", "ConfigError", "Method", "ModelLoadError",
     "OnnxqError", "OutputError", "QuantConfig", "QuantParams", "QuantPlan", "QuantResult", "Target",
     "UnsupportedModelError", "ValidationError", "WeightFormat", "WeightMethod", "WeightSpec", "calibrate",
-    "collect", "data", "insert_qdq", "load_config", "load_model", "plan", "prepare", "quantize", "save_model",
-    "solve",
+    "collect", "compare", "data", "insert_qdq", "load_config", "load_model", "plan", "prepare", "quantize",
+    "quantize_with_fallback", "save_model", "sensitivity", "solve",
 ]
