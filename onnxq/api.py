@@ -111,9 +111,9 @@ def quantize(
     t = time.perf_counter()
     params = solve(stats, qplan, pre, config)
     corrected = pre
-    if correct and moments is not None:
-        corrected = correct_biases(pre, qplan, params, moments) if moments else pre
-    elif correct:
+    if moments:  # measured in the calibration run above
+        corrected = correct_biases(pre, qplan, params, moments)
+    elif correct and moments is None:  # statistics were given: the means need their own pass over the data
         if source is None:
             notes.append("bias correction skipped: it needs the calibration data, not only statistics")
         else:

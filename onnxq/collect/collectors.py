@@ -57,6 +57,7 @@ from onnxq.collect import augment
 from onnxq.collect.data import DataSource, batched, input_specs_from_model, validated
 from onnxq.collect.stats import TensorStats, new_stats, observe
 from onnxq.config import QuantConfig, Target
+from onnxq.cores import usable_cores
 from onnxq.errors import CalibrationDataError, ConfigError
 from onnxq.placement.plan import QuantPlan
 
@@ -297,21 +298,14 @@ def partition(names: Sequence[str], sizes: Mapping[str, float | None], workers: 
 
 def _count_workers() -> int:
     """Counting threads: the usable cores, at most 4 (numpy releases the GIL in the counting loops)."""
-    return min(4, _cores())
-
-
-def _cores() -> int:
-    try:
-        return len(os.sched_getaffinity(0))
-    except (AttributeError, OSError):
-        return os.cpu_count() or 1
+    return min(4, usable_cores())
 
 
 def _ort_threads() -> int | None:
     """Threads for onnxruntime: leave one core to the counting worker (None: honour ONNXQ_THREADS)."""
     if os.environ.get("ONNXQ_THREADS"):
         return None
-    return max(1, _cores() - 1)
+    return max(1, usable_cores() - 1)
 
 
 def batch_size(feed: Feed) -> int:
