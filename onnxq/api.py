@@ -64,7 +64,7 @@ def prepare(model: str | os.PathLike | onnx.ModelProto) -> tuple[onnx.ModelProto
     return pre, notes
 
 
-def as_source(data: DataArg, model: onnx.ModelProto, batch_size: int = 1) -> data_mod.DataSource:
+def as_source(data: DataArg, model: onnx.ModelProto, batch_size: int | None = None) -> data_mod.DataSource:
     specs = data_mod.input_specs_from_model(model)
     if data is None:
         raise data_mod.CalibrationDataError("no calibration data given: pass a folder, a DataSource or an iterable")
@@ -75,7 +75,7 @@ def as_source(data: DataArg, model: onnx.ModelProto, batch_size: int = 1) -> dat
     else:
         source = data_mod.from_iterable(data)
     # With batching, the collector validates whole batches instead (a fixed batch N > 1 rejects single samples).
-    return source if batch_size > 1 else data_mod.validated(source, specs)
+    return source if batch_size is not None and batch_size > 1 else data_mod.validated(source, specs)
 
 
 def quantize(
@@ -127,12 +127,12 @@ def quantize(
     t = time.perf_counter()
     sample = _first_sample(source, pre) if source is not None else None
     try:
-        io.check_model(qmodel, sample)
+        quant_outputs = io.check_model(qmodel, sample)
     except ValidationError:
         io.check_input_model(pre, sample)  # an invalid float model is the input's fault, not an onnxq bug
         raise
     checked = io.digest(qmodel)  # save() skips the check while the model still has these bytes
-    check = output_similarity(pre, qmodel, sample) if sample is not None else {}
+    check = output_similarity(pre, qmodel, sample, quant_outputs) if sample is not None else {}
     timings["check"] = time.perf_counter() - t
     report = QuantReport(
         model=str(model) if not isinstance(model, onnx.ModelProto) else "<in-memory model>",

@@ -120,7 +120,9 @@ class QuantConfig:
     weights: WeightSpec = field(default_factory=WeightSpec)
     exclude_nodes: tuple[str, ...] = ()  # regular expressions searched in node names
     exclude_ops: tuple[str, ...] = ()  # op types left in float
-    batch_size: int = 1
+    # Samples per onnxruntime run while calibrating. None: automatic, up to 4 feeds per run when the model
+    # has a dynamic batch dim and batching is checked to change no collected value (onnxq.collect.coalesce).
+    batch_size: int | None = None
     seed: int = 0
     collect_memory_mb: float = 1024.0  # activations held at once while collecting (more: several passes)
 
@@ -132,7 +134,7 @@ class QuantConfig:
             object.__setattr__(self, "weights", _from_dict(WeightSpec, self.weights, "weights"))
         object.__setattr__(self, "exclude_nodes", tuple(self.exclude_nodes))
         object.__setattr__(self, "exclude_ops", tuple(self.exclude_ops))
-        if self.batch_size < 1:
+        if self.batch_size is not None and (isinstance(self.batch_size, bool) or self.batch_size < 1):
             raise ConfigError(f"batch_size must be >= 1, got {self.batch_size}")
         if isinstance(self.collect_memory_mb, bool) or not isinstance(self.collect_memory_mb, (int, float)) \
                 or not self.collect_memory_mb > 0:

@@ -122,11 +122,15 @@ def digest(model: onnx.ModelProto) -> str | None:
     return hashlib.sha256(model.SerializeToString(deterministic=True)).hexdigest()
 
 
-def check_model(model: onnx.ModelProto, feed: Mapping[str, np.ndarray] | None) -> None:
-    """Full onnx check, then onnxruntime loads the model and runs ``feed``; outputs must be finite."""
-    problem = validation_problem(model, feed)
+def check_model(model: onnx.ModelProto, feed: Mapping[str, np.ndarray] | None) -> list[np.ndarray] | None:
+    """Full onnx check, then onnxruntime loads the model and runs ``feed``; outputs must be finite.
+
+    Returns the outputs of that run (None without a feed), so callers need not run the model again.
+    """
+    problem, outputs = _validate(model, feed)
     if problem is not None:
         raise ValidationError(f"{problem} in the model onnxq produced; please report this bug")
+    return outputs
 
 
 def check_input_model(model: onnx.ModelProto, feed: Mapping[str, np.ndarray] | None) -> None:
@@ -146,11 +150,18 @@ def check_input_model(model: onnx.ModelProto, feed: Mapping[str, np.ndarray] | N
 
 def validation_problem(model: onnx.ModelProto, feed: Mapping[str, np.ndarray] | None) -> str | None:
     """What fails in :func:`check_model` (one line), or None when the model passes."""
+    return _validate(model, feed)[0]
+
+
+def _validate(
+    model: onnx.ModelProto, feed: Mapping[str, np.ndarray] | None
+) -> tuple[str | None, list[np.ndarray] | None]:
+    """(what fails or None, the outputs of running ``feed`` or None)."""
     # onnx's own message for this names neither the tensor nor the fix
     for vi in (*model.graph.input, *model.graph.output):
         if vi.type.HasField("tensor_type") and not vi.type.tensor_type.HasField("shape"):
             return (f"graph {'input' if vi in model.graph.input else 'output'} {vi.name!r} declares no shape "
-                    "(onnx requires one; unknown dims may be named, e.g. 'batch')")
+                    "(onnx requires one; unknown dims may be named, e.g. 'batch')"), None
     if fits_protobuf(model):
         return _problem(model, feed)
     with tempfile.TemporaryDirectory(prefix="onnxq-check-") as tmp:  # over 2 GB: check and run from a file
@@ -159,22 +170,26 @@ def validation_problem(model: onnx.ModelProto, feed: Mapping[str, np.ndarray] | 
         return _problem(path, feed)
 
 
-def _problem(model: onnx.ModelProto | str, feed: Mapping[str, np.ndarray] | None) -> str | None:
+def _problem(
+    model: onnx.ModelProto | str, feed: Mapping[str, np.ndarray] | None
+) -> tuple[str | None, list[np.ndarray] | None]:
+    if isinstance(model, onnx.ModelProto):
+        model = model.SerializeToString()  # once, for both the checker and onnxruntime (~30 ms per copy)
     try:
         onnx.checker.check_model(model, full_check=True)
     except (onnx.checker.ValidationError, onnx.shape_inference.InferenceError) as exc:
-        return f"onnx's checker fails ({_short(exc)})"
+        return f"onnx's checker fails ({_short(exc)})", None
     if feed is None:
-        return None
+        return None, None
     try:
         session = runtime.make_session(model)
         outputs = runtime.run(session, feed)
     except UnsupportedModelError as exc:
-        return f"onnxruntime cannot run it ({exc})"
+        return f"onnxruntime cannot run it ({exc})", None
     for name, value in zip(runtime.output_names(session), outputs):
         if np.issubdtype(np.asarray(value).dtype, np.floating) and not np.all(np.isfinite(value)):
-            return f"output {name!r} is not finite"
-    return None
+            return f"output {name!r} is not finite", None
+    return None, list(outputs)
 
 
 def save_external(

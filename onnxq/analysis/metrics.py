@@ -145,10 +145,15 @@ def accumulate(sums: ErrorSums, ref: np.ndarray, x: np.ndarray, *, top1: bool = 
     )
 
 
-def output_similarity(float_model: onnx.ModelProto, quant_model: onnx.ModelProto, feed: dict) -> dict[str, float]:
-    """Worst-output cosine and SQNR of ``quant_model`` against ``float_model`` on one feed."""
+def output_similarity(
+    float_model: onnx.ModelProto, quant_model: onnx.ModelProto, feed: dict, quant_outputs: list | None = None
+) -> dict[str, float]:
+    """Worst-output cosine and SQNR of ``quant_model`` against ``float_model`` on one feed.
+
+    ``quant_outputs``: the quantized model's outputs on ``feed`` when already computed (its final check).
+    """
     a = runtime.run(runtime.make_session(float_model), feed)
-    b = runtime.run(runtime.make_session(quant_model), feed)
+    b = runtime.run(runtime.make_session(quant_model), feed) if quant_outputs is None else quant_outputs
     pairs = [(x, y) for x, y in zip(a, b) if np.issubdtype(np.asarray(x).dtype, np.floating)]
     if not pairs:
         return {}

@@ -28,6 +28,7 @@ size (weighted by the number of output positions), so any data source gives the 
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 
 import numpy as np
@@ -134,44 +135,31 @@ def conv_tap_means(x: np.ndarray, geometry: ConvGeometry) -> tuple[np.ndarray, i
         # pointwise conv (most convs of mobile nets): its one tap reads every value once
         sums = np.add.reduce(x.reshape(x.shape[0], x.shape[1], -1), axis=2).astype(np.float64).sum(axis=0)
         return sums[:, None] / count, count
-    # The window of a tap is a product of one strided range per axis, so the sums separate: reduce the
-    # first spatial axis once per kernel offset (adding whole contiguous rows: numpy's fastest reduction),
-    # then the next, ...; each kernel axis is appended last, so the taps come out in kernel order.
-    sums = x
-    for i in range(n_spatial):
-        ranges = [_tap_range(k, g.dilations[i], g.strides[i], begins[i], spatial[i], out_sizes[i])
-                  for k in range(g.kernel[i])]
-        sums = np.stack(_range_sums(sums, 2, ranges, g.strides[i]), axis=-1)
-    sums = sums.sum(axis=0)  # over the batch, last: the full-size passes above stay in the input dtype
-    taps = sums.reshape(sums.shape[0], -1)
+    # The window of a tap is a product of one strided range per axis, so its sum separates into one
+    # contraction per spatial axis with a 0/1 matrix (which positions each kernel offset reads): one BLAS
+    # matmul per axis whatever the kernel size (per-tap slicing cost ~1 ms per depthwise conv). The first
+    # contraction (the full-size one) runs in the input's float dtype, the small rest in float64.
+    sums = x if x.dtype in (np.float32, np.float64) else x.astype(np.float32)
+    for i in reversed(range(n_spatial)):
+        window = _window_matrix(g.kernel[i], g.dilations[i], g.strides[i], begins[i], spatial[i], out_sizes[i])
+        moved = np.moveaxis(sums, 2 + i, -1)  # a copy only after the first contraction, when it is small
+        flat = moved.reshape(-1, moved.shape[-1]) @ window.astype(moved.dtype, copy=False)  # 2-D: one GEMM
+        sums = flat.reshape(*moved.shape[:-1], window.shape[1]).astype(np.float64, copy=False)
+    sums = sums.sum(axis=0)  # [C, K_last, ..., K_first]: the kernel axes came out last-first
+    taps = sums.transpose(0, *range(n_spatial, 0, -1)).reshape(sums.shape[0], -1)
     return taps / count, count
 
 
-def _range_sums(a: np.ndarray, axis: int, ranges: list[slice | None], stride: int) -> list[np.ndarray]:
-    """Float64 sums of ``a`` over each strided range of ``axis`` (a None range sums nothing).
-
-    One pass over ``a`` whatever the number of ranges: the ranges of one stride residue differ only by a
-    few positions near the borders (the padding), so each is the residue's total minus those positions.
-    The full-size reduction runs in ``a``'s dtype (numpy's pairwise sum; float32 keeps ~1e-7 relative),
-    the small corrections in float64.
-    """
-    size = a.shape[axis]
-    totals: dict[int, np.ndarray] = {}
-    out = []
-    for rng in ranges:
-        if rng is None:
-            out.append(np.zeros(np.delete(a.shape, axis)))
-            continue
-        r = rng.start % stride
-        if r not in totals:
-            whole = a[(slice(None),) * axis + (slice(r, None, stride),)]
-            totals[r] = np.add.reduce(whole, axis=axis).astype(np.float64)
-        outside = [j for j in range(r, size, stride) if j < rng.start or j >= rng.stop]
-        part = totals[r]
-        if outside:
-            part = part - np.add.reduce(np.take(a, outside, axis=axis), axis=axis).astype(np.float64)
-        out.append(part)
-    return out
+@functools.lru_cache(maxsize=256)
+def _window_matrix(kernel: int, dilation: int, stride: int, begin: int, size: int, outputs: int) -> np.ndarray:
+    """``[size, kernel]`` 0/1 float64: entry (p, k) is 1 when kernel offset k reads input position p."""
+    window = np.zeros((size, kernel))
+    for k in range(kernel):
+        rng = _tap_range(k, dilation, stride, begin, size, outputs)
+        if rng is not None:
+            window[rng, k] = 1.0
+    window.flags.writeable = False
+    return window
 
 
 def _tap_range(offset: int, dilation: int, stride: int, begin: int, size: int, outputs: int) -> slice | None:

@@ -47,6 +47,8 @@ where ``q_last = G/N`` of the last bin's group. So ``D(i)`` costs O(levels), and
 
 from __future__ import annotations
 
+import functools
+
 import numpy as np
 
 from onnxq.calibrate.minmax import amax_minmax
@@ -72,20 +74,33 @@ def kl_divergences(counts: np.ndarray, candidates: np.ndarray, levels: int = 128
     z = np.concatenate([[0], np.cumsum(h > 0)])
     a = np.concatenate([[0.0], np.cumsum(_xlogx(h))])
     total = int(s[-1])
-    bounds = (np.arange(levels + 1)[None, :] * i[:, None] + levels - 1) // levels  # ceil(g*i/levels)
-    g_sum = s[bounds[:, 1:]] - s[bounds[:, :-1]]
-    g_nz = z[bounds[:, 1:]] - z[bounds[:, :-1]]
+    bounds, g_last = _groups(i.tobytes(), levels)
+    g_sum = np.diff(s[bounds], axis=1)  # one gather per prefix sum, then adjacent differences
+    g_nz = np.diff(z[bounds], axis=1)
     ratio = np.where(g_sum > 0, g_sum / np.maximum(g_nz, 1), 1.0)
-    sum_glog = (g_sum * np.log(ratio)).sum(axis=1)
+    sum_glog = np.einsum("ij,ij->i", g_sum.astype(np.float64), np.log(ratio))
     tail = total - s[i]
     last = h[i - 1]
-    g_last = ((i - 1) * levels) // i
     q_last = ratio[np.arange(i.size), g_last]
     with np.errstate(divide="ignore", invalid="ignore"):
         p_log_p = (a[i - 1] + _xlogx(last + tail)) / total - np.log(total)
         p_log_q = (sum_glog + np.where(tail > 0, tail * np.log(q_last), 0.0)) / total - np.log(s[i])
         kl = p_log_p - p_log_q
     return np.where(((last == 0) & (tail > 0)) | (s[i] == 0), np.inf, np.maximum(kl, 0.0))
+
+
+@functools.lru_cache(maxsize=16)
+def _groups(candidates: bytes, levels: int) -> tuple[np.ndarray, np.ndarray]:
+    """Group boundaries ``ceil(g * i / levels)`` per candidate ``i``, and the group of bin ``i - 1``.
+
+    Data-independent, so computed once per candidate set (every tensor of a model shares it).
+    """
+    i = np.frombuffer(candidates, dtype=np.int64)
+    bounds = (np.arange(levels + 1)[None, :] * i[:, None] + levels - 1) // levels
+    g_last = ((i - 1) * levels) // i
+    bounds.flags.writeable = False
+    g_last.flags.writeable = False
+    return bounds, g_last
 
 
 def amax_entropy(

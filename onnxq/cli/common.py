@@ -119,7 +119,9 @@ def add_quant_args(p: argparse.ArgumentParser) -> None:
                    help="leave nodes whose name matches REGEX (re.search) in float; repeatable")
     q.add_argument("--exclude-op", action="append", default=[], metavar="TYPE",
                    help="leave every node of this op type in float; repeatable")
-    q.add_argument("--batch-size", type=int, help="samples per onnxruntime run (dynamic batch models only)")
+    q.add_argument("--batch-size", type=int,
+                   help="samples per onnxruntime run (dynamic batch models only); default: automatic, up to 4 "
+                        "when batching is checked to change no value; 1 runs one sample at a time")
     q.add_argument("--memory-mb", type=float, help="memory for activations while calibrating (default 1024)")
 
 
@@ -146,7 +148,7 @@ def build_config(args: argparse.Namespace) -> QuantConfig:
         weights=w,
         exclude_nodes=tuple(base.exclude_nodes) + tuple(args.exclude_node),
         exclude_ops=tuple(base.exclude_ops) + tuple(args.exclude_op),
-        batch_size=args.batch_size or base.batch_size,
+        batch_size=base.batch_size if args.batch_size is None else args.batch_size,
         seed=base.seed,
         collect_memory_mb=base.collect_memory_mb if getattr(args, "memory_mb", None) is None else args.memory_mb,
     )

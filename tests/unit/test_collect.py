@@ -94,7 +94,8 @@ def test_histograms_equal_numpy_reference(conv_net: onnx.ModelProto) -> None:
     cfg = config()
     names = planned(conv_net, cfg)
     data = feeds(6)
-    stats, samples = collect(conv_net, plan(conv_net, cfg), from_iterable(data), cfg, optimize=False)
+    one = config(batch_size=1)  # one feed per run: one batch row per sample
+    stats, samples = collect(conv_net, plan(conv_net, cfg), from_iterable(data), one, optimize=False)
     assert samples == 6 and set(stats) == set(names)
     ref = activations(conv_net, names, data)
     for name in names:
@@ -106,7 +107,7 @@ def test_histograms_equal_numpy_reference(conv_net: onnx.ModelProto) -> None:
 
 
 def test_minmax_equals_numpy_reference(conv_net: onnx.ModelProto) -> None:
-    cfg = config("minmax")
+    cfg = config("minmax", batch_size=1)
     names = planned(conv_net, cfg)
     data = feeds(5)
     stats, _ = collect(conv_net, plan(conv_net, cfg), from_iterable(data), cfg, optimize=False)
