@@ -15,14 +15,14 @@ import numpy as np
 import onnx
 
 from onnxq import __version__, io, runtime
-from onnxq.analysis.activation_means import bias_corrected, correction_nodes, moment_reducers
+from onnxq.analysis.activation_means import bias_corrected, channel_maxima, correction_nodes, moment_reducers
 from onnxq.analysis.metrics import output_similarity
 from onnxq.calibrate.solve import solve
 from onnxq.collect import data as data_mod
 from onnxq.collect.collectors import collect, collect_all
 from onnxq.collect.stats import TensorStats
 from onnxq.config import QuantConfig, Target, WeightFormat
-from onnxq.errors import UnsupportedModelError, ValidationError
+from onnxq.errors import ConfigError, UnsupportedModelError, ValidationError
 from onnxq.graph.size import fits_protobuf
 from onnxq.placement import QuantPlan, plan
 from onnxq.preprocess import preprocess
@@ -30,6 +30,7 @@ from onnxq.preprocess.names import name_nodes
 from onnxq.report.records import QuantReport, TensorRecord
 from onnxq.rewrite import QuantParams, insert_qdq
 from onnxq.rewrite.bias_correction import correct_biases
+from onnxq.rewrite.equalize import depthwise_inputs, equalize
 
 log = logging.getLogger(__name__)
 
@@ -93,9 +94,10 @@ def quantize(
     pre, notes = prepare(model)
     _require_quantizable(pre)
     _require_valid(pre, model)
+    source = as_source(data, pre, config.batch_size) if data is not None else None
+    pre = equalized(pre, config, source, notes)
     qplan = plan(pre, config)
     timings["prepare"] = time.perf_counter() - t
-    source = as_source(data, pre, config.batch_size) if data is not None else None
     t = time.perf_counter()
     samples = 0
     correct = config.weights.bias_correction
@@ -154,6 +156,32 @@ def quantize(
 
 _FLOAT_TYPES = frozenset({onnx.TensorProto.FLOAT, onnx.TensorProto.FLOAT16, onnx.TensorProto.DOUBLE,
                           onnx.TensorProto.BFLOAT16})
+
+
+EQUALIZE_SAMPLES = 32  # per-channel maxima settle fast, and any scale is exact: only the rounding improves
+
+
+def equalized(pre: onnx.ModelProto, config: QuantConfig, source: data_mod.DataSource | None,
+              notes: list[str] | None = None) -> onnx.ModelProto:
+    """``pre`` with its quantized depthwise inputs equalized when ``config.equalize`` (else ``pre``).
+
+    The per-channel maxima come from the first ``EQUALIZE_SAMPLES`` samples of ``source``; the scales
+    only decide how evenly the channels share the int8 range (the float function is unchanged).
+    """
+    if not config.equalize or config.target is not Target.TENSORRT:
+        return pre
+    if source is None:
+        raise ConfigError("equalize needs calibration data to measure channel ranges; pass it with the "
+                          "statistics, or turn equalize off")
+    wanted = {node for spec in plan(pre, config).activations() for node, idx in spec.consumers if idx == 0}
+    inputs = depthwise_inputs(pre, wanted)
+    if not inputs:
+        return pre
+    maxima = channel_maxima(pre, [i.tensor for i in inputs], data_mod.take(source, EQUALIZE_SAMPLES), config)
+    out = equalize(pre, inputs, maxima)
+    if notes is not None:
+        notes.append(f"equalized the channel ranges of {len(inputs)} depthwise conv inputs")
+    return out
 
 
 def _require_quantizable(model: onnx.ModelProto) -> None:
@@ -228,8 +256,10 @@ def calibrate(
     config = config or QuantConfig()
     pre, _ = prepare(model)
     _require_quantizable(pre)
+    source = as_source(data, pre, config.batch_size)
+    pre = equalized(pre, config, source)
     qplan = plan(pre, config)
-    stats, samples = collect(pre, qplan, as_source(data, pre, config.batch_size), config, progress=progress)
+    stats, samples = collect(pre, qplan, source, config, progress=progress)
     return stats, samples, qplan
 
 
@@ -269,8 +299,9 @@ def quantize_with_fallback(
     rule = rule if rule is not None else FallbackRule()  # FallbackRule() names the missing stopping rule
     pre, _ = prepare(model)
     _require_quantizable(pre)
-    qplan = plan(pre, config)
     source = as_source(data, pre, config.batch_size) if data is not None else None
+    pre = equalized(pre, config, source)
+    qplan = plan(pre, config)
     samples = 0
     timings = {}
     t = time.perf_counter()

@@ -36,7 +36,7 @@ from onnxq.calibrate.bias_correction import (
     merge_moments,
 )
 from onnxq.collect import augment
-from onnxq.collect.collectors import Reducer
+from onnxq.collect.collectors import Reducer, collect_all
 from onnxq.errors import CalibrationDataError
 from onnxq.graph.query import GraphIndex
 from onnxq.placement.plan import QuantPlan
@@ -182,3 +182,24 @@ def bias_corrected(
         return model
     quantizers = input_quantizers(plan, params) if activations else None
     return correct_biases(model, plan, params, input_moments(model, nodes, feeds, quantizers))
+
+
+def channel_maxima(model: onnx.ModelProto, tensors: Iterable[str], source, config) -> dict[str, np.ndarray]:
+    """Per-channel (axis 1) max |x| of each tensor over ``source`` (one collection run, nothing else)."""
+    reducers = [Reducer(t, t, _channel_absmax, _running_max) for t in dict.fromkeys(tensors)]
+    if not reducers:
+        return {}
+    empty = QuantPlan(config.target.value, (), (), ())
+    return collect_all(model, empty, source, config, reducers=reducers).reduced
+
+
+def _channel_absmax(x: np.ndarray) -> np.ndarray:
+    x = np.asarray(x)
+    if x.ndim < 2:
+        raise CalibrationDataError(f"a tensor of rank {x.ndim} has no channel axis to equalize")
+    return np.abs(x).max(axis=(0, *range(2, x.ndim))).astype(np.float64)
+
+
+def _running_max(acc: np.ndarray | None, batch: np.ndarray) -> np.ndarray:
+    return batch if acc is None else np.maximum(acc, batch)
+

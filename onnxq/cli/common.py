@@ -123,6 +123,9 @@ def add_quant_args(p: argparse.ArgumentParser) -> None:
                    help="samples per onnxruntime run (dynamic batch models only); default: automatic, up to 4 "
                         "when batching is checked to change no value; 1 runs one sample at a time")
     q.add_argument("--memory-mb", type=float, help="memory for activations while calibrating (default 1024)")
+    q.add_argument("--equalize", action="store_true",
+                   help="even out the channel ranges of depthwise-conv inputs before quantizing them "
+                        "(a Mul folded back into the depthwise weights; TensorRT target)")
 
 
 def build_config(args: argparse.Namespace) -> QuantConfig:
@@ -151,4 +154,5 @@ def build_config(args: argparse.Namespace) -> QuantConfig:
         batch_size=base.batch_size if args.batch_size is None else args.batch_size,
         seed=base.seed,
         collect_memory_mb=base.collect_memory_mb if getattr(args, "memory_mb", None) is None else args.memory_mb,
+        equalize=base.equalize or bool(getattr(args, "equalize", False)),
     )

@@ -165,6 +165,7 @@ def run(args: argparse.Namespace) -> int:
     model, config, calib, evaluation, metric = sensitivity_inputs(args)
     progress = progress_enabled(args)
     pre, _ = api.prepare(model)
+    pre = api.equalized(pre, config, api.as_source(calib, pre, config.batch_size) if calib is not None else None)
     qplan = plan(pre, config)
     if args.load_stats:
         stats, _meta = load_stats(args.load_stats)
@@ -207,8 +208,9 @@ def quantize_from_args(args: argparse.Namespace, model, source, config, stats):
         samples = 0
         if args.report and stats is None and source is not None and not config.activations.needs_histogram:
             pre, _ = api.prepare(model)
-            stats, samples = collect(pre, plan(pre, config), api.as_source(source, pre, config.batch_size), config,
-                                     progress=progress, histograms=True)
+            calibration = api.as_source(source, pre, config.batch_size)
+            pre = api.equalized(pre, config, calibration)
+            stats, samples = collect(pre, plan(pre, config), calibration, config, progress=progress, histograms=True)
         result = api.quantize(model, source, config, stats=stats, progress=progress)
         if samples:
             result.report = dataclasses.replace(result.report, samples=samples)

@@ -1,0 +1,143 @@
+"""Depthwise input equalization: the float function is unchanged (onnxruntime on both graphs), every
+channel ends at the same range, and the quantized model gets closer to float on channel ranges that
+differ by 1000x (output SQNR measured by onnxruntime against the float model)."""
+
+from __future__ import annotations
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+import pytest
+from onnx import numpy_helper
+
+from onnxq import api
+from onnxq.analysis.activation_means import channel_maxima
+from onnxq.collect.augment import expose
+from onnxq.collect.data import from_iterable
+from onnxq.config import QuantConfig, Target
+from onnxq.errors import ConfigError
+from onnxq.rewrite.equalize import MIN_SCALE, channel_scales, depthwise_inputs, equalize
+from onnxq.testing import model_from_text
+
+C = 6
+# A pointwise conv makes channels of very different ranges (its weights scale them), then SiLU, then a
+# depthwise conv (group = C) and one with a channel multiplier of 2 (group = C, 2C outputs), both reading s;
+# a grouped conv that is not depthwise (group 3, 2 input channels per group) reads s too.
+NET = f"""
+<ir_version: 8, opset_import: ["" : 17]>
+g (float[N,3,8,8] x) => (float[N,{C},8,8] y, float[N,{2 * C},8,8] z, float[N,3,8,8] u) {{
+  a = Conv (x, W0, B0)
+  sg = Sigmoid (a)
+  s = Mul (a, sg)
+  y = Conv <group={C}, pads=[1,1,1,1]> (s, W1, B1)
+  z = Conv <group={C}, pads=[1,1,1,1]> (s, W2, B2)
+  u = Conv <group=3, pads=[1,1,1,1]> (s, W3, B3)
+}}
+"""
+
+
+def net() -> onnx.ModelProto:
+    rng = np.random.default_rng(0)
+    w0 = rng.standard_normal((C, 3, 1, 1)).astype(np.float32)
+    w0 *= np.logspace(-3, 0, C, dtype=np.float32)[:, None, None, None] * 20  # channel ranges 0.02 .. 20
+    weights = {"W0": w0, "B0": np.zeros(C, np.float32), "W1": (C, 1, 3, 3), "B1": (C,), "W2": (2 * C, 1, 3, 3),
+               "B2": (2 * C,), "W3": (3, 2, 3, 3), "B3": (3,)}
+    return model_from_text(NET, weights=weights)
+
+
+def feeds(n: int, seed: int = 1) -> list[dict[str, np.ndarray]]:
+    rng = np.random.default_rng(seed)
+    return [{"x": rng.standard_normal((1, 3, 8, 8)).astype(np.float32)} for _ in range(n)]
+
+
+def run(model: onnx.ModelProto, feed: dict, outputs: list[str] | None = None) -> list[np.ndarray]:
+    """onnxruntime's reference kernels; ``outputs`` may name internal tensors."""
+    opts = ort.SessionOptions()
+    opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
+    exposed = expose(model, outputs) if outputs else model
+    sess = ort.InferenceSession(exposed.SerializeToString(), opts, providers=["CPUExecutionProvider"])
+    return sess.run(outputs, feed)
+
+
+def test_finds_depthwise_convs_only() -> None:
+    found = depthwise_inputs(net())
+    assert [(d.tensor, d.channels) for d in found] == [("s", C)]
+    names = {n.output[0]: n.name for n in net().graph.node}
+    assert set(found[0].convs) == {names["y"], names["z"]}  # not the grouped conv writing u
+    assert depthwise_inputs(net(), nodes={names["y"]})[0].convs == (names["y"],)
+
+
+def test_channel_scales_by_hand() -> None:
+    got = channel_scales(np.array([1.0, 4.0, 0.0, np.nan]))
+    np.testing.assert_allclose(got, [0.25, 1.0, MIN_SCALE, 1.0])
+    np.testing.assert_array_equal(channel_scales(np.zeros(3)), np.ones(3))
+
+
+def test_equalized_model_computes_the_same_and_evens_the_channels() -> None:
+    model = net()
+    data = feeds(4)
+    inputs = depthwise_inputs(model)
+    maxima = {"s": np.max([np.abs(run(model, f, ["s"])[0]).max(axis=(0, 2, 3)) for f in data], axis=0)}
+    assert maxima["s"].max() / maxima["s"].min() > 100  # the case this is for
+    eq = equalize(model, inputs, maxima)
+    onnx.checker.check_model(eq, full_check=True)
+    for f in data:
+        for want, got in zip(run(model, f), run(eq, f)):
+            np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-5 * np.abs(want).max())
+    mul_out = next(n.output[0] for n in eq.graph.node if n.op_type == "Mul" and n.input[0] == "s")
+    per_channel = np.max([np.abs(run(eq, f, [mul_out])[0]).max(axis=(0, 2, 3)) for f in data], axis=0)
+    np.testing.assert_allclose(per_channel, maxima["s"].max(), rtol=1e-5)
+    # the input model is untouched and the grouped conv still reads the original tensor
+    assert all(n.input[0] == "s" for n in model.graph.node if n.op_type == "Conv" and n.input[0] != "x")
+    u_conv = next(n for n in eq.graph.node if n.output[0] == "u")
+    assert u_conv.input[0] == "s"
+
+
+def test_collected_maxima_equal_numpy() -> None:
+    model = net()
+    data = feeds(5)
+    got = channel_maxima(model, ["s"], from_iterable(data), QuantConfig())
+    want = np.max([np.abs(run(model, f, ["s"])[0]).max(axis=(0, 2, 3)) for f in data], axis=0)
+    np.testing.assert_allclose(got["s"], want, rtol=1e-5)
+
+
+def _worst_channel_sqnr(model: onnx.ModelProto, quant: onnx.ModelProto, data: list[dict]) -> float:
+    """SQNR (dB) of the depthwise output ``y``, per channel, worst channel: small channels are the victims."""
+    want = np.concatenate([run(model, f, ["y"])[0] for f in data]).astype(np.float64)
+    got = np.concatenate([run(quant, f, ["y"])[0] for f in data]).astype(np.float64)
+    signal = (want**2).sum(axis=(0, 2, 3))
+    noise = ((want - got) ** 2).sum(axis=(0, 2, 3))
+    return float(np.min(10 * np.log10(signal / noise)))
+
+
+def test_quantize_with_equalize_is_closer_to_float() -> None:
+    model = net()
+    calib, check = feeds(16), feeds(8, seed=2)
+    plain = api.quantize(model, calib, QuantConfig())
+    eq = api.quantize(model, calib, QuantConfig(equalize=True))
+    assert any("equalized" in note for note in eq.report.preprocess)
+    assert sum(n.op_type == "Mul" for n in eq.model.graph.node) == sum(n.op_type == "Mul" for n in model.graph.node) + 1
+    assert _worst_channel_sqnr(model, eq.model, check) > _worst_channel_sqnr(model, plain.model, check) + 10
+    # deterministic bytes
+    again = api.quantize(model, calib, QuantConfig(equalize=True))
+    assert again.model.SerializeToString() == eq.model.SerializeToString()
+
+
+def test_ort_cpu_target_and_missing_data() -> None:
+    model = net()
+    same = api.quantize(model, feeds(4), QuantConfig(target=Target.ORT_CPU, equalize=True))
+    assert not any("equalized" in note for note in same.report.preprocess)
+    with pytest.raises(ConfigError, match="equalize needs calibration data"):
+        api.equalized(api.prepare(model)[0], QuantConfig(equalize=True), None)
+
+
+def test_weights_are_scaled_per_output_channel_with_multiplier() -> None:
+    model = net()
+    inputs = depthwise_inputs(model)
+    maxima = {"s": np.arange(1.0, C + 1.0)}
+    eq = equalize(model, inputs, maxima)
+    weights = {t.name: numpy_helper.to_array(t) for t in eq.graph.initializer}
+    z_conv = next(n for n in eq.graph.node if n.output[0] == "z")
+    scales = np.arange(1.0, C + 1.0) / C
+    np.testing.assert_allclose(weights[z_conv.input[1]], weights["W2"] * np.repeat(scales, 2)[:, None, None, None],
+                               rtol=1e-6)
