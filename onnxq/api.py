@@ -158,15 +158,12 @@ _FLOAT_TYPES = frozenset({onnx.TensorProto.FLOAT, onnx.TensorProto.FLOAT16, onnx
                           onnx.TensorProto.BFLOAT16})
 
 
-EQUALIZE_SAMPLES = 32  # per-channel maxima settle fast, and any scale is exact: only the rounding improves
-
-
 def equalized(pre: onnx.ModelProto, config: QuantConfig, source: data_mod.DataSource | None,
               notes: list[str] | None = None) -> onnx.ModelProto:
     """``pre`` with its quantized depthwise inputs equalized when ``config.equalize`` (else ``pre``).
 
-    The per-channel maxima come from the first ``EQUALIZE_SAMPLES`` samples of ``source``; the scales
-    only decide how evenly the channels share the int8 range (the float function is unchanged).
+    The per-channel maxima come from one pass over ``source`` (all of it: see onnxq.rewrite.equalize); the
+    scales only decide how evenly the channels share the int8 range (the float function is unchanged).
     """
     if not config.equalize or config.target is not Target.TENSORRT:
         return pre
@@ -177,7 +174,7 @@ def equalized(pre: onnx.ModelProto, config: QuantConfig, source: data_mod.DataSo
     inputs = depthwise_inputs(pre, wanted)
     if not inputs:
         return pre
-    maxima = channel_maxima(pre, [i.tensor for i in inputs], data_mod.take(source, EQUALIZE_SAMPLES), config)
+    maxima = channel_maxima(pre, [i.tensor for i in inputs], source, config)
     out = equalize(pre, inputs, maxima)
     if notes is not None:
         notes.append(f"equalized the channel ranges of {len(inputs)} depthwise conv inputs")

@@ -11,9 +11,11 @@ by ``s_c`` and multiplying the weights of the output channels that read it by ``
 float function exactly (Nagel et al. 2019, "Data-Free Quantization", section 4.1, which does this across
 ReLU; here an explicit ``Mul`` does it, so any activation in between works). Per-channel weight
 quantization is invariant to a per-channel factor, so the weights lose nothing, while the activation now
-has every channel at the same range: ``s_c = max|x_c| / max_c max|x_c|`` measured on calibration data
-(floored at ``MIN_SCALE``: a channel below it is as good as dead, and the floor keeps the factor finite
-in float16). The ``Mul`` sits before the Q/DQ pair; TensorRT fuses it with the producer's pointwise
+has every channel at the same range: ``s_c = max|x_c| / max_c max|x_c|`` measured on all the calibration
+data (floored at ``MIN_SCALE``: a channel below it is as good as dead, and the floor keeps the factor
+finite in float16). The maxima must cover every sample the histograms will see: measured on a subset,
+a channel quiet there but active later comes out scaled up thousands of times and stretches the
+tensor's range past everything else (EfficientNet-Lite0: 0 % top-1 agreement with 32 of 100 samples). The ``Mul`` sits before the Q/DQ pair; TensorRT fuses it with the producer's pointwise
 epilogue. Other consumers of the tensor keep reading the original.
 """
 
@@ -72,13 +74,19 @@ _FLOATS = frozenset({onnx.TensorProto.FLOAT, onnx.TensorProto.FLOAT16, onnx.Tens
 
 
 def channel_scales(maxima: np.ndarray) -> np.ndarray:
-    """``s_c = max|x_c| / max_c max|x_c|``, floored at ``MIN_SCALE`` (all ones for an all-zero tensor)."""
+    """``s_c = max|x_c| / max_c max|x_c|``, floored at ``MIN_SCALE``; 1 for a channel never seen non-zero.
+
+    A channel that was exactly zero on all the calibration data gives no range to equalize to: scaling it
+    up would turn its first non-zero value elsewhere into one that swamps the tensor's range
+    (EfficientNet-Lite0 has such ReLU6 channels), so it keeps its scale.
+    """
     m = np.asarray(maxima, dtype=np.float64)
     finite = m[np.isfinite(m)]
     top = float(finite.max()) if finite.size else 0.0
     if top <= 0:
         return np.ones_like(m)
-    return np.maximum(np.where(np.isfinite(m), m, top) / top, MIN_SCALE)  # NaN/inf: as the largest
+    m = np.where(np.isfinite(m), m, top)  # NaN/inf: as the largest
+    return np.where(m > 0, np.maximum(m / top, MIN_SCALE), 1.0)
 
 
 def equalize(

@@ -68,8 +68,9 @@ def test_finds_depthwise_convs_only() -> None:
 
 
 def test_channel_scales_by_hand() -> None:
-    got = channel_scales(np.array([1.0, 4.0, 0.0, np.nan]))
-    np.testing.assert_allclose(got, [0.25, 1.0, MIN_SCALE, 1.0])
+    got = channel_scales(np.array([1.0, 4.0, 0.0, np.nan, 1e-9]))
+    # a channel never seen non-zero keeps its scale; NaN counts as the largest; a tiny one is floored
+    np.testing.assert_allclose(got, [0.25, 1.0, 1.0, 1.0, MIN_SCALE])
     np.testing.assert_array_equal(channel_scales(np.zeros(3)), np.ones(3))
 
 
@@ -141,3 +142,15 @@ def test_weights_are_scaled_per_output_channel_with_multiplier() -> None:
     scales = np.arange(1.0, C + 1.0) / C
     np.testing.assert_allclose(weights[z_conv.input[1]], weights["W2"] * np.repeat(scales, 2)[:, None, None, None],
                                rtol=1e-6)
+
+
+def test_scales_come_from_every_calibration_sample() -> None:
+    """A channel quiet in the first samples and loud in a late one must not be scaled up as if quiet."""
+    model = net()
+    data = feeds(40)
+    pre, _ = api.prepare(model)
+    loud = {"x": data[-1]["x"] * 50.0}  # the last sample drives every channel far past the others
+    eq = api.equalized(pre, QuantConfig(equalize=True), from_iterable(data[:-1] + [loud]))
+    inv = next(numpy_helper.to_array(t) for t in eq.graph.initializer if t.name.startswith("s_equalize_scale"))
+    want = np.max([np.abs(run(model, f, ["s"])[0]).max(axis=(0, 2, 3)) for f in data[:-1] + [loud]], axis=0)
+    np.testing.assert_allclose(inv.ravel(), 1.0 / channel_scales(want), rtol=1e-5)
