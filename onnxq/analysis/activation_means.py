@@ -37,6 +37,8 @@ from onnxq.calibrate.bias_correction import (
 )
 from onnxq.collect import augment
 from onnxq.collect.collectors import Reducer, collect_all
+from onnxq.collect.data import DataSource
+from onnxq.config import QuantConfig
 from onnxq.errors import CalibrationDataError
 from onnxq.graph.query import GraphIndex
 from onnxq.placement.plan import QuantPlan
@@ -184,7 +186,9 @@ def bias_corrected(
     return correct_biases(model, plan, params, input_moments(model, nodes, feeds, quantizers))
 
 
-def channel_maxima(model: onnx.ModelProto, tensors: Iterable[str], source, config) -> dict[str, np.ndarray]:
+def channel_maxima(
+    model: onnx.ModelProto, tensors: Iterable[str], source: DataSource, config: QuantConfig
+) -> dict[str, np.ndarray]:
     """Per-channel (axis 1) max |x| of each tensor over ``source`` (one collection run, nothing else)."""
     reducers = [Reducer(t, t, _channel_absmax, _running_max) for t in dict.fromkeys(tensors)]
     if not reducers:
@@ -202,4 +206,3 @@ def _channel_absmax(x: np.ndarray) -> np.ndarray:
 
 def _running_max(acc: np.ndarray | None, batch: np.ndarray) -> np.ndarray:
     return batch if acc is None else np.maximum(acc, batch)
-

@@ -21,15 +21,12 @@ epilogue. Other consumers of the tensor keep reading the original.
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Mapping
 from dataclasses import dataclass
 
 import numpy as np
 import onnx
 from onnx import helper, numpy_helper
-
-log = logging.getLogger(__name__)
 
 MIN_SCALE = 2.0**-12
 
