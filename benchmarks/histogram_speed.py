@@ -1,4 +1,4 @@
-"""Time onnxq.collect.stats.observe against numpy.histogram (and fast-histogram/boost-histogram if present).
+"""Time onnxq.collect.stats.observe (compiled kernel and numpy-only) against numpy.histogram (and fast-histogram/boost-histogram if present).
 
 Two workloads, both float32:
   * one array of 6.7 M elements (one EfficientNet-Lite0 image's worth of quantized activations);
@@ -21,6 +21,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout without installing
 
+from onnxq.collect import stats
 from onnxq.collect.stats import exponent_for, new_stats, observe
 
 
@@ -68,12 +69,23 @@ def np_histogram(x: np.ndarray, bins: int) -> np.ndarray:
     return np.histogram(a, bins=bins, range=(0.0, float(a.max()) or 1.0))[0]
 
 
+def numpy_only(fn, *args):
+    """``fn(*args)`` with the compiled counting kernel switched off (the fallback where it is not built)."""
+    kernel, stats._counting = stats._counting, None
+    try:
+        return fn(*args)
+    finally:
+        stats._counting = kernel
+
+
 def candidates(bins: int) -> dict[str, object]:
     fns: dict[str, object] = {
         "numpy.histogram(|x|)": lambda x: np_histogram(x, bins),
         "observe minmax only": lambda x: observe(new_stats(bins, histogram=False), x),
         "observe |x| histogram": lambda x: observe(new_stats(bins), x),
         "observe signed histograms": lambda x: observe(new_stats(bins, signed=True), x),
+        "observe |x| histogram, numpy only": lambda x: numpy_only(observe, new_stats(bins), x),
+        "observe signed histograms, numpy only": lambda x: numpy_only(observe, new_stats(bins, signed=True), x),
     }
     try:
         import fast_histogram

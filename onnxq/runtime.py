@@ -15,7 +15,7 @@ import numpy as np
 import onnx
 import onnxruntime as ort
 
-from onnxq.errors import UnsupportedModelError
+from onnxq.errors import ConfigError, UnsupportedModelError
 from onnxq.graph.size import fits_protobuf
 
 log = logging.getLogger(__name__)
@@ -26,7 +26,7 @@ ort.set_default_logger_severity(4)
 
 
 def session_options(
-    *, optimize: bool = False, threads: int | None = None, fake_quant: bool = False
+    *, optimize: bool = False, threads: int | None = None, fake_quant: bool = False, spinning: bool = True
 ) -> ort.SessionOptions:
     """Options for a deterministic CPU session.
 
@@ -39,13 +39,23 @@ def session_options(
     opts.graph_optimization_level = (
         ort.GraphOptimizationLevel.ORT_ENABLE_ALL if optimize else ort.GraphOptimizationLevel.ORT_DISABLE_ALL
     )
-    if threads is None:
-        threads = int(os.environ.get("ONNXQ_THREADS", "0"))
-    opts.intra_op_num_threads = threads
+    opts.intra_op_num_threads = env_threads() if threads is None else threads
     opts.log_severity_level = 4
     if fake_quant:
         opts.add_session_config_entry("session.disable_quant_qdq", "1")
+    if not spinning:  # idle worker threads sleep instead of spinning against other work of ours
+        opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
     return opts
+
+
+def env_threads() -> int:
+    """onnxruntime threads from ``ONNXQ_THREADS`` (0, onnxruntime's choice, when unset or empty)."""
+    value = os.environ.get("ONNXQ_THREADS", "").strip()
+    if not value:
+        return 0
+    if not value.isdigit():
+        raise ConfigError(f"ONNXQ_THREADS={value!r} is not a number of threads; set a whole number >= 1 or unset it")
+    return int(value)
 
 
 def make_session(
@@ -55,6 +65,7 @@ def make_session(
     threads: int | None = None,
     providers: Sequence[str] = ("CPUExecutionProvider",),
     fake_quant: bool = False,
+    spinning: bool = True,
 ) -> ort.InferenceSession:
     """An onnxruntime session; a model onnxruntime rejects becomes an UnsupportedModelError.
 
@@ -68,13 +79,11 @@ def make_session(
             path = os.path.join(tmp, "model.onnx")
             save_external(model, path, "model.onnx.data")
             return make_session(path, optimize=optimize, threads=threads, providers=providers,
-                                fake_quant=fake_quant)
+                                fake_quant=fake_quant, spinning=spinning)
     payload = model.SerializeToString() if isinstance(model, onnx.ModelProto) else model
+    opts = session_options(optimize=optimize, threads=threads, fake_quant=fake_quant, spinning=spinning)
     try:
-        return ort.InferenceSession(
-            payload, sess_options=session_options(optimize=optimize, threads=threads, fake_quant=fake_quant),
-            providers=list(providers)
-        )
+        return ort.InferenceSession(payload, sess_options=opts, providers=list(providers))
     except Exception as exc:  # onnxruntime raises several private exception types
         raise UnsupportedModelError(f"onnxruntime cannot load the model: {_first_line(exc)}") from None
 
@@ -136,8 +145,9 @@ def qdq_opset_supported(opset: int) -> bool:
         [onnx.helper.make_tensor_value_info("y", onnx.TensorProto.FLOAT, [1])], initializer=[scale, zero])
     probe = onnx.helper.make_model(graph, opset_imports=[onnx.helper.make_opsetid("", opset)])
     probe.ir_version = onnx.helper.find_min_ir_version_for(list(probe.opset_import), ignore_unknown=True)
+    opts = session_options()  # outside the try: a bad ONNXQ_THREADS is the user's error, not the opset's
     try:
-        ort.InferenceSession(probe.SerializeToString(), sess_options=session_options(),
+        ort.InferenceSession(probe.SerializeToString(), sess_options=opts,
                              providers=["CPUExecutionProvider"])
     except Exception:  # noqa: BLE001 - any refusal means "not at this opset"
         return False

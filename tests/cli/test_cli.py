@@ -93,6 +93,19 @@ def test_bad_input_exits_2_with_one_line(model_path, tmp_path, capsys, args, nee
     assert not (tmp_path / "o.onnx").exists()
 
 
+@pytest.mark.parametrize("value,ok", [("", True), (" 1 ", True), ("x", False), ("-2", False), ("1.5", False)])
+def test_onnxq_threads_is_checked_not_misreported(model_path, tmp_path, capsys, monkeypatch, value, ok):
+    """An unusable ONNXQ_THREADS is named as such (it used to surface as an opset error); empty = unset."""
+    monkeypatch.setenv("ONNXQ_THREADS", value)
+    out = tmp_path / "o.onnx"
+    code = main(["quantize", str(model_path), "-o", str(out), "--random", "2"])
+    if ok:
+        assert code == 0 and out.exists()
+    else:
+        assert code == 2 and not out.exists()
+        assert "ONNXQ_THREADS" in one_error_line(capsys.readouterr().err)
+
+
 def test_wrong_shape_data_names_input_expected_and_got(model_path, tmp_path, capsys):
     folder = tmp_path / "bad"
     folder.mkdir()

@@ -27,6 +27,28 @@ from onnxq.collect.stats import (
 from onnxq.errors import CalibrationDataError, ConfigError, OutputError
 
 
+# --- both counting paths -----------------------------------------------------------------------------
+
+
+@pytest.fixture(autouse=True, scope="module", params=["kernel", "numpy"])
+def counting(request: pytest.FixtureRequest):
+    """Every test here runs with the compiled kernel (for tensors of any size) and with numpy only.
+
+    Module scope, attributes set by hand: hypothesis refuses function-scoped fixtures in @given tests.
+    """
+    saved = S._counting, S._MIN_KERNEL
+    if request.param == "kernel":
+        if S._counting is None:
+            if os.environ.get("CI"):
+                pytest.fail("the compiled counting kernel was not built (setup.py, optional extension)")
+            pytest.skip("the compiled counting kernel is not built here (no C compiler at install time)")
+        S._MIN_KERNEL = 0
+    else:
+        S._counting = None
+    yield request.param
+    S._counting, S._MIN_KERNEL = saved
+
+
 # --- independent references -------------------------------------------------------------------------
 
 
@@ -322,3 +344,57 @@ def test_load_errors_are_clear(tmp_path) -> None:
     truncated.write_bytes(good.read_bytes()[:200])
     with pytest.raises(CalibrationDataError):
         load_stats(truncated)
+
+
+# --- the compiled kernel itself ---------------------------------------------------------------------
+
+
+def _kernel(counting: str):
+    if counting != "kernel":
+        pytest.skip("kernel-only test")
+    from onnxq.collect import _counting
+
+    return _counting
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_kernel_matches_floor_reference_in_both_modes(counting: str, dtype: type) -> None:
+    k = _kernel(counting)
+    n, e_pos, e_neg = 64, -3, 2
+    rng = np.random.default_rng(11)
+    x = np.concatenate([rng.uniform(-250, 7.99, 1001), np.arange(64) * 2.0**e_pos, -np.arange(64) * 2.0**e_neg,
+                        np.nextafter(np.arange(1, 64) * 2.0**e_pos, 0), [-0.0, 0.0]]).astype(dtype)
+    counts = np.zeros((k.LANES, 2, n), np.int64)
+    assert k.count(x, counts, n, 2.0**-e_pos, 2.0**-e_neg, True) == 0
+    pos, neg = x[~(x < 0)].astype(np.float64), -x[x < 0].astype(np.float64)
+    ref_pos = np.bincount(np.floor(pos / 2.0**e_pos).astype(np.int64), minlength=n)
+    ref_neg = np.bincount(np.floor(neg / 2.0**e_neg).astype(np.int64), minlength=n)
+    assert np.array_equal(counts.sum(0)[0], ref_pos) and np.array_equal(counts.sum(0)[1], ref_neg)
+    # element k lands in lane k % LANES
+    lanes = np.zeros((k.LANES, 2, n), np.int64)
+    k.count(x[:1], lanes, n, 2.0**-e_pos, 2.0**-e_neg, True)
+    assert lanes[0].sum() == 1 and lanes[1:].sum() == 0
+
+
+def test_kernel_skips_what_is_off_the_grid_and_writes_nothing_out_of_bounds(counting: str) -> None:
+    k = _kernel(counting)
+    n = 8
+    x = np.array([1.0, 8.0, np.nan, np.inf, -np.inf, 7.999, 1e30, -3.0], np.float32)
+    guard = np.zeros(k.LANES * n + 16, np.int64)  # counts followed by a guard band that must stay 0
+    counts = guard[: k.LANES * n].reshape(k.LANES, 1, n)
+    assert k.count(x, counts, n, 1.0, 1.0, False) == 5  # 8.0, NaN, +Inf, -Inf, 1e30
+    assert counts.sum() == 3 and not guard[k.LANES * n:].any()
+    assert counts.sum(0)[0, [1, 7, 3]].tolist() == [1, 1, 1]
+
+
+def test_kernel_rejects_wrong_buffers(counting: str) -> None:
+    k = _kernel(counting)
+    counts = np.zeros((k.LANES, 1, 8), np.int64)
+    with pytest.raises(ValueError):
+        k.count(np.zeros(4, np.int32), counts, 8, 1.0, 1.0, False)
+    with pytest.raises(ValueError):
+        k.count(np.zeros(4, np.float32), counts, 16, 1.0, 1.0, False)  # counts too small for 16 bins
+    with pytest.raises(ValueError):
+        k.count(np.zeros(4, np.float32), np.zeros((k.LANES, 1, 8), np.int32), 8, 1.0, 1.0, False)
+    with pytest.raises(ValueError):
+        k.count(np.zeros(8, np.float32)[::2], counts, 8, 1.0, 1.0, False)  # not contiguous
