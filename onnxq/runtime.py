@@ -54,7 +54,9 @@ def env_threads() -> int:
     if not value:
         return 0
     if not value.isdigit():
-        raise ConfigError(f"ONNXQ_THREADS={value!r} is not a number of threads; set a whole number >= 1 or unset it")
+        raise ConfigError(
+            f"ONNXQ_THREADS={value!r} is not a number of threads; set a whole number >= 1 or unset it"
+        )
     return int(value)
 
 

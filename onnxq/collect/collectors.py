@@ -14,9 +14,10 @@ run), ~10 ms of histogram counting with the compiled kernel (~18 ms with numpy a
 bias-correction means, all memory-bound. onnxruntime releases the GIL while it runs, and the counting
 kernel, numpy's ufunc loops and BLAS release it too, so batch ``k`` is counted in worker threads while
 the main thread runs batch ``k + 1``: the wall time is about the total CPU time over the cores, not the
-sum of the stages. Each worker always counts the same share of the tensors (balanced by size) and batch
-``k + 1`` is handed out only when batch ``k`` is counted, so every tensor sees its batches in order: the
-statistics are the same as a sequential loop's, bit for bit, for any number of workers. onnxruntime
+sum of the stages. The tensors are shared out between the workers by bytes for the first batch, then by
+each tensor's measured time, and batch ``k + 1`` is handed out only when batch ``k`` is counted, so
+every tensor sees its batches in order: the statistics are the same as a sequential loop's, bit for
+bit, for any number of workers and any sharing. onnxruntime
 gets every core (unless ``ONNXQ_THREADS`` says otherwise) with its idle threads sleeping rather than
 spinning, so the counting workers (``min(4, cores)``) take the cores whenever it waits; BLAS is held to
 one thread meanwhile (its own threads would spin against onnxruntime's).
@@ -46,6 +47,7 @@ from __future__ import annotations
 
 import itertools
 import logging
+import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -163,8 +165,7 @@ def collect_all(
         names = (from_feed if k == 0 else []) + group
         jobs = _jobs(names, set(tensors), reducers)
         with tqdm(total=source.count, disable=not progress, unit="batch", desc=desc, leave=False) as bar:
-            shares = [[j for n in share for j in jobs[n]] for share in partition(names, sizes, _count_workers())]
-            state, seen, limit = _run_pass(model, group, shares, data, state, optimize, bar, limit)
+            state, seen, limit = _run_pass(model, group, jobs, sizes, data, state, optimize, bar, limit)
         if k and seen != samples:
             raise CalibrationDataError(
                 f"{source.description} gave {samples} samples in the first pass and {seen} in pass {k + 1}; "
@@ -221,7 +222,8 @@ def _again(source: DataSource, k: int) -> Iterable[Feed]:
 def _run_pass(
     model: onnx.ModelProto,
     group: list[str],
-    shares: list[list[_Job]],
+    jobs: Mapping[str, list[_Job]],
+    sizes: Mapping[str, float | None],
     data: Iterable[Feed],
     state: _State,
     optimize: bool,
@@ -230,9 +232,12 @@ def _run_pass(
 ) -> tuple[_State, int, int]:
     """Run ``group`` exposed over ``data``; count batch k in workers (one per share) while batch k+1 runs.
 
-    Each worker always runs the same share of jobs, and batch k+1 is submitted only once batch k is
-    done: every tensor and reducer sees its batches in order, whatever the number of workers. Up to
-    ``limit`` feeds run as one batch once the first ones are shown to give the same values that way
+    ``jobs`` maps each tensor to read (exposed, or from the feed) to its jobs. Batch k+1 is submitted
+    only once batch k is done: every tensor and reducer sees its batches in order, whatever the number of
+    workers and however the tensors are shared out. The first batch is shared by bytes; later ones by
+    each tensor's measured time in the batch before (a tensor with reducers costs more than its bytes
+    say: shared by bytes, one EfficientNet-Lite0 worker had twice the other's work). Up to ``limit``
+    feeds run as one batch once the first ones are shown to give the same values that way
     (``onnxq.collect.coalesce``); returns the state, the samples seen and the limit kept.
     """
     session = None
@@ -240,27 +245,30 @@ def _run_pass(
         exposed = augment.expose(model, group)
         session = runtime.make_session(exposed, optimize=optimize, threads=_ort_threads(), spinning=False)
     position = {name: k for k, name in enumerate(group)}
+    names, workers = list(jobs), _count_workers()
+    weights: Mapping[str, float | None] = sizes
     samples = 0
     pending: list[Future] = []
     # The workers already fill the cores onnxruntime leaves: BLAS threads of their own (the reducers'
     # matmuls) would only spin against onnxruntime (measured: +1.1 s on 100 EfficientNet-Lite0 images).
     with threadpool_limits(limits=1, user_api="blas"), \
-            ThreadPoolExecutor(max_workers=max(1, len(shares)), thread_name_prefix="onnxq-count") as pool:
+            ThreadPoolExecutor(max_workers=workers, thread_name_prefix="onnxq-count") as pool:
         try:
             items, limit = _batches(session, group, data, limit)
             for feed, n, outputs in items:
                 if outputs is None:
                     outputs = runtime.run(session, feed, group) if session is not None else []
-                state = _gather(state, pending)
+                state, costs = _gather(state, pending)
+                weights = {**weights, **costs}
                 values = {name: outputs[k] for name, k in position.items()}
-                pending = [
-                    pool.submit(_run_jobs, state, share,
-                                [values[j.tensor] if j.tensor in values else feed[j.tensor] for j in share])
-                    for share in shares
-                ]  # fmt: skip
+                pending = []
+                for share in partition(names, weights, workers):
+                    work = [j for name in share for j in jobs[name]]
+                    inputs = [values[j.tensor] if j.tensor in values else feed[j.tensor] for j in work]
+                    pending.append(pool.submit(_run_jobs, state, work, inputs))
                 samples += batch_size(feed)
                 bar.update(n)
-            state = _gather(state, pending)
+            state, _ = _gather(state, pending)
         finally:
             for future in pending:
                 future.cancel()
@@ -302,21 +310,27 @@ def _auto_batch_limit(config: QuantConfig, specs, sizes: Mapping[str, float | No
     return max(1, min(coalesce.MAX_SAMPLES, int(budget / IN_FLIGHT // per_feed)))
 
 
-def _gather(state: _State, pending: list[Future]) -> _State:
-    """``state`` updated with the results of the workers' batch (waits for every one)."""
+def _gather(state: _State, pending: list[Future]) -> tuple[_State, dict[str, float]]:
+    """``state`` updated with the results of the workers' batch (waits for every one), and the seconds
+    each tensor's jobs took."""
     results = [future.result() for future in pending]
     if not results:
-        return state
-    stats = {**state.stats, **{k: v for r in results for k, v in r.stats.items()}}
-    reduced = {**state.reduced, **{k: v for r in results for k, v in r.reduced.items()}}
-    return _State(stats, reduced)
+        return state, {}
+    stats = {**state.stats, **{k: v for r, _ in results for k, v in r.stats.items()}}
+    reduced = {**state.reduced, **{k: v for r, _ in results for k, v in r.reduced.items()}}
+    return _State(stats, reduced), {k: v for _, costs in results for k, v in costs.items()}
 
 
-def _run_jobs(state: _State, jobs: Sequence[_Job], values: Sequence[np.ndarray]) -> _State:
-    """The updated statistics and reductions of one worker's jobs after one batch."""
+def _run_jobs(
+    state: _State, jobs: Sequence[_Job], values: Sequence[np.ndarray]
+) -> tuple[_State, dict[str, float]]:
+    """The updated statistics and reductions of one worker's jobs after one batch, and the seconds each
+    tensor's jobs took."""
     stats: dict[str, TensorStats] = {}
     reduced: dict[str, Any] = {}
+    costs: dict[str, float] = {}
     for job, value in zip(jobs, values, strict=True):
+        start = time.perf_counter()
         try:
             if job.reducer is None:
                 stats[job.tensor] = observe(state.stats[job.tensor], value)
@@ -325,11 +339,13 @@ def _run_jobs(state: _State, jobs: Sequence[_Job], values: Sequence[np.ndarray])
                 reduced[r.key] = r.merge(state.reduced[r.key], r.reduce(value))
         except CalibrationDataError as exc:
             raise CalibrationDataError(f"tensor {job.tensor!r}: {exc}") from None
-    return _State(stats, reduced)
+        costs[job.tensor] = costs.get(job.tensor, 0.0) + time.perf_counter() - start
+    return _State(stats, reduced), costs
 
 
 def partition(names: Sequence[str], sizes: Mapping[str, float | None], workers: int) -> list[list[str]]:
-    """Split ``names`` into at most ``workers`` shares of about equal bytes (largest first, to the lightest).
+    """Split ``names`` into at most ``workers`` shares of about equal weight (bytes, or measured seconds;
+    largest first, to the lightest).
 
     Deterministic: ties go to the lowest share, and each share keeps plan order.
     """
