@@ -16,6 +16,8 @@ Each configuration runs in its own process (this script with ``--one``); the par
 peak RSS from ``os.wait4`` and the child reports its own wall time for the timed part (data loading
 excluded: every configuration gets the same in-memory arrays). The 1-minute load average at the start
 of each run is printed too: the machine is shared, and a load above the core count inflates wall times.
+So every configuration runs ``--repeat`` times (default 3) in interleaved rounds and the table shows the
+median and the spread. onnxq is compiled to bytecode first, as ``pip install`` does.
 
 Usage:
     python benchmarks/calibration.py         # full run; writes benchmarks/results/calibration.md
@@ -159,8 +161,14 @@ def _row(r: dict, plain: dict[int, float]) -> str:
     return (
         f"| {r['label']} | {n} | {r['wall_s']:.1f} | {1e3 * r['wall_s'] / n:.1f} | "
         f"{'—' if cal is None else f'{cal:.1f}'} | {r['peak_rss_gb']:.2f} | "
-        f"{_ratio(r['wall_s'], plain.get(n))} | {_ratio(cal, plain.get(n))} | load {r['load']:.1f} |"
+        f"{_ratio(r['wall_s'], plain.get(n))} | {_ratio(cal, plain.get(n))} | "
+        f"load {r['load']:.1f}{_spread(r)} |"
     )
+
+
+def _spread(r: dict) -> str:
+    runs = r.get("runs", 1)
+    return f"; median of {runs}, {r['wall_min_s']:.1f}-{r['wall_max_s']:.1f} s" if runs > 1 else ""
 
 
 LABELS = {
@@ -177,7 +185,7 @@ HEAD = (
 
 
 def plain_times(results: list[dict]) -> dict[int, float]:
-    """Mean wall time of the plain-inference runs per sample count (one before, one after the others)."""
+    """Median wall time of the plain-inference runs per sample count (first and last in every round)."""
     times: dict[int, list[float]] = {}
     for r in results:
         if r["name"] == "plain" and "wall_s" in r and "error" not in r:
@@ -215,20 +223,50 @@ def _log(r: dict) -> None:
     print(f"{r['name']} {r['samples']}: " + ", ".join(items), flush=True)
 
 
-def run_all(configs: list[str], samples: list[int], timeout: float) -> list[dict]:
+def run_all(configs: list[str], samples: list[int], timeout: float, repeat: int = 1) -> list[dict]:
+    """Every configuration ``repeat`` times per sample count, in interleaved rounds (so that a busy spell
+    of the shared machine hits all of them alike); one row each: median wall times, highest peak RSS."""
+    _compile_bytecode()
     results = []
     with tempfile.TemporaryDirectory(prefix="onnxq-calib-bench-") as tmp:
         model, images = _prepare_images(Path(tmp))
         for n in samples:
             order = configs + (["plain"] if "plain" in configs and len(configs) > 1 else [])
-            for name in order:
-                if name in ("ort-entropy", "ort-percentile") and n > ORT_HISTOGRAM_LIMIT:
-                    why = f"keeps all activations of all samples, ~{0.063 * n:.0f} GB"
-                    results.append({"name": name, "samples": n, "skipped": why})
-                else:
-                    results.append(_spawn(name, model, images, n, timeout))
-                _log(results[-1])
+            runs: dict[str, list[dict]] = {}
+            for _ in range(repeat):
+                for name in order:
+                    if name in ("ort-entropy", "ort-percentile") and n > ORT_HISTOGRAM_LIMIT:
+                        why = f"keeps all activations of all samples, ~{0.063 * n:.0f} GB"
+                        r = {"name": name, "samples": n, "skipped": why}
+                    else:
+                        r = _spawn(name, model, images, n, timeout)
+                    runs.setdefault(name, []).append(r)
+                    _log(r)
+            results += [_aggregate(rs) for rs in runs.values()]
     return results
+
+
+def _compile_bytecode() -> None:
+    """Compile onnxq to bytecode first, as ``pip install`` does (onnxruntime's own modules are): a
+    checkout run with PYTHONDONTWRITEBYTECODE would otherwise compile onnxq in every child (~0.07 s)."""
+    import compileall
+
+    compileall.compile_dir(str(REPO / "onnxq"), quiet=1)
+
+
+def _aggregate(runs: list[dict]) -> dict:
+    """One row from repeated runs of a configuration: median of the times, highest memory, the spread."""
+    ok = [r for r in runs if "wall_s" in r and "error" not in r and "skipped" not in r]
+    if not ok:
+        return runs[0]
+    out = {**ok[0], "runs": len(ok), "wall_min_s": min(r["wall_s"] for r in ok),
+           "wall_max_s": max(r["wall_s"] for r in ok)}  # fmt: skip
+    for key in ("wall_s", "calibrate_s", "load"):
+        values = [r[key] for r in ok if r.get(key) is not None]
+        if values:
+            out[key] = float(np.median(values))
+    out["peak_rss_gb"] = max(r["peak_rss_gb"] for r in ok)
+    return out
 
 
 def write(out: Path, table: str, lines: list[str]) -> None:
@@ -242,9 +280,10 @@ def write(out: Path, table: str, lines: list[str]) -> None:
         f"{onnxruntime.__version__}, Python {platform.python_version()}.\n\n"
         "Wall time of the whole quantization (onnxq: preprocess, plan, collect, solve, rewrite, check, save; "
         "onnxruntime: quantize_static) with the data already in memory; peak RSS of the process. "
-        "\"collect\" is onnxq's collection alone. \"× plain\" divides by the mean of the two plain-inference "
-        "runs of the same sample count (one first, one last). Load = 1-minute load average when the run "
-        "started: the machine is shared, and a load above its 2 cores slows every row.\n\n"
+        "\"collect\" is onnxq's collection alone. \"× plain\" divides by the median of the plain-inference "
+        "runs of the same sample count (first and last in every round). Every row is the median of its "
+        "`--repeat` runs (interleaved rounds), with the spread in the note. Load = 1-minute load average "
+        "when the run started: the machine is shared, and a load above its 2 cores slows every row.\n\n"
         f"{table}\n\n" + "\n".join(lines) + "\n"
     )
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -259,6 +298,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--out", type=Path, help="markdown file for the table (default: results/calibration.md "
                                             "for a full run, none otherwise)")  # fmt: skip
     p.add_argument("--timeout", type=float, default=1800, help="seconds per configuration")
+    p.add_argument("--repeat", type=int, default=3,
+                   help="runs of each configuration, interleaved; the table shows medians (default 3)")
     p.add_argument("--one", choices=CONFIGS, help=argparse.SUPPRESS)
     p.add_argument("--model", type=Path, help=argparse.SUPPRESS)
     p.add_argument("--images", type=Path, help=argparse.SUPPRESS)
@@ -269,7 +310,7 @@ def main(argv: list[str] | None = None) -> int:
         logging.disable(logging.WARNING)
         print(json.dumps(run_one(args.one, args.model, args.images, args.samples[0])), flush=True)
         return 0
-    results = run_all(list(args.only or CONFIGS), args.samples, args.timeout)
+    results = run_all(list(args.only or CONFIGS), args.samples, args.timeout, args.repeat)
     table, lines = render(results), summary(results)
     print("\n" + table + "\n\n" + "\n".join(lines))
     out = args.out or (DEFAULT_OUT if not args.only and args.samples == [100, 1000] else None)
