@@ -1,4 +1,6 @@
-"""Time onnxq.collect.stats.observe (compiled kernel and numpy-only) against numpy.histogram (and fast-histogram/boost-histogram if present).
+"""Time onnxq.collect.stats.observe (compiled kernel, numpy only) against numpy.histogram and others.
+
+fast-histogram and boost-histogram are timed too when installed.
 
 Two workloads, both float32:
   * one array of 6.7 M elements (one EfficientNet-Lite0 image's worth of quantized activations);

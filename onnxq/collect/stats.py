@@ -45,7 +45,7 @@ import numpy as np
 
 from onnxq.errors import CalibrationDataError, ConfigError, OutputError
 
-try:  # compiled at install time when a C compiler is there (setup.py); same counts, about twice as fast
+try:  # compiled at install time where a C compiler exists (pyproject.toml); same counts, ~2x as fast
     from onnxq.collect import _counting
 except ImportError:
     _counting = None
@@ -56,7 +56,7 @@ STATS_FORMAT = "onnxq-stats/1"
 _CHUNK = 1 << 17  # elements per chunk: 512 KiB of float32, stays in L2 with its index buffer
 _LANES = 4  # interleaved sub-histograms, see _Workspace
 _MIN_LANED = 1 << 15  # tensors smaller than this count in one lane
-_MIN_KERNEL = 1 << 15  # and with numpy: below this, a kernel call per chunk buys nothing
+_MIN_KERNEL = 1 << 15  # smaller tensors count with numpy: clearing and folding 4 lanes would cost more
 
 
 def exponent_for(absmax: float, num_bins: int) -> int:
@@ -220,10 +220,10 @@ class _Kernel:
         """acc[lane, half, bin] += the counts of ``x`` on the grids ``exps`` (one exponent per half)."""
         # float16 widens exactly; a strided view (x[::-1]) is copied: the kernel reads contiguous memory
         x = np.ascontiguousarray(x, dtype=np.float32 if x.dtype == np.float16 else x.dtype)
-        skipped = _counting.count(x, acc, self.num_bins, math.ldexp(1.0, -exps[0]), math.ldexp(1.0, -exps[-1]),
-                                  self.signed)
+        scales = [math.ldexp(1.0, -e) for e in exps]
+        skipped = _counting.count(x, acc, self.num_bins, scales[0], scales[-1], self.signed)
         if skipped:  # _finite_minmax and the exponents rule this out; never count silently short
-            raise CalibrationDataError(f"{skipped} values fell outside the histogram grid; please report this bug")
+            raise CalibrationDataError(f"{skipped} values missed the histogram grid; please report this bug")
 
 
 class _Workspace:

@@ -362,8 +362,9 @@ def test_kernel_matches_floor_reference_in_both_modes(counting: str, dtype: type
     k = _kernel(counting)
     n, e_pos, e_neg = 64, -3, 2
     rng = np.random.default_rng(11)
-    x = np.concatenate([rng.uniform(-250, 7.99, 1001), np.arange(64) * 2.0**e_pos, -np.arange(64) * 2.0**e_neg,
-                        np.nextafter(np.arange(1, 64) * 2.0**e_pos, 0), [-0.0, 0.0]]).astype(dtype)
+    edges_pos, edges_neg = np.arange(64) * 2.0**e_pos, -np.arange(64) * 2.0**e_neg
+    x = np.concatenate([rng.uniform(-250, 7.99, 1001), edges_pos, edges_neg,
+                        np.nextafter(edges_pos[1:], 0), [-0.0, 0.0]]).astype(dtype)
     counts = np.zeros((k.LANES, 2, n), np.int64)
     assert k.count(x, counts, n, 2.0**-e_pos, 2.0**-e_neg, True) == 0
     pos, neg = x[~(x < 0)].astype(np.float64), -x[x < 0].astype(np.float64)
