@@ -155,8 +155,10 @@ def collect_all(
     first = next(feeds, None)
     if first is None:
         raise CalibrationDataError(f"{source.description} produced no samples; give at least one")
-    sizes = tensor_bytes(model, needed, first)
+    sizes = measured(model, tensor_bytes(model, needed, first), first, budget / IN_FLIGHT)
     passes = split_passes(internal, sizes, budget / IN_FLIGHT)
+    if len(passes) > 1:
+        log.info("collecting %d tensors in %d passes to stay within the memory budget", len(internal), len(passes))
     limit = _auto_batch_limit(config, specs, sizes, budget, len(passes))
     samples = 0
     for k, group in enumerate(passes):
@@ -415,6 +417,29 @@ def tensor_bytes(model: onnx.ModelProto, tensors: Sequence[str], feed: Feed) -> 
     return out
 
 
+def measured(
+    model: onnx.ModelProto, sizes: Mapping[str, float | None], feed: Feed, budget_bytes: float
+) -> dict[str, float | None]:
+    """``sizes`` with the unknown ones (None) measured by running ``feed``, a group at a time.
+
+    Shape inference often loses the batch and sequence dims of a transformer's inner tensors
+    (``['unk__2', 'unk__13', 'unk__3', 32]``); counted at ``UNKNOWN_TENSOR_MB`` each, MiniLM's 48 small
+    tensors looked like 768 MB and were collected in two passes, one sample per run. The groups are the
+    passes those guesses would give, so the probe stays within the budget the guesses do; each costs one
+    session (graph optimisations off: quick to build) and one run of ``feed``. Sizes depend on the
+    feed's shape (a longer sequence, a larger batch): these are the first feed's.
+    """
+    unknown = [name for name, size in sizes.items() if size is None]
+    out = dict(sizes)
+    for group in split_passes(unknown, sizes, budget_bytes) if unknown else []:
+        session = runtime.make_session(augment.expose(model, group), threads=_ort_threads(), spinning=False)
+        values = runtime.run(session, feed, group)
+        out.update({name: float(np.asarray(v).nbytes) for name, v in zip(group, values, strict=True)})
+    if unknown:
+        log.debug("measured the sizes of %d tensors that shape inference left open", len(unknown))
+    return out
+
+
 def _bytes(ttype: onnx.TypeProto.Tensor, known: Mapping[str, int]) -> float | None:
     if not ttype.HasField("shape") or not ttype.elem_type:
         return None
@@ -451,7 +476,4 @@ def split_passes(
                         name, IN_FLIGHT * size / 2**20)
         passes[-1].append(name)
         used += size
-    if len(passes) > 1:
-        log.info("collecting %d tensors in %d passes to stay within the memory budget",
-                 len(tensors), len(passes))
     return passes

@@ -166,6 +166,28 @@ def test_memory_budget_splits_passes_with_identical_stats(conv_net: onnx.ModelPr
     assert split == whole
 
 
+def test_sizes_shape_inference_left_open_are_measured(conv_net: onnx.ModelProto, monkeypatch) -> None:
+    """Without value infos every inner size is unknown; a probe run of the first feed measures them (one
+    session per group of guesses), and the collection then plans by the real sizes: the same statistics."""
+    cfg = config()
+    bare = onnx.ModelProto()
+    bare.CopyFrom(conv_net)
+    del bare.graph.value_info[:]
+    first = feeds(2, batch=2)[0]
+    assert set(tensor_bytes(bare, ["r", "f"], first).values()) == {None}
+    # guessed at UNKNOWN_TENSOR_MB each, r and f need one probe group each within a 20 MB batch budget
+    sizes = C.measured(bare, {"x": 4800.0, "r": None, "f": None}, first, 20 * 2**20)
+    assert sizes == {"x": 4800.0, "r": 2 * 8 * 10 * 10 * 4.0, "f": 2 * 6 * 4.0}
+    sessions: list[int] = []
+    make = runtime.make_session
+    monkeypatch.setattr(runtime, "make_session", lambda model, **kw: sessions.append(1) or make(model, **kw))
+    # a 40 MB budget: the guesses (2 x 16 MB per batch, 20 MB allowed) would take two passes
+    stats, n = collect(bare, plan(conv_net, cfg), from_iterable(feeds(6)), cfg, memory_mb=40)
+    assert len(sessions) == 2 + 1  # two probe groups, then one pass
+    reference, _ = collect(conv_net, plan(conv_net, cfg), from_iterable(feeds(6)), cfg)
+    assert n == 6 and stats == reference
+
+
 def test_config_memory_budget_is_used(conv_net: onnx.ModelProto, monkeypatch) -> None:
     seen = []
     monkeypatch.setattr(C, "split_passes", lambda t, s, budget: seen.append(budget) or [list(t)])

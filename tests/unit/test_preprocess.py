@@ -428,6 +428,34 @@ def test_options_disable_passes_and_validate():
         PreprocessOptions(min_opset=7)
 
 
+def test_shapes_inferred_on_a_light_copy_equal_onnx_on_the_full_model():
+    """infer_shapes stubs initializers over 1 MB; onnx's own inference of the full model is the reference.
+
+    The model has a 2 MB weight feeding a MatMul, a Reshape whose target is computed from Shape (data
+    propagation), and a small constant shape that must stay readable."""
+    rng = _rng(21)
+    inits = [
+        _init("W", rng.standard_normal((20, 26000)).astype(np.float32)),  # 2.08 MB: stubbed
+        _init("i1", np.array(1, np.int64)), _init("ax", np.array([0], np.int64)),
+        _init("minus1", np.array([-1], np.int64)), _init("flat", np.array([-1, 13000], np.int64)),
+    ]
+    nodes = [
+        helper.make_node("MatMul", ["x", "W"], ["m"]),
+        helper.make_node("Shape", ["x"], ["shape"]),
+        helper.make_node("Gather", ["shape", "i1"], ["d1"], axis=0),
+        helper.make_node("Unsqueeze", ["d1", "ax"], ["u1"]),
+        helper.make_node("Concat", ["minus1", "u1", "minus1"], ["target"], axis=0),
+        helper.make_node("Reshape", ["m", "target"], ["r"]),
+        helper.make_node("Reshape", ["r", "flat"], ["y"]),
+    ]
+    model = _model(nodes, [_vi("x", ["batch", 7, 20])], [_vi("y", None)], inits)
+    reference = onnx.shape_inference.infer_shapes(model, check_type=False, strict_mode=False, data_prop=True)
+    out = shapes.infer_shapes(model)
+    assert out.graph.value_info == reference.graph.value_info and out.graph.output == reference.graph.output
+    assert {vi.name for vi in out.graph.value_info} >= {"m", "r", "target"}
+    assert [t.SerializeToString() for t in out.graph.initializer] == [t.SerializeToString() for t in model.graph.initializer]
+
+
 def test_min_opset_above_13_and_large_model_shapes(monkeypatch):
     monkeypatch.setattr(shapes, "fits_in_memory_api", lambda model: False)  # as if the model were over 2 GB
     out, notes = preprocess(_opset11_model(_rng(20)), PreprocessOptions(min_opset=17))

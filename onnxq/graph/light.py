@@ -1,0 +1,40 @@
+"""Light copies of a model: the same graph with its big initializers replaced by data-less stubs.
+
+Why: serializing a model copies every weight, and the consumers that take bytes (onnx's shape
+inference, onnxruntime's session) parse them back: ~1.5 ns per byte each way, 0.14 s per serialization
+of a 90 MB transformer. Shape inference reads only dims and dtypes of big tensors, and onnxruntime can
+take their values as arrays (``onnxq.runtime``). A stub is an external-data reference to a location
+that does not exist, so nothing can read it by accident.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import onnx
+
+
+def stub(tensor: onnx.TensorProto, location: str) -> onnx.TensorProto:
+    """``tensor``'s name, dtype and dims with an external-data reference to ``location`` instead of data."""
+    out = onnx.TensorProto(name=tensor.name, data_type=tensor.data_type, dims=tensor.dims,
+                           data_location=onnx.TensorProto.EXTERNAL)
+    out.external_data.add(key="location", value=location)
+    return out
+
+
+def light_copy(
+    model: onnx.ModelProto, stubbed: Callable[[onnx.TensorProto], bool], location: str
+) -> onnx.ModelProto:
+    """``model`` with every main-graph initializer for which ``stubbed`` is true replaced by a stub.
+
+    Built without copying the weights: the graph is assembled from the original's parts. Nodes, inputs,
+    outputs, value infos, opsets, functions and IR version are kept; metadata and doc strings are not
+    (neither inference nor onnxruntime reads them). Subgraph initializers stay as they are.
+    """
+    g = model.graph
+    initializers = [stub(t, location) if stubbed(t) else t for t in g.initializer]
+    graph = onnx.helper.make_graph(g.node, g.name, g.input, g.output, initializer=initializers,
+                                   value_info=g.value_info, sparse_initializer=g.sparse_initializer)
+    light = onnx.helper.make_model(graph, opset_imports=model.opset_import, functions=model.functions)
+    light.ir_version = model.ir_version
+    return light
