@@ -129,12 +129,11 @@ def quantize(
     t = time.perf_counter()
     sample = _first_sample(source, pre) if source is not None else None
     try:
-        quant_outputs = io.check_model(qmodel, sample)
+        checked = io.check_model(qmodel, sample)  # its digest lets save() skip the check for the same bytes
     except ValidationError:
         io.check_input_model(pre, sample)  # an invalid float model is the input's fault, not an onnxq bug
         raise
-    checked = io.digest(qmodel)  # save() skips the check while the model still has these bytes
-    check = output_similarity(pre, qmodel, sample, quant_outputs) if sample is not None else {}
+    check = output_similarity(pre, qmodel, sample, checked.outputs) if sample is not None else {}
     timings["check"] = time.perf_counter() - t
     report = QuantReport(
         model=str(model) if not isinstance(model, onnx.ModelProto) else "<in-memory model>",
@@ -151,7 +150,7 @@ def quantize(
         check=check,
     )
     src = None if isinstance(model, onnx.ModelProto) else str(model)
-    return QuantResult(qmodel, report, qplan, params, stats, sample, src, checked)
+    return QuantResult(qmodel, report, qplan, params, stats, sample, src, checked.digest)
 
 
 _FLOAT_TYPES = frozenset({onnx.TensorProto.FLOAT, onnx.TensorProto.FLOAT16, onnx.TensorProto.DOUBLE,

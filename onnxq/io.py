@@ -13,6 +13,7 @@ import os
 import shutil
 import tempfile
 from collections.abc import Mapping
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -115,22 +116,20 @@ def _load_external_data(model: onnx.ModelProto, path: Path) -> None:
         ) from None
 
 
-def digest(model: onnx.ModelProto) -> str | None:
-    """sha256 of the deterministic serialization (None over 2 GB), as ``save_model`` compares it."""
-    if not fits_protobuf(model):
-        return None
-    return hashlib.sha256(model.SerializeToString(deterministic=True)).hexdigest()
+@dataclass(frozen=True)
+class Checked:
+    """What :func:`check_model` established about a model."""
+
+    outputs: list[np.ndarray] | None  # of running the feed (None without one): callers need not run it again
+    digest: str | None  # sha256 of the deterministic serialization checked (None over 2 GB), for save_model
 
 
-def check_model(model: onnx.ModelProto, feed: Mapping[str, np.ndarray] | None) -> list[np.ndarray] | None:
-    """Full onnx check, then onnxruntime loads the model and runs ``feed``; outputs must be finite.
-
-    Returns the outputs of that run (None without a feed), so callers need not run the model again.
-    """
-    problem, outputs = _validate(model, feed)
+def check_model(model: onnx.ModelProto, feed: Mapping[str, np.ndarray] | None) -> Checked:
+    """Full onnx check, then onnxruntime loads the model and runs ``feed``; outputs must be finite."""
+    problem, outputs, digest = _validate(model, feed, want_digest=True)
     if problem is not None:
         raise ValidationError(f"{problem} in the model onnxq produced; please report this bug")
-    return outputs
+    return Checked(outputs, digest)
 
 
 def check_input_model(model: onnx.ModelProto, feed: Mapping[str, np.ndarray] | None) -> None:
@@ -154,29 +153,31 @@ def validation_problem(model: onnx.ModelProto, feed: Mapping[str, np.ndarray] | 
 
 
 def _validate(
-    model: onnx.ModelProto, feed: Mapping[str, np.ndarray] | None
-) -> tuple[str | None, list[np.ndarray] | None]:
-    """(what fails or None, the outputs of running ``feed`` or None)."""
+    model: onnx.ModelProto, feed: Mapping[str, np.ndarray] | None, want_digest: bool = False
+) -> tuple[str | None, list[np.ndarray] | None, str | None]:
+    """(what fails or None, the outputs of running ``feed`` or None, the digest when wanted and known)."""
     # onnx's own message for this names neither the tensor nor the fix
     for vi in (*model.graph.input, *model.graph.output):
         if vi.type.HasField("tensor_type") and not vi.type.tensor_type.HasField("shape"):
             return (f"graph {'input' if vi in model.graph.input else 'output'} {vi.name!r} declares no shape "
-                    "(onnx requires one; unknown dims may be named, e.g. 'batch')"), None
+                    "(onnx requires one; unknown dims may be named, e.g. 'batch')"), None, None
     if fits_protobuf(model):
-        return _problem(model, feed)
+        data = model.SerializeToString(deterministic=True)  # once, for the checker and the digest (~30 ms)
+        problem, outputs = _problem(data, model, feed)
+        return problem, outputs, hashlib.sha256(data).hexdigest() if want_digest and problem is None else None
     with tempfile.TemporaryDirectory(prefix="onnxq-check-") as tmp:  # over 2 GB: check and run from a file
         path = os.path.join(tmp, "model.onnx")
         save_external(model, path, "model.onnx.data")
-        return _problem(path, feed)
+        return (*_problem(path, path, feed), None)
 
 
 def _problem(
-    model: onnx.ModelProto | str, feed: Mapping[str, np.ndarray] | None
+    checked: bytes | str, model: onnx.ModelProto | str, feed: Mapping[str, np.ndarray] | None
 ) -> tuple[str | None, list[np.ndarray] | None]:
-    if isinstance(model, onnx.ModelProto):
-        model = model.SerializeToString()  # once, for both the checker and onnxruntime (~30 ms per copy)
+    """The checker on ``checked`` (the model's bytes or path), onnxruntime on ``model`` (the proto: its
+    weights reach onnxruntime without another serialization, see runtime.make_session; or the path)."""
     try:
-        onnx.checker.check_model(model, full_check=True)
+        onnx.checker.check_model(checked, full_check=True)
     except (onnx.checker.ValidationError, onnx.shape_inference.InferenceError) as exc:
         return f"onnx's checker fails ({_short(exc)})", None
     if feed is None:
