@@ -15,13 +15,13 @@ import numpy as np
 import onnx
 
 from onnxq import __version__, io, runtime
-from onnxq.analysis.activation_means import bias_corrected, channel_maxima, correction_nodes, moment_reducers
+from onnxq.analysis.activation_means import channel_maxima, correction_nodes, moment_reducers
 from onnxq.analysis.metrics import output_similarity
 from onnxq.calibrate.solve import solve
 from onnxq.collect import data as data_mod
-from onnxq.collect.collectors import collect, collect_all
+from onnxq.collect.collectors import batch_size, collect, collect_all
 from onnxq.collect.stats import TensorStats
-from onnxq.config import QuantConfig, Target, WeightFormat
+from onnxq.config import QuantConfig, Target, WeightFormat, exclusion_problems
 from onnxq.errors import ConfigError, UnsupportedModelError, ValidationError
 from onnxq.graph.size import fits_protobuf
 from onnxq.placement import QuantPlan, plan
@@ -86,14 +86,19 @@ def quantize(
     *,
     stats: dict[str, TensorStats] | None = None,
     progress: bool = False,
+    histograms: bool | None = None,
 ) -> QuantResult:
-    """Quantize ``model`` with calibration ``data`` (or precomputed ``stats``) under ``config``."""
+    """Quantize ``model`` with calibration ``data`` (or precomputed ``stats``) under ``config``.
+
+    ``histograms``: keep histograms in ``result.stats`` even when the method needs none (True), so the
+    statistics can be saved and solved with any method later (default: as the method needs)."""
     config = config or QuantConfig()
     timings: dict[str, float] = {}
     t = time.perf_counter()
     pre, notes = prepare(model)
     _require_quantizable(pre)
     _require_valid(pre, model)
+    check_exclusions(pre, config)
     source = as_source(data, pre, config.batch_size) if data is not None else None
     pre = equalized(pre, config, source, notes)
     qplan = plan(pre, config)
@@ -102,12 +107,14 @@ def quantize(
     samples = 0
     correct = config.weights.bias_correction
     moments = None
+    stats_given = stats
     if stats is None:
         if source is None:
             raise data_mod.CalibrationDataError("give calibration data or precomputed statistics (--load-stats)")
         # The bias-correction means come from the same run of the model as the statistics.
         reducers = moment_reducers(correction_nodes(pre, qplan)) if correct else []
-        collected = collect_all(pre, qplan, source, config, reducers=reducers, progress=progress)
+        collected = collect_all(pre, qplan, source, config, reducers=reducers, progress=progress,
+                                histograms=histograms)
         stats, samples, moments = collected.stats, collected.samples, collected.reduced
     timings["calibrate"] = time.perf_counter() - t
     t = time.perf_counter()
@@ -120,7 +127,7 @@ def quantize(
             notes.append("bias correction skipped: it needs the calibration data, not only statistics")
         else:
             t_bc = time.perf_counter()
-            corrected = bias_corrected(pre, qplan, params, source)
+            corrected, samples = _bias_corrected(pre, qplan, params, source, config)
             timings["bias_correction"] = time.perf_counter() - t_bc
     dq_only = config.weights.format is WeightFormat.DQ_ONLY or config.target is Target.ORT_CPU
     qmodel = insert_qdq(corrected, qplan, params, dq_only=dq_only)
@@ -141,16 +148,47 @@ def quantize(
         method=config.activations.method.value,
         config=config.to_dict(),
         preprocess=tuple(notes),
-        data=source.description if source is not None else "precomputed statistics",
+        data=_data_description(source, data_used=stats_given is None),
         samples=samples,
+        feeds=source.count if source is not None and samples else None,
         quantized_nodes=qplan.quantized_nodes,
         skipped=qplan.skips,
         tensors=tuple(_records(qplan, params)),
         timings={k: round(v, 3) for k, v in timings.items()},
         check=check,
+        check_samples=batch_size(sample) if sample is not None else 0,
     )
     src = None if isinstance(model, onnx.ModelProto) else str(model)
     return QuantResult(qmodel, report, qplan, params, stats, sample, src, checked.digest)
+
+
+def _data_description(source: data_mod.DataSource | None, data_used: bool) -> str:
+    if source is None:
+        return "precomputed statistics"
+    return source.description if data_used else f"{source.description}, for bias correction (statistics given)"
+
+
+def _bias_corrected(pre: onnx.ModelProto, qplan: QuantPlan, params: dict[str, QuantParams],
+                    source: data_mod.DataSource, config: QuantConfig) -> tuple[onnx.ModelProto, int]:
+    """Biases corrected from the moments of one collector pass over ``source``: (model, samples seen)."""
+    nodes = correction_nodes(pre, qplan)
+    if not nodes:
+        return pre, 0
+    run = collect_all(pre, QuantPlan(qplan.target, (), (), ()), source, config, reducers=moment_reducers(nodes))
+    return correct_biases(pre, qplan, params, run.reduced), run.samples
+
+
+def check_exclusions(model: onnx.ModelProto, config: QuantConfig, *, warn: bool = True) -> None:
+    """ConfigError for an excluded op type mistyped in case (``conv``); with ``warn``, a logged warning per
+    exclusion that matches nothing in the preprocessed ``model`` (see config.exclusion_problems)."""
+    nodes = model.graph.node
+    ops = {n.op_type for n in nodes}
+    known = ops | {schema.name for schema in onnx.defs.get_all_schemas()}
+    errors, warnings = exclusion_problems(config, [n.name for n in nodes], ops, known)
+    if errors:
+        raise ConfigError(errors[0])
+    for line in warnings if warn else ():
+        log.warning("%s", line)
 
 
 _FLOAT_TYPES = frozenset({onnx.TensorProto.FLOAT, onnx.TensorProto.FLOAT16, onnx.TensorProto.DOUBLE,
@@ -252,6 +290,7 @@ def calibrate(
     config = config or QuantConfig()
     pre, _ = prepare(model)
     _require_quantizable(pre)
+    check_exclusions(pre, config)
     source = as_source(data, pre, config.batch_size)
     pre = equalized(pre, config, source)
     qplan = plan(pre, config)
@@ -288,13 +327,14 @@ def quantize_with_fallback(
     """
     import dataclasses
 
-    from onnxq.analysis.fallback import FallbackRule, run_fallback
+    from onnxq.analysis.fallback import FallbackRule, fallback_skips, run_fallback
     from onnxq.analysis.sensitivity import quant_form
 
     config = config or QuantConfig()
     rule = rule if rule is not None else FallbackRule()  # FallbackRule() names the missing stopping rule
     pre, _ = prepare(model)
     _require_quantizable(pre)
+    check_exclusions(pre, config, warn=False)  # before the search; quantize() below warns once
     source = as_source(data, pre, config.batch_size) if data is not None else None
     pre = equalized(pre, config, source)
     qplan = plan(pre, config)
@@ -320,7 +360,11 @@ def quantize_with_fallback(
     stats = _complete_stats(pre, plan(pre, final), stats, source, final, progress)
     result = quantize(model, source, final, stats=stats, progress=progress)
     timings = {**result.report.timings, **{k: round(v, 3) for k, v in timings.items()}}
-    result.report = dataclasses.replace(result.report, samples=samples or result.report.samples, timings=timings)
+    result.report = dataclasses.replace(
+        result.report, samples=samples or result.report.samples, timings=timings,
+        data=source.description if samples else result.report.data,
+        skipped=fallback_skips(result.report.skipped, chosen))
+    result.plan = dataclasses.replace(result.plan, skips=result.report.skipped)
     verified = evaluator.score_model(result.model)
     met = rule.holds(verified, chosen.float_metric) if rule.has_target else None
     return result, dataclasses.replace(chosen, verified=verified, verified_met=met), ranking

@@ -9,8 +9,13 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import functools
 import json
+import numbers
+import re
 import tomllib
+import types
+import typing
 from dataclasses import dataclass, field
 from enum import Enum
 from pathlib import Path
@@ -50,6 +55,49 @@ class BatchStatistic(str, Enum):
     MODAL = "modal"
 
 
+def _expected(value: Any, hint: Any) -> str | None:
+    """What ``hint`` expects, in a config file's terms, when ``value`` does not fit it (else None)."""
+    if typing.get_origin(hint) in (typing.Union, types.UnionType):
+        args = typing.get_args(hint)
+        if value is None and type(None) in args:
+            return None
+        inner = [a for a in args if a is not type(None)]
+        problem = _expected(value, inner[0]) if len(inner) == 1 else None
+        return problem + " (or left out)" if problem else None
+    if hint is bool:
+        return None if isinstance(value, bool) else "true or false"
+    if hint is int:
+        return None if isinstance(value, numbers.Integral) and not isinstance(value, bool) else "an integer"
+    if hint is float:
+        return None if isinstance(value, numbers.Real) and not isinstance(value, bool) else "a number"
+    if isinstance(hint, type) and issubclass(hint, Enum):
+        ok = isinstance(value, (str, hint))
+        return None if ok else "one of " + ", ".join(repr(e.value) for e in hint)
+    if typing.get_origin(hint) is tuple:
+        ok = isinstance(value, (list, tuple)) and all(isinstance(v, str) for v in value)
+        return None if ok else "a list of strings"
+    if dataclasses.is_dataclass(hint):
+        return None if isinstance(value, (dict, hint)) else "a table of keys"
+    return None
+
+
+@functools.cache
+def _hints(cls: type) -> dict[str, Any]:
+    return typing.get_type_hints(cls)
+
+
+def _check_types(record: Any, prefix: str) -> None:
+    """ConfigError naming the key and the expected type for a field whose value has the wrong type
+    (checked before any comparison, which would fail with a Python-internal message)."""
+    hints = _hints(type(record))
+    for f in dataclasses.fields(record):
+        value = getattr(record, f.name)
+        expected = _expected(value, hints[f.name])
+        if expected:
+            raise ConfigError(f"config key '{prefix}{f.name}' must be {expected}, got {value!r} "
+                              f"({type(value).__name__})")
+
+
 def _enum(enum_type: type[Enum], value: Any, what: str) -> Enum:
     if isinstance(value, enum_type):
         return value
@@ -73,6 +121,7 @@ class ActivationSpec:
     guard_ratio: float | None = 2.0
 
     def __post_init__(self) -> None:
+        _check_types(self, "activations.")
         object.__setattr__(self, "method", _enum(Method, self.method, "activation method"))
         object.__setattr__(
             self, "batch_statistic", _enum(BatchStatistic, self.batch_statistic, "batch statistic")
@@ -95,7 +144,10 @@ class WeightSpec:
     per_channel: bool = True
     # TensorRT has been reported not to support per-output-channel ConvTranspose (TensorRT#2380).
     convtranspose_per_channel: bool = True
-    format: WeightFormat = WeightFormat.QDQ
+    # None = the target's: qdq for tensorrt, dq-only for ort-cpu (its only form: onnxruntime's integer CPU
+    # kernels take int8 weight initializers). QuantConfig resolves it, so the recorded config says what was written.
+    format: WeightFormat | None = None
+    # method "percentile": this percentile of |w| per channel, linearly interpolated (calibrate/weights.py)
     percentile: float = 99.99
     # 7-bit weights ([-63, 63]). onnxruntime's x86 int8 kernels without VNNI add pairs of uint8 x int8
     # products in int16 and saturate with full-range weights; 7 bits cannot saturate. None = the target's
@@ -107,8 +159,12 @@ class WeightSpec:
     bias_correction: bool = True
 
     def __post_init__(self) -> None:
+        _check_types(self, "weights.")
         object.__setattr__(self, "method", _enum(WeightMethod, self.method, "weight method"))
-        object.__setattr__(self, "format", _enum(WeightFormat, self.format, "weight format"))
+        if self.format is not None:
+            object.__setattr__(self, "format", _enum(WeightFormat, self.format, "weight format"))
+        if not 50.0 < float(self.percentile) <= 100.0:
+            raise ConfigError(f"weights percentile must be in (50, 100], got {self.percentile}")
 
 
 @dataclass(frozen=True)
@@ -132,11 +188,13 @@ class QuantConfig:
     equalize: bool = False
 
     def __post_init__(self) -> None:
+        _check_types(self, "")
         object.__setattr__(self, "target", _enum(Target, self.target, "target"))
         if isinstance(self.activations, dict):
             object.__setattr__(self, "activations", _from_dict(ActivationSpec, self.activations, "activations"))
         if isinstance(self.weights, dict):
             object.__setattr__(self, "weights", _from_dict(WeightSpec, self.weights, "weights"))
+        self._resolve_weight_format()
         object.__setattr__(self, "exclude_nodes", tuple(self.exclude_nodes))
         object.__setattr__(self, "exclude_ops", tuple(self.exclude_ops))
         if self.batch_size is not None and (isinstance(self.batch_size, bool) or self.batch_size < 1):
@@ -145,12 +203,53 @@ class QuantConfig:
                 or not self.collect_memory_mb > 0:
             raise ConfigError(f"collect_memory_mb must be a positive number, got {self.collect_memory_mb!r}")
 
+    def _resolve_weight_format(self) -> None:
+        fmt = self.weights.format
+        if fmt is None:
+            fmt = WeightFormat.DQ_ONLY if self.target is Target.ORT_CPU else WeightFormat.QDQ
+            object.__setattr__(self, "weights", dataclasses.replace(self.weights, format=fmt))
+        elif fmt is WeightFormat.QDQ and self.target is Target.ORT_CPU:
+            raise ConfigError("weights format 'qdq' is not available for target 'ort-cpu': onnxruntime's integer "
+                              "CPU kernels take int8 weight initializers ('dq-only'); leave the format unset")
+
     def to_dict(self) -> dict[str, Any]:
         return _plain(dataclasses.asdict(self))
 
     @staticmethod
     def from_dict(data: dict[str, Any]) -> QuantConfig:
         return _from_dict(QuantConfig, data, "config")
+
+
+def exclusion_problems(
+    config: QuantConfig, node_names: list[str], op_types: set[str], known_op_types: set[str]
+) -> tuple[list[str], list[str]]:
+    """(errors, warnings) about exclusions that cannot act on a model with these node names and op types.
+
+    Error: an excluded op type that is no op type (``known_op_types``: the model's and ONNX's) but equals
+    one up to case, e.g. ``conv`` for ``Conv``: surely a typo, and op types are case-sensitive.
+    Warnings: an op type no node has, a node pattern that matches no node name (a config shared across
+    models may name what one model lacks, hence not an error). Invalid patterns are left to placement.
+    """
+    errors, warnings = [], []
+    by_lower = {op.lower(): op for op in sorted(known_op_types)}
+    for op in dict.fromkeys(config.exclude_ops):
+        if op in op_types:
+            continue
+        if op not in known_op_types and op.lower() in by_lower:
+            errors.append(f"--exclude-op {op}: no such op type (op types are case-sensitive); "
+                          f"did you mean --exclude-op {by_lower[op.lower()]}?")
+        else:
+            warnings.append(f"--exclude-op {op} excludes nothing: no node of this model (after preprocessing) "
+                            "is of that op type")
+    for pattern in dict.fromkeys(config.exclude_nodes):
+        try:
+            compiled = re.compile(pattern)
+        except re.error:
+            continue
+        if not any(compiled.search(name) for name in node_names):
+            warnings.append(f"--exclude-node {pattern!r} excludes nothing: it matches no node name of this "
+                            "model (after preprocessing, which names unnamed nodes <Op>_<k>)")
+    return errors, warnings
 
 
 def _plain(value: Any) -> Any:

@@ -73,7 +73,7 @@ from onnxq.analysis.sensitivity import (
 from onnxq.collect.data import Feed
 from onnxq.errors import ConfigError
 from onnxq.graph.ops import WEIGHTED
-from onnxq.placement.plan import QuantPlan
+from onnxq.placement.plan import QuantPlan, Skip
 from onnxq.rewrite.gates import QuantForm, build_gated
 from onnxq.rewrite.insert_qdq import QuantParams
 
@@ -176,6 +176,22 @@ class FallbackResult:
 def exclude_patterns(nodes: tuple[str, ...] | list[str]) -> tuple[str, ...]:
     """Anchored, escaped regular expressions matching exactly ``nodes`` (for QuantConfig.exclude_nodes)."""
     return tuple(f"^{re.escape(n)}$" for n in nodes)
+
+
+FALLBACK_RULE = "fallback"  # the Skip rule of a layer the automatic fallback left in float
+
+
+def fallback_skips(skips: Sequence[Skip], result: FallbackResult) -> tuple[Skip, ...]:
+    """``skips`` with the layers ``result`` left in float under their own rule, ``fallback``.
+
+    The final plan excludes them by anchored ``--exclude-node`` patterns (so the recorded config
+    reproduces the model), which placement reports as a user exclusion; the report says why instead."""
+    measure = "output SQNR" if result.measure == "sqnr_db" else "the metric"
+    reason = (f"kept in float by --auto-fallback: among the layers whose float form gained the most {measure} "
+              "(the fallback steps list each gain)")
+    chosen = set(result.float_nodes)
+    return tuple(dataclasses.replace(s, rule=FALLBACK_RULE, reason=reason)
+                 if s.node in chosen and s.rule == "user-exclude" else s for s in skips)
 
 
 def _measure(rule: FallbackRule, float_metric: float | None, default: str) -> str:

@@ -39,6 +39,9 @@ class QuantReport:
     tensors: tuple[TensorRecord, ...]
     timings: dict[str, float] = field(default_factory=dict)
     check: dict[str, float] = field(default_factory=dict)  # output similarity on the validation sample
+    # feeds the data source holds when known (a feed may hold several samples: its batch dimension)
+    feeds: int | None = None
+    check_samples: int = 1  # samples the check ran (its first feed's batch)
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from collections import Counter
+from typing import Any
 
 from onnxq.placement.plan import QuantPlan
 from onnxq.report.records import QuantReport
@@ -20,7 +21,7 @@ def report_text(report: QuantReport, *, verbose: bool = False) -> str:
     lines = [
         f"model      {report.model}",
         f"target     {report.target}   method {report.method}",
-        f"data       {report.data} ({report.samples} samples)",
+        f"data       {report.data}{_sample_count(report)}",
     ]
     for note in report.preprocess:
         lines.append(f"preprocess {note}")
@@ -35,10 +36,7 @@ def report_text(report: QuantReport, *, verbose: bool = False) -> str:
         reason = next(s.reason for s in report.skipped if s.op_type == op and s.rule == rule)
         lines.append(f"           {n} x {op}: {reason}")
     if report.check:
-        lines.append(
-            "check      onnx full check passed; onnxruntime ran a sample: "
-            + ", ".join(f"{k} {v:.4g}" for k, v in report.check.items())
-        )
+        lines.append(check_line(report.check, report.check_samples))
     lines.append("timings    " + ", ".join(f"{k} {v:.2f}s" for k, v in report.timings.items()))
     if verbose:
         lines.append("")
@@ -51,6 +49,36 @@ def report_text(report: QuantReport, *, verbose: bool = False) -> str:
     return "\n".join(lines)
 
 
+def _sample_count(report: QuantReport) -> str:
+    """`` (16 samples)``; `` (16 samples in 8 feeds)`` when feeds hold batches; nothing when no data ran."""
+    if not report.samples:
+        return ""
+    plural = "" if report.samples == 1 else "s"
+    if report.feeds and report.feeds != report.samples:
+        return f" ({report.samples} sample{plural} in {report.feeds} feeds)"
+    return f" ({report.samples} sample{plural})"
+
+
+def cosine_text(value: float) -> str:
+    """A cosine with the digits that tell it from 1: 0.999999 rounds up, so ``1 - 3.2e-09`` says how close."""
+    if value < 1.0 and round(value, 6) >= 1.0:
+        return f"1 - {1.0 - value:.1e}"
+    return f"{value:.6f}"
+
+
+def check_line(check: dict[str, float], samples: int) -> str:
+    """The final check: a smoke test on the first calibration feed, not an accuracy measure."""
+    plural = "" if samples == 1 else "s"
+    parts = []
+    if "output_cosine" in check:
+        parts.append(f"worst output cosine {cosine_text(check['output_cosine'])}")
+    if "output_sqnr_db" in check:
+        parts.append(f"SQNR {check['output_sqnr_db']:.1f} dB")
+    parts += [f"{k} {v:.6g}" for k, v in check.items() if k not in ("output_cosine", "output_sqnr_db")]
+    return (f"check      onnx full check passed; onnxruntime ran {samples} sample{plural} (a smoke test, not an "
+            f"accuracy measure: onnxq compare): " + ", ".join(parts))
+
+
 def _ops_summary(skipped: Counter) -> str:
     by_op = Counter()
     for (op, _), n in skipped.items():
@@ -58,8 +86,12 @@ def _ops_summary(skipped: Counter) -> str:
     return ", ".join(f"{op} x{n}" for op, n in by_op.most_common(8)) + (" ..." if len(by_op) > 8 else "")
 
 
-def report_json(report: QuantReport) -> str:
-    return json.dumps(report.to_dict(), indent=2, sort_keys=True, default=str)
+def report_json(report: QuantReport, fallback: dict[str, Any] | None = None) -> str:
+    """The report as JSON; ``fallback``: the automatic fallback's steps (``FallbackResult.to_dict()``)."""
+    data = report.to_dict()
+    if fallback is not None:
+        data["fallback"] = fallback
+    return json.dumps(data, indent=2, sort_keys=True, default=str)
 
 
 def plan_text(plan: QuantPlan) -> str:
