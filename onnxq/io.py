@@ -10,11 +10,13 @@ from __future__ import annotations
 import hashlib
 import logging
 import os
+import secrets
 import shutil
 import tempfile
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from typing import BinaryIO
 
 import numpy as np
 import onnx
@@ -259,6 +261,8 @@ def save_model(
     data = None if large else model.SerializeToString(deterministic=True)
     if data is None or checked_digest is None or hashlib.sha256(data).hexdigest() != checked_digest:
         check_model(model, feed)
+    if data is not None:
+        return write_atomic(path, lambda fh: fh.write(data))
     try:
         tmpdir = tempfile.mkdtemp(prefix=f".{path.name}.", dir=path.parent)
     except OSError as exc:  # root passes os.access checks yet cannot create files on some filesystems
@@ -266,15 +270,9 @@ def save_model(
             f"cannot write in {path.parent}: {exc.strerror}: choose a writable location"
         ) from None
     try:
-        tmp_model = os.path.join(tmpdir, path.name)
-        if large:
-            save_external(model, tmp_model, path.name + ".data")
-            os.replace(os.path.join(tmpdir, path.name + ".data"), str(path) + ".data")
-        else:
-            with open(tmp_model, "wb") as fh:
-                fh.write(data)
-                fh.flush()
-                os.fsync(fh.fileno())
+        tmp_model = os.path.join(tmpdir, path.name)  # the model and its .data, created as open() creates files
+        save_external(model, tmp_model, path.name + ".data")
+        os.replace(os.path.join(tmpdir, path.name + ".data"), str(path) + ".data")
         os.replace(tmp_model, path)
     except OSError as exc:
         raise OutputError(f"cannot write {path}: {exc.strerror}: choose a writable location") from None
@@ -313,20 +311,42 @@ def _external_files(model_path: Path) -> set[Path]:
     return {(base / location).resolve() for location in locations}
 
 
-def write_bytes_atomic(data: bytes, path: str | os.PathLike) -> Path:
-    """Write a small file (report, stats, json) atomically."""
+def write_atomic(path: str | os.PathLike, write: Callable[[BinaryIO], object]) -> Path:
+    """Write a file atomically: ``write(fh)`` fills a temporary file beside ``path``, which is flushed to
+    disk and renamed over ``path``; a failure or an interruption leaves no partial file. The one writer
+    of every file onnxq writes (models, statistics, reports, dumps).
+
+    The temporary file is created as ``open()`` creates a new file, mode 0666 minus the umask (not the
+    0600 of ``tempfile.mkstemp``), so every output gets the permissions a model gets.
+    """
     path = Path(path)
     parent = path.parent if str(path.parent) else Path(".")
     if not parent.is_dir():
-        raise OutputError(f"output folder {parent} does not exist: create it or choose another path")
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=parent)
+        raise OutputError(f"output folder {parent} does not exist: create it or choose a writable path")
+    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0)
+    while True:
+        tmp = parent / f".{path.name}.{secrets.token_hex(6)}.tmp"
+        try:
+            fd = os.open(tmp, flags, 0o666)
+            break
+        except FileExistsError:
+            continue
+        except OSError as exc:  # root passes os.access checks yet cannot create files on some filesystems
+            raise OutputError(f"cannot write in {parent}: {exc.strerror}: choose a writable location") from None
     try:
         with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
+            write(fh)
+            fh.flush()
+            os.fsync(fh.fileno())
         os.replace(tmp, path)
     except OSError as exc:
-        raise OutputError(f"cannot write {path}: {exc.strerror}") from None
+        raise OutputError(f"cannot write {path}: {exc.strerror}: choose a writable location") from None
     finally:
-        if os.path.exists(tmp):
+        if os.path.lexists(tmp):
             os.unlink(tmp)
     return path
+
+
+def write_bytes_atomic(data: bytes, path: str | os.PathLike) -> Path:
+    """Write a small file (report, json) atomically with :func:`write_atomic`."""
+    return write_atomic(path, lambda fh: fh.write(data))

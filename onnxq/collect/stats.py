@@ -37,13 +37,13 @@ from __future__ import annotations
 import functools
 import math
 import os
-import tempfile
 import zipfile
 from dataclasses import dataclass, field
 
 import numpy as np
 
-from onnxq.errors import CalibrationDataError, ConfigError, OutputError
+from onnxq import io
+from onnxq.errors import CalibrationDataError, ConfigError
 
 try:  # compiled at install time where a C compiler exists (pyproject.toml); same counts, ~2x as fast
     from onnxq.collect import _counting
@@ -501,7 +501,7 @@ def _stats_arrays(i: int, s: TensorStats) -> dict[str, np.ndarray]:
 def save_stats(
     path: str | os.PathLike, stats: dict[str, TensorStats], meta: dict[str, str] | None = None
 ) -> None:
-    """Write ``stats`` (and string metadata) to ``path`` as an .npz, atomically (temp file + rename)."""
+    """Write ``stats`` (and string metadata) to ``path`` as an .npz, atomically (``onnxq.io.write_atomic``)."""
     meta = dict(meta or {})
     arrays: dict[str, np.ndarray] = {
         "format": np.array(STATS_FORMAT),
@@ -511,21 +511,7 @@ def save_stats(
     }
     for i, s in enumerate(stats.values()):
         arrays.update(_stats_arrays(i, s))
-    path = os.fspath(path)
-    folder = os.path.dirname(os.path.abspath(path))
-    try:
-        fd, tmp = tempfile.mkstemp(prefix=f".{os.path.basename(path)}.", suffix=".tmp", dir=folder)
-    except OSError as err:
-        msg = f"cannot write statistics to {path}: {err.strerror}; choose a writable folder"
-        raise OutputError(msg) from err
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            np.savez(fh, **arrays)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+    io.write_atomic(path, lambda fh: np.savez(fh, **arrays))
 
 
 def _read_tensor(data, i: int) -> TensorStats:
