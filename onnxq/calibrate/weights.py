@@ -3,8 +3,13 @@
 Weights are known exactly, so no histogram is needed: each method works on the real values.
 
 * ``max``: ``max |w|`` per channel (TensorRT's and onnxruntime's default; no clipping).
-* ``percentile``: the ``percentile`` % quantile of |w| per channel, as the smallest actual |w| value with
-  at least that fraction of the channel at or below it (numpy's ``inverted_cdf``).
+* ``percentile``: the ``percentile`` % quantile of |w| per channel, linearly interpolated between the
+  sorted values (numpy's default ``linear`` method: position ``p/100 * (n - 1)`` among the ``n`` sorted
+  |w|). Why interpolate: a channel holds few weights (a 3x3 conv over 16 channels: 144), and the
+  smallest actual value with that fraction at or below it (``inverted_cdf``) is the maximum itself for
+  any channel under 100 / (100 - p) weights (10 000 at 99.99), so the method changed nothing on most
+  layers. Interpolated, 99.99 on 144 weights clips 1.4 % of the way from the largest to the second
+  largest |w|: always below the max when the two differ, and ``percentile=100`` is the max.
 * ``mse``: per channel, ``amax = r * max|w|`` for ``r`` on ``linspace(min_ratio, 1, num_candidates)``
   minimising ``sum (w - fake_quant(w, amax))**2`` with ``scale = amax / qmax`` and round half to even.
   All channels are searched at once, one candidate ratio at a time (memory: two copies of the weight).
@@ -73,7 +78,7 @@ def weight_amax(w: np.ndarray, axis: int | None = None, method: str = "max", **o
         p = options.get("percentile", 99.99)
         if isinstance(p, bool) or not isinstance(p, (int, float)) or not 0 < p <= 100:
             raise ConfigError(f"percentile must be a number in (0, 100], got {p!r}")
-        out = np.quantile(a, float(p) / 100, axis=1, method="inverted_cdf")
+        out = np.percentile(a, float(p), axis=1, method="linear")
     else:
         qmax = check_int_option("qmax", options.get("qmax", 127), 1)
         num = check_int_option("num_candidates", options.get("num_candidates", 81), 1)

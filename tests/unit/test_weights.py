@@ -28,9 +28,23 @@ def test_percentile_per_channel() -> None:
     got = weight_amax(w, 0, "percentile", percentile=99.0)
     for c, row in enumerate(np.abs(w)):
         srt = np.sort(row)
-        ref = srt[int(np.ceil(0.99 * row.size)) - 1]  # smallest value with >= 99 % at or below it
-        assert got[c] == ref
+        pos = 0.99 * (row.size - 1)  # linear interpolation between the sorted |w|
+        lo = int(np.floor(pos))
+        ref = srt[lo] + (pos - lo) * (srt[lo + 1] - srt[lo])
+        assert got[c] == pytest.approx(ref, rel=1e-12)
     assert np.array_equal(weight_amax(w, 0, "percentile", percentile=100), weight_amax(w, 0))
+
+
+def test_percentile_clips_small_channels_too() -> None:
+    """A 3x3x3 conv channel has 27 weights: 99.99 % must still clip (the old inverted-cdf rule gave the
+    max for any channel under 10 000 weights), by 99.99 % x 26 of the way down to the second largest."""
+    w = np.random.default_rng(2).standard_normal((4, 3, 3, 3))
+    top = weight_amax(w, 0)
+    got = weight_amax(w, 0, "percentile", percentile=99.99)
+    assert np.all(got < top)
+    for c, row in enumerate(np.abs(w).reshape(4, -1)):
+        second, first = np.sort(row)[-2:]
+        assert got[c] == pytest.approx(second + (0.9999 * 26 - 25) * (first - second), rel=1e-12)
 
 
 def ref_mse(row: np.ndarray, qmax: int, ratios: np.ndarray) -> float:
