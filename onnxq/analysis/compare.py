@@ -1,11 +1,18 @@
 """Compare a float model with its quantized version on data: per-output and per-layer error.
 
 Both models run on the same feeds with onnxruntime. Per output: SQNR (dB), cosine, max abs error and,
-for outputs shaped like logits, top-1 agreement; optionally a user metric of both models' outputs and
+for outputs that are plausibly class scores, top-1 agreement; optionally a user metric of both models' outputs and
 the quantization loss ``|quant - float| / |float| x 100`` (the form of the "loss" many quantization
 tools print). Everything is accumulated as running sums (:class:`onnxq.analysis.metrics.ErrorSums`), so
 memory does not grow with the number of samples; only a user metric, which needs all outputs at once,
 keeps them.
+
+Which outputs get top-1 agreement (:func:`plausibly_class_scores`): a float [batch, classes] (or
+[batch, 1, classes]) output with at least 2 classes whose rows on the first feed are not all of unit L2
+norm. The argmax of a row is a decision only for class scores (logits or probabilities); a unit-norm row
+is an embedding, compared by cosine (sentence-transformers models L2-normalise theirs, MiniLM included),
+and the agreement of its largest coordinate measures nothing. Embeddings left unnormalised cannot be
+told from logits by value: use ``--min-cosine`` for them and ignore the column.
 
 Per layer (``per_layer=True``): the quantized model keeps the float model's tensor names (Q/DQ outputs
 get new ones), so every float tensor both models produce under one name is exposed as an extra output
@@ -45,9 +52,21 @@ FLOAT_TYPES = frozenset({"tensor(float)", "tensor(double)", "tensor(float16)", "
 MetricFn = Callable[[list[list[np.ndarray]], list[list[np.ndarray]]], tuple[float, float]]
 
 
+UNIT_NORM_TOL = 1e-3  # |‖row‖₂ - 1| below this on every row: an L2-normalised embedding
+
+
+def plausibly_class_scores(value: np.ndarray) -> bool:
+    """True when ``value`` (one feed's output) is plausibly class scores: see the module docstring."""
+    value = np.asarray(value)
+    if value.dtype.kind != "f" or not looks_like_logits(value.shape) or value.size == 0:
+        return False
+    norms = np.linalg.norm(value.reshape(-1, value.shape[-1]).astype(np.float64), axis=1)
+    return not bool(np.all(np.abs(norms - 1.0) < UNIT_NORM_TOL))
+
+
 @dataclass(frozen=True)
 class OutputComparison:
-    """Error of one model output over all samples; ``top1`` in percent when it looks like logits."""
+    """Error of one model output over all samples; ``top1`` in percent when plausibly class scores."""
 
     name: str
     shape: tuple[int, ...]  # of the first sample
@@ -132,8 +151,9 @@ def check_tolerances(report: CompareReport, tol: Tolerances) -> tuple[str, ...]:
     if tol.min_top1_pct is not None:
         logits = [o for o in report.outputs if o.top1 is not None]
         if not logits:
-            raise ConfigError("a minimum top-1 agreement is set but no output looks like logits "
-                              "([batch, classes]); drop the top-1 tolerance for this model")
+            raise ConfigError("a minimum top-1 agreement is set but no output is plausibly logits or class "
+                              "scores ([batch, classes] with rows not of unit norm: unit-norm rows are "
+                              "embeddings); drop the top-1 tolerance for this model (use --min-cosine)")
         for o in logits:
             if not o.top1 >= tol.min_top1_pct:
                 out.append(f"output '{o.name}': top-1 agreement {o.top1:.2f} % below the minimum "
@@ -283,8 +303,7 @@ class _Running:
 
     def first(self, quant_model: onnx.ModelProto, fv: dict, qv: dict) -> None:
         self.shapes = {n: tuple(np.shape(fv[n])) for n in self.plan.outputs}
-        self.logits = {n: np.asarray(fv[n]).dtype.kind == "f" and looks_like_logits(self.shapes[n])
-                       for n in self.plan.outputs}
+        self.logits = {n: plausibly_class_scores(fv[n]) for n in self.plan.outputs}
         self.layers.update(_weight_sums(quant_model, self.plan, qv))
 
     def add(self, fv: dict, qv: dict, batch: int) -> None:

@@ -25,8 +25,7 @@ def build_parser() -> argparse.ArgumentParser:
         prog="onnxq", description="Post-training INT8 quantization of ONNX models for TensorRT and onnxruntime."
     )
     parser.add_argument("--version", action="version", version=f"onnxq {__version__}")
-    parser.add_argument("-v", "--verbose", action="count", default=0, help="more logging (-vv for debug)")
-    parser.add_argument("-q", "--quiet", action="store_true", help="errors only, no progress bar")
+    _add_logging_args(parser, default=None)
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     for name in COMMANDS:
         try:
@@ -36,7 +35,20 @@ def build_parser() -> argparse.ArgumentParser:
                 continue
             raise
         module.add_parser(sub)
+    for subparser in sub.choices.values():
+        _add_logging_args(subparser, default=argparse.SUPPRESS)
     return parser
+
+
+def _add_logging_args(p: argparse.ArgumentParser, default) -> None:
+    """-v/-q, on the main parser and again on each subcommand (so ``onnxq quantize ... -q`` works too).
+
+    On subcommands the defaults are SUPPRESS: a flag given before the subcommand is not reset by it."""
+    g = p.add_argument_group("logging") if default is argparse.SUPPRESS else p
+    g.add_argument("-v", "--verbose", action="count", default=0 if default is None else default,
+                   help="more logging (-vv for debug)")
+    g.add_argument("-q", "--quiet", action="store_true", default=False if default is None else default,
+                   help="errors only, no progress bar")
 
 
 def main(argv: Sequence[str] | None = None) -> int:

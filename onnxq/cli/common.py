@@ -1,14 +1,70 @@
-"""Options several subcommands share: calibration/evaluation data and quantization settings."""
+"""Options several subcommands share: calibration/evaluation data and quantization settings.
+
+Numeric flags are range-checked when parsed (:func:`integer`, :func:`number`): a bad value is a usage
+error (exit 2) naming the flag, before any work, instead of a message in Python-API terms later.
+"""
 
 from __future__ import annotations
 
 import argparse
+import logging
+import math
 from pathlib import Path
 
 from onnxq.collect import data as data_mod
 from onnxq.collect.images import IMAGE_SUFFIXES, ImageSpec, from_images
-from onnxq.config import ActivationSpec, QuantConfig, WeightSpec, load_config
+from onnxq.config import ActivationSpec, Method, QuantConfig, Target, WeightFormat, WeightMethod, WeightSpec, load_config
 from onnxq.errors import ConfigError
+
+log = logging.getLogger("onnxq")
+
+
+def integer(minimum: int = 1, maximum: int | None = None):
+    """argparse type: an integer in [minimum, maximum]."""
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+        if value < minimum or (maximum is not None and value > maximum):
+            bound = f">= {minimum}" if maximum is None else f"in [{minimum}, {maximum}]"
+            raise argparse.ArgumentTypeError(f"must be an integer {bound}, got {value}")
+        return value
+    return parse
+
+
+def number(lo: float | None = None, hi: float | None = None, *, lo_open: bool = False, hi_open: bool = False):
+    """argparse type: a finite float in the interval lo..hi (open ends where asked; None: unbounded)."""
+    def parse(text: str) -> float:
+        try:
+            value = float(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+        bad = not math.isfinite(value)
+        bad |= lo is not None and (value <= lo if lo_open else value < lo)
+        bad |= hi is not None and (value >= hi if hi_open else value > hi)
+        if bad:
+            raise argparse.ArgumentTypeError(f"must be a finite number {_interval(lo, hi, lo_open, hi_open)}, "
+                                             f"got {text}")
+        return value
+    return parse
+
+
+def _interval(lo, hi, lo_open: bool, hi_open: bool) -> str:
+    if lo is not None and hi is not None:
+        return f"in {'(' if lo_open else '['}{lo:g}, {hi:g}{')' if hi_open else ']'}"
+    if lo is not None:
+        return f"{'>' if lo_open else '>='} {lo:g}"
+    if hi is not None:
+        return f"{'<' if hi_open else '<='} {hi:g}"
+    return ""
+
+
+def _num_bins(text: str) -> int:
+    value = integer(256)(text)
+    if value % 128:
+        raise argparse.ArgumentTypeError(f"must be a multiple of 128 and at least 256, got {value}")
+    return value
 
 
 def _folder_flag(prefix: str) -> str:
@@ -26,21 +82,21 @@ def add_data_args(p: argparse.ArgumentParser, prefix: str = "calib", required: b
                    help="folder of .npy (single input) or .npz (input name -> array) files, or of images")
     g.add_argument(f"--{prefix}-script", metavar="FILE",
                    help="Python file exposing load_data() that yields feed dicts (runs that file's code)")
-    g.add_argument("--random", type=int, metavar="N", help="N random samples from the declared shapes")
+    g.add_argument("--random", type=integer(1), metavar="N", help="N random samples from the declared shapes")
     g.add_argument("--dim", action="append", default=[], metavar="NAME=VALUE",
                    help="value of a dynamic dimension for --random, e.g. --dim batch=1 --dim seq=64")
-    g.add_argument("--max-samples", type=int, metavar="N", help="use at most N samples")
+    g.add_argument("--max-samples", type=integer(1), metavar="N", help="use at most N samples (N >= 1)")
     i = p.add_argument_group("image preprocessing (when the data folder holds images)")
-    i.add_argument("--image-size", type=int, nargs=2, metavar=("H", "W"), help="model input size (default: from model)")
+    i.add_argument("--image-size", type=integer(1), nargs=2, metavar=("H", "W"), help="model input size (default: from model)")
     i.add_argument("--resize", choices=["stretch", "short-side", "letterbox"], default="short-side")
-    i.add_argument("--short-side", type=int, help="resize the short side to this before the centre crop")
-    i.add_argument("--pad-value", type=float, nargs="+", default=[114.0], help="letterbox pad, 0-255 units")
+    i.add_argument("--short-side", type=integer(1), help="resize the short side to this before the centre crop")
+    i.add_argument("--pad-value", type=number(0, 255), nargs="+", default=[114.0], help="letterbox pad, 0-255 units")
     i.add_argument("--pad-position", choices=["center", "top-left"], default="center",
                    help="where the letterboxed image sits (YOLOX: top-left)")
     i.add_argument("--interpolation", choices=["bilinear", "bicubic", "nearest"], default="bilinear")
-    i.add_argument("--pixel-scale", type=float, default=1 / 255, help="multiply pixels by this first (default 1/255)")
-    i.add_argument("--mean", type=float, nargs="+", default=[0.0], help="per-channel mean subtracted after scaling")
-    i.add_argument("--std", type=float, nargs="+", default=[1.0], help="per-channel std divided after the mean")
+    i.add_argument("--pixel-scale", type=number(0, lo_open=True), default=1 / 255, help="multiply pixels by this first (default 1/255)")
+    i.add_argument("--mean", type=number(), nargs="+", default=[0.0], help="per-channel mean subtracted after scaling")
+    i.add_argument("--std", type=number(0, lo_open=True), nargs="+", default=[1.0], help="per-channel std divided after the mean")
     i.add_argument("--bgr", action="store_true", help="feed channels in BGR order")
     i.add_argument("--nhwc", action="store_true", help="feed NHWC instead of NCHW")
 
@@ -49,8 +105,9 @@ def _dims(values: list[str]) -> dict[str, int]:
     dims = {}
     for item in values:
         name, _, value = item.partition("=")
-        if not name or not value.strip().isdigit():
-            raise ConfigError(f"--dim {item!r} must look like NAME=VALUE with an integer value, e.g. --dim batch=1")
+        if not name or not value.strip().isdigit() or int(value) < 1:
+            raise ConfigError(f"--dim {item!r} must look like NAME=VALUE with an integer value >= 1, "
+                              "e.g. --dim batch=1")
         dims[name] = int(value)
     return dims
 
@@ -68,6 +125,7 @@ def build_source(args: argparse.Namespace, specs, prefix: str = "calib", seed: i
         raise ConfigError(
             f"give exactly one data source: {_folder_flag(prefix)} DIR, --{prefix}-script FILE or --random N"
         )
+    check_dims_use(args)
     if folder is not None:
         path = data_mod.existing_dir(folder, f"{prefix} data folder")
         if _has_images(path):
@@ -78,9 +136,16 @@ def build_source(args: argparse.Namespace, specs, prefix: str = "calib", seed: i
         source = data_mod.from_script(script)
     else:
         source = data_mod.random_data(specs, args.random, seed=seed, dims=_dims(args.dim))
-    if args.max_samples:
+    if args.max_samples is not None:
         source = data_mod.take(source, args.max_samples)
     return source
+
+
+def check_dims_use(args: argparse.Namespace) -> None:
+    """--dim sizes the dynamic dimensions of --random data only: with any other source it cannot act."""
+    if args.dim and args.random is None:
+        raise ConfigError(f"--dim {args.dim[0]} only applies to --random N (other data brings its own shapes); "
+                          "drop --dim")
 
 
 def image_spec(args: argparse.Namespace) -> ImageSpec:
@@ -104,25 +169,32 @@ def add_quant_args(p: argparse.ArgumentParser) -> None:
     q.add_argument("--config", metavar="FILE", help="QuantConfig as .toml or .json; flags override it")
     q.add_argument("--target", choices=["tensorrt", "ort-cpu"], help="runtime to place Q/DQ for (default tensorrt)")
     q.add_argument("--method", choices=["minmax", "entropy", "mse", "percentile"], help="activation calibration")
-    q.add_argument("--percentile", type=float, help="percentile for --method percentile (default 99.99)")
-    q.add_argument("--num-bins", type=int, help="histogram bins (default 2048)")
+    q.add_argument("--percentile", type=number(50, 100, lo_open=True), metavar="P",
+                   help="percentile of |x| for --method percentile, in (50, 100] (default 99.99); activations only "
+                        "(weights: --weight-percentile)")
+    q.add_argument("--num-bins", type=_num_bins, help="histogram bins, a multiple of 128 >= 256 (default 2048)")
     q.add_argument("--batch-statistic", choices=["none", "max", "mean", "median", "modal"],
                    help="range per batch, then aggregated (minmax); default none = one range over all samples")
     q.add_argument("--weight-method", choices=["max", "mse", "percentile"], help="per-channel weight range")
+    q.add_argument("--weight-percentile", type=number(50, 100, lo_open=True), metavar="P",
+                   help="percentile of |w| per channel for --weight-method percentile, in (50, 100], linearly "
+                        "interpolated between weights (default 99.99)")
     q.add_argument("--per-tensor-weights", action="store_true", help="one scale per weight tensor")
     q.add_argument("--convtranspose-per-tensor", action="store_true",
                    help="per-tensor ConvTranspose weights (TensorRT may reject per-channel deconvolution)")
     q.add_argument("--reduce-range", choices=["on", "off"],
                    help="7-bit weights (default: on for ort-cpu, whose x86 kernels saturate otherwise; off for tensorrt)")
-    q.add_argument("--weight-format", choices=["qdq", "dq-only"], help="float->Q->DQ (default) or int8->DQ")
+    q.add_argument("--weight-format", choices=["qdq", "dq-only"],
+                   help="float->Q->DQ (tensorrt default) or int8->DQ (the only form for ort-cpu)")
     q.add_argument("--exclude-node", action="append", default=[], metavar="REGEX",
                    help="leave nodes whose name matches REGEX (re.search) in float; repeatable")
     q.add_argument("--exclude-op", action="append", default=[], metavar="TYPE",
                    help="leave every node of this op type in float; repeatable")
-    q.add_argument("--batch-size", type=int,
+    q.add_argument("--batch-size", type=integer(1),
                    help="samples per onnxruntime run (dynamic batch models only); default: automatic, up to 4 "
                         "when batching is checked to change no value; 1 runs one sample at a time")
-    q.add_argument("--memory-mb", type=float, help="memory for activations while calibrating (default 1024)")
+    q.add_argument("--memory-mb", type=number(0, lo_open=True),
+                   help="memory for activations while calibrating, MB > 0 (default 1024)")
     q.add_argument("--equalize", action="store_true",
                    help="even out the channel ranges of depthwise-conv inputs before quantizing them "
                         "(a Mul folded back into the depthwise weights; TensorRT target)")
@@ -131,22 +203,27 @@ def add_quant_args(p: argparse.ArgumentParser) -> None:
 def build_config(args: argparse.Namespace) -> QuantConfig:
     base = load_config(args.config) if getattr(args, "config", None) else QuantConfig()
     act, w = base.activations, base.weights
+    target = Target(args.target) if args.target else base.target
+    _check_flags(args, base, target)
     act = ActivationSpec(
         method=args.method or act.method,
         num_bins=args.num_bins or act.num_bins,
         percentile=args.percentile if args.percentile is not None else act.percentile,
         batch_statistic=args.batch_statistic or act.batch_statistic,
+        guard_ratio=act.guard_ratio,
     )
     w = WeightSpec(
         method=args.weight_method or w.method,
         per_channel=w.per_channel and not args.per_tensor_weights,
         convtranspose_per_channel=w.convtranspose_per_channel and not args.convtranspose_per_tensor,
-        format=args.weight_format or w.format,
-        percentile=w.percentile,
+        # a format resolved for another target is re-resolved for this one
+        format=args.weight_format or (w.format if target is base.target else None),
+        percentile=args.weight_percentile if args.weight_percentile is not None else w.percentile,
         reduce_range={"on": True, "off": False}.get(args.reduce_range, w.reduce_range),
+        bias_correction=w.bias_correction,
     )
-    return QuantConfig(
-        target=args.target or base.target,
+    config = QuantConfig(
+        target=target,
         activations=act,
         weights=w,
         exclude_nodes=tuple(base.exclude_nodes) + tuple(args.exclude_node),
@@ -156,3 +233,28 @@ def build_config(args: argparse.Namespace) -> QuantConfig:
         collect_memory_mb=base.collect_memory_mb if getattr(args, "memory_mb", None) is None else args.memory_mb,
         equalize=base.equalize or bool(getattr(args, "equalize", False)),
     )
+    _check_effective(args, config)
+    return config
+
+
+def _check_flags(args: argparse.Namespace, base: QuantConfig, target: Target) -> None:
+    """Flags that cannot act with the others given: a usage error naming both, before any work."""
+    if getattr(args, "equalize", False) and target is Target.ORT_CPU:
+        raise ConfigError("--equalize works with --target tensorrt only (it evens the channel ranges of depthwise "
+                          "inputs for TensorRT's per-tensor int8 scales; ort-cpu is not implemented): drop one")
+    if args.weight_format == WeightFormat.QDQ.value and target is Target.ORT_CPU:
+        raise ConfigError("--weight-format qdq is not available with --target ort-cpu: onnxruntime's integer CPU "
+                          "kernels take int8 weight initializers (dq-only, the ort-cpu form); drop --weight-format")
+
+
+def _check_effective(args: argparse.Namespace, config: QuantConfig) -> None:
+    """Options that the effective config leaves without effect: an error when given as a flag."""
+    if args.percentile is not None and config.activations.method is not Method.PERCENTILE:
+        raise ConfigError(f"--percentile applies to --method percentile, not {config.activations.method.value}: "
+                          "add --method percentile (for weights: --weight-method percentile --weight-percentile P)")
+    if args.weight_percentile is not None and config.weights.method is not WeightMethod.PERCENTILE:
+        raise ConfigError(f"--weight-percentile applies to --weight-method percentile, not "
+                          f"{config.weights.method.value}: add --weight-method percentile")
+    if config.equalize and config.target is Target.ORT_CPU:  # from a config file: --equalize is refused above
+        log.warning("equalize = true in %s is not applied: it is implemented for the tensorrt target only",
+                    args.config)

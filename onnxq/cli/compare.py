@@ -18,7 +18,7 @@ import numpy as np
 from onnxq import io
 from onnxq.analysis.compare import MetricFn, Tolerances, check_tolerances, compare, dump_tensors
 from onnxq.cli import progress_enabled
-from onnxq.cli.common import add_data_args, build_source
+from onnxq.cli.common import add_data_args, build_source, integer, number
 from onnxq.collect import data as data_mod
 from onnxq.errors import ConfigError, OutputError
 from onnxq.report.compare_render import DEFAULT_TOP, compare_json, compare_text
@@ -33,7 +33,7 @@ def add_parser(sub) -> None:
     add_data_args(p, prefix="data")
     p.add_argument("--per-layer", action="store_true",
                    help="also the SQNR of every tensor both models produce by name, worst first")
-    p.add_argument("--top", type=int, default=DEFAULT_TOP, metavar="N",
+    p.add_argument("--top", type=integer(0), default=DEFAULT_TOP, metavar="N",
                    help=f"layers shown in the text table (default {DEFAULT_TOP}; 0 = all; json has all)")
     p.add_argument("--optimize", action="store_true",
                    help="run the quantized model with onnxruntime graph optimizations for its outputs "
@@ -45,14 +45,15 @@ def add_parser(sub) -> None:
     p.add_argument("--dump", metavar="DIR",
                    help="write every intermediate tensor of both models as DIR/float/NNNNN.npz and "
                         "DIR/quant/NNNNN.npz")
-    p.add_argument("--dump-samples", type=int, default=1, metavar="N", help="samples to dump (default 1)")
+    p.add_argument("--dump-samples", type=integer(1), default=1, metavar="N", help="samples to dump (default 1)")
     p.add_argument("--format", choices=["text", "json"], default="text", help="report format on stdout")
     t = p.add_argument_group("tolerances (exit status 1 when one is violated)")
-    t.add_argument("--min-sqnr", type=float, metavar="DB", help="minimum SQNR of every output, in dB")
-    t.add_argument("--min-cosine", type=float, metavar="X", help="minimum cosine of every output")
-    t.add_argument("--min-top1", type=float, metavar="PCT",
-                   help="minimum top-1 agreement of logits outputs, in %%")
-    t.add_argument("--max-loss", type=float, metavar="PCT",
+    t.add_argument("--min-sqnr", type=number(), metavar="DB", help="minimum SQNR of every output, in dB")
+    t.add_argument("--min-cosine", type=number(-1, 1), metavar="X", help="minimum cosine of every output, in [-1, 1]")
+    t.add_argument("--min-top1", type=number(0, 100), metavar="PCT",
+                   help="minimum top-1 agreement, in %% (0-100), of the outputs that are plausibly class scores: "
+                        "[batch, classes] rows not of unit norm (L2-normalised rows are embeddings)")
+    t.add_argument("--max-loss", type=number(0), metavar="PCT",
                    help="maximum quantization loss |quant - float| / |float| x 100 of the "
                         "--metric-script metric")
     p.set_defaults(run=run)
@@ -91,15 +92,10 @@ def _tolerances(args: argparse.Namespace) -> Tolerances:
     tol = Tolerances(args.min_sqnr, args.min_cosine, args.min_top1, args.max_loss)
     if tol.max_loss_pct is not None and not args.metric_script:
         raise ConfigError("--max-loss needs a metric: pass --metric-script FILE defining metric()")
-    for flag, value in (("--min-top1", tol.min_top1_pct), ("--max-loss", tol.max_loss_pct)):
-        if value is not None and value < 0:
-            raise ConfigError(f"{flag} {value:g} is negative; give a percentage >= 0")
     return tol
 
 
 def _dump(args, float_model, quant_model, source) -> None:
-    if args.dump_samples < 1:
-        raise ConfigError(f"--dump-samples {args.dump_samples} must be at least 1")
     root = Path(args.dump)
     if root.exists() and not root.is_dir():
         raise OutputError(f"--dump {root} is a file; give a folder")

@@ -11,6 +11,7 @@ import numpy as np
 from onnxq import api, demo, io, runtime
 from onnxq.analysis.metrics import top1_agreement
 from onnxq.cli import progress_enabled
+from onnxq.cli.common import integer
 from onnxq.collect import data as data_mod
 from onnxq.config import ActivationSpec, QuantConfig
 from onnxq.report.render import report_text
@@ -22,8 +23,10 @@ def add_parser(sub) -> None:
     p.add_argument("-o", "--output", default="onnxq-demo.int8.onnx", help="where to write the quantized model")
     p.add_argument("--method", default="entropy", choices=["minmax", "entropy", "mse", "percentile"])
     p.add_argument("--target", default="tensorrt", choices=["tensorrt", "ort-cpu"])
-    p.add_argument("--calib-size", type=int, default=64)
-    p.add_argument("--eval-size", type=int, default=300)
+    p.add_argument("--calib-size", type=integer(1), default=64, metavar="N",
+                   help="rendered text lines to calibrate on (default 64)")
+    p.add_argument("--eval-size", type=integer(1), default=300, metavar="N",
+                   help="rendered text lines to score on (default 300)")
     p.set_defaults(run=run)
 
 

@@ -4,11 +4,14 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 
 from onnxq import api
 from onnxq.cli.common import add_quant_args, build_config
 from onnxq.placement import plan
 from onnxq.report.render import plan_text
+
+log = logging.getLogger(__name__)
 
 
 def add_parser(sub) -> None:
@@ -22,6 +25,10 @@ def add_parser(sub) -> None:
 def run(args: argparse.Namespace) -> int:
     config = build_config(args)
     pre, notes = api.prepare(args.model)
+    api.check_exclusions(pre, config)
+    if config.equalize:
+        log.warning("the plan is shown without --equalize: equalization measures channel ranges on calibration "
+                    "data, which inspect does not read (quantize and calibrate apply it)")
     qplan = plan(pre, config)
     if args.format == "json":
         print(json.dumps({"preprocess": notes, **qplan.to_dict()}, indent=2))

@@ -7,10 +7,11 @@ import dataclasses
 from pathlib import Path
 
 from onnxq import io
-from onnxq.cli.common import add_data_args, add_quant_args, build_config, build_source
+from onnxq.cli.common import add_data_args, add_quant_args, build_config, build_source, check_dims_use
 from onnxq.cli.sensitivity import add_fallback_args, quantize_from_args, write_quantize_report
 from onnxq.collect import data as data_mod
 from onnxq.collect.stats import load_stats, save_stats
+from onnxq.errors import ConfigError
 from onnxq.report.render import report_json, report_text
 from onnxq.report.sensitivity_render import fallback_text
 
@@ -30,7 +31,11 @@ def add_parser(sub) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    if args.save_stats and args.load_stats:
+        raise ConfigError("--save-stats saves statistics collected by this run, and --load-stats skips "
+                          "collecting: drop one (the loaded file already holds them)")
     config = build_config(args)
+    check_dims_use(args)  # also when --load-stats leaves the data unread
     io.check_output_path(Path(args.output), args.model)
     # refused before any work, not after the model is written
     for side in (args.save_stats, args.report_json, args.report):
@@ -47,15 +52,18 @@ def run(args: argparse.Namespace) -> int:
     result, fallback, ranking = quantize_from_args(args, model, source, config, stats)
     result.report = dataclasses.replace(result.report, model=str(args.model))
     result.source = str(args.model)
-    if args.save_stats and result.stats:
-        save_stats(args.save_stats, result.stats, {"model": str(args.model)})
+    if args.save_stats:
+        save_stats(args.save_stats, result.stats, {"model": str(args.model), "target": config.target.value,
+                                                   "samples": str(result.report.samples)})
     result.save(args.output)
     if args.report:
         write_quantize_report(args, model, source, result, fallback, ranking)
+    steps = fallback.to_dict() if fallback is not None else None
     if args.report_json:
-        io.write_bytes_atomic(report_json(result.report).encode(), args.report_json)
+        io.write_bytes_atomic(report_json(result.report, steps).encode(), args.report_json)
     if not args.quiet:
-        print(report_json(result.report) if args.format == "json" else report_text(result.report, verbose=args.verbose > 0))
+        print(report_json(result.report, steps) if args.format == "json"
+              else report_text(result.report, verbose=args.verbose > 0))
         if args.format == "text":
             if fallback is not None:
                 print(fallback_text(fallback))

@@ -28,7 +28,10 @@ from onnxq.cli.common import (
     add_quant_args,
     build_config,
     build_source,
+    check_dims_use,
     image_spec,
+    integer,
+    number,
 )
 from onnxq.collect import data as data_mod
 from onnxq.collect.collectors import collect
@@ -52,9 +55,9 @@ def add_parser(sub) -> None:
     p.add_argument("--load-stats", metavar="FILE", help="calibrate from saved statistics instead of running the model")
     p.add_argument("--mode", choices=["both", "one", "loo"], default="both",
                    help="one at a time, leave one out, or both (default)")
-    p.add_argument("--top", type=int, default=20, metavar="N", help="layers shown (default 20; 0 = all)")
+    p.add_argument("--top", type=integer(0), default=20, metavar="N", help="layers shown (default 20; 0 = all)")
     p.add_argument("--format", choices=["text", "md", "json"], default="text", help="output format")
-    p.add_argument("--workers", type=int, metavar="N", help="configurations evaluated in parallel (default: CPUs)")
+    p.add_argument("--workers", type=integer(1), metavar="N", help="configurations evaluated in parallel (default: CPUs)")
     p.add_argument("--exact", action="store_true",
                    help="unoptimized float kernels: bit-exact fake quantization, about twice slower")
     p.add_argument("--report", metavar="FILE.html", help="also write an HTML report (plan, histograms, ranking)")
@@ -66,7 +69,7 @@ def add_eval_args(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("evaluation data (default: the calibration data)")
     g.add_argument("--eval-data", metavar="DIR", help="folder of .npy/.npz files or images (same preprocessing)")
     g.add_argument("--eval-script", metavar="FILE", help="Python file exposing load_data() yielding feed dicts")
-    g.add_argument("--eval-samples", type=int, metavar="N", help="use at most N evaluation samples")
+    g.add_argument("--eval-samples", type=integer(1), metavar="N", help="use at most N evaluation samples")
     g.add_argument("--metric-script", metavar="FILE",
                    help="Python file defining metric(outputs) -> float, higher is better, where outputs[i] is the "
                         "list of model outputs on evaluation sample i (or metric(outputs_float, outputs_quant) "
@@ -79,10 +82,10 @@ def add_fallback_args(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("automatic float fallback")
     g.add_argument("--auto-fallback", action="store_true",
                    help="leave the most sensitive layers in float until the stopping rule holds")
-    g.add_argument("--max-float-layers", type=int, metavar="N",
+    g.add_argument("--max-float-layers", type=integer(0), metavar="N",
                    help="at most N layers in float (alone: the N most sensitive; default with a target: 10 %%)")
-    g.add_argument("--min-sqnr", type=float, metavar="DB", help="stop when the worst output SQNR reaches DB")
-    g.add_argument("--max-metric-drop", type=float, metavar="X",
+    g.add_argument("--min-sqnr", type=number(), metavar="DB", help="stop when the worst output SQNR reaches DB")
+    g.add_argument("--max-metric-drop", type=number(0), metavar="X",
                    help="stop when the --metric-script score is within X of the float model's")
     g.add_argument("--fallback-select", choices=["rule", "sqnr"], default="rule",
                    help="choose each layer by what it buys in the stopping rule's measure (default) or in output "
@@ -144,6 +147,7 @@ def eval_source(args: argparse.Namespace, specs) -> data_mod.DataSource | None:
 def sensitivity_inputs(args: argparse.Namespace):
     """(model, config, calibration source, evaluation source, metric) from the command line."""
     config = build_config(args)
+    check_dims_use(args)  # also when --load-stats leaves the data unread
     model = io.load_model(args.model)
     specs = data_mod.input_specs_from_model(model)
     calib = None
@@ -154,17 +158,20 @@ def sensitivity_inputs(args: argparse.Namespace):
         if calib is None:
             raise ConfigError("no evaluation data: pass --eval-data DIR (or --eval-script FILE)")
         log.warning("no --eval-data: evaluating on the calibration data (optimistic); pass --eval-data DIR")
-        evaluation = calib if not args.eval_samples else data_mod.take(calib, args.eval_samples)
+        evaluation = calib
+        if args.eval_samples:  # the same source cut once, so the description says "first N" once
+            limit = min(n for n in (args.max_samples, args.eval_samples) if n is not None)
+            evaluation = build_source(argparse.Namespace(**{**vars(args), "max_samples": limit}), specs,
+                                      seed=config.seed)
     metric = load_metric_script(args.metric_script) if args.metric_script else None
     return model, config, calib, evaluation, metric
 
 
 def run(args: argparse.Namespace) -> int:
-    if args.top < 0:
-        raise ConfigError(f"--top {args.top} must be >= 0 (0 shows all)")
     model, config, calib, evaluation, metric = sensitivity_inputs(args)
     progress = progress_enabled(args)
     pre, _ = api.prepare(model)
+    api.check_exclusions(pre, config)
     pre = api.equalized(pre, config, api.as_source(calib, pre, config.batch_size) if calib is not None else None)
     qplan = plan(pre, config)
     if args.load_stats:
@@ -205,16 +212,9 @@ def quantize_from_args(args: argparse.Namespace, model, source, config, stats):
     if not args.auto_fallback:
         if fallback_flags:
             raise ConfigError(f"{fallback_flags[0]} is a stopping rule of the automatic fallback: add --auto-fallback")
-        samples = 0
-        if args.report and stats is None and source is not None and not config.activations.needs_histogram:
-            pre, _ = api.prepare(model)
-            calibration = api.as_source(source, pre, config.batch_size)
-            pre = api.equalized(pre, config, calibration)
-            stats, samples = collect(pre, plan(pre, config), calibration, config, progress=progress, histograms=True)
-        result = api.quantize(model, source, config, stats=stats, progress=progress)
-        if samples:
-            result.report = dataclasses.replace(result.report, samples=samples)
-        return result, None, None
+        # histograms in the same pass when the report plots them or the saved statistics must serve any method
+        histograms = True if (args.report or args.save_stats) else None
+        return api.quantize(model, source, config, stats=stats, progress=progress, histograms=histograms), None, None
     evaluation = eval_source(args, data_mod.input_specs_from_model(model))
     if evaluation is None:
         log.warning("no --eval-data: the fallback evaluates on the calibration data (optimistic)")

@@ -576,10 +576,10 @@ def take(source: DataSource, limit: int) -> DataSource:
     """The first ``limit`` feeds of ``source`` (e.g. ``--calib-size``)."""
     if isinstance(limit, bool) or not isinstance(limit, int) or limit < 1:
         raise ConfigError(f"sample limit must be a positive integer, got {limit!r}")
-    count = limit if source.count is None else min(limit, source.count)
+    if source.count is not None and source.count <= limit:
+        return source  # nothing to cut: no ", first N" in the description either
     return DataSource(lambda: itertools.islice(source, limit),
-                      f"{source.description}, first {limit}" if count == limit else source.description,
-                      count if source.count is not None else None)
+                      f"{source.description}, first {limit}", limit if source.count is not None else None)
 
 
 def batched(source: DataSource, batch_size: int, specs: Sequence[InputSpec] | None = None) -> DataSource:

@@ -230,16 +230,18 @@ def _resolve(spec: InputSpec, image_spec: ImageSpec) -> ImageSpec:
     if spec.dtype.kind not in "fiu" or (spec.dtype.kind != "f" and (
             image_spec.scale != 1 or any(image_spec.mean) or any(s != 1 for s in image_spec.std))):
         raise CalibrationDataError(
-            f"input '{spec.name}' is {spec.describe()}: integer image inputs take raw pixels, so set "
-            "scale=1, mean=0, std=1 (or give the data as .npy/.npz files)")
+            f"input '{spec.name}' is {spec.describe()}: integer image inputs take raw pixels, so give "
+            "--pixel-scale 1 --mean 0 --std 1 (ImageSpec(scale=1, mean=0, std=1) in Python), or the data as "
+            ".npy/.npz files")
     shape = spec.shape or (None,) * 4
     channel_axis, hw_axes = (1, (2, 3)) if layout is Layout.NCHW else (3, (1, 2))
     channels = shape[channel_axis]
     if isinstance(channels, int) and channels != 3:
         other = Layout.NHWC if layout is Layout.NCHW else Layout.NCHW
         looks = shape[3 if layout is Layout.NCHW else 1] == 3
-        hint = f"the input looks {other.value}: set layout='{other.value}'" if looks else \
-            "the image loader makes 3-channel images: give .npy/.npz files for other channel counts"
+        flag = "add --nhwc" if other is Layout.NHWC else "drop --nhwc"
+        hint = (f"the input looks {other.value}: {flag} (ImageSpec(layout='{other.value}') in Python)" if looks else
+                "the image loader makes 3-channel images: give .npy/.npz files for other channel counts")
         raise CalibrationDataError(f"input '{spec.name}' is {spec.describe()}, which in {layout.value} "
                                    f"layout has {channels} channels, not 3; {hint}")
     model_hw = tuple(shape[a] for a in hw_axes)
@@ -253,7 +255,7 @@ def _resolve(spec: InputSpec, image_spec: ImageSpec) -> ImageSpec:
         if isinstance(want, int) and want != got:
             raise CalibrationDataError(
                 f"image size {image_spec.size[0]}x{image_spec.size[1]} does not fit input '{spec.name}' "
-                f"{spec.describe()}; leave the size unset to use the model's")
+                f"{spec.describe()}; drop --image-size to use the model's (ImageSpec(size=None) in Python)")
     return image_spec
 
 

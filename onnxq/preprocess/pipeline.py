@@ -117,9 +117,11 @@ def _bn_notes(before: onnx.ModelProto, after: onnx.ModelProto) -> list[str]:
     producer = {out: node.op_type for node in after.graph.node for out in node.output}
     into = Counter(producer[name] for name in bn_outputs if producer.get(name, _BN) != _BN)
     notes = []
-    if into:
-        detail = ", ".join(f"{op} {count}" for op, count in into.most_common())
-        notes.append(f"folded {sum(into.values())} BatchNormalization into {detail}")
+    if len(into) == 1:
+        notes.append(f"folded {sum(into.values())} BatchNormalization into {next(iter(into))}")
+    elif into:
+        detail = ", ".join(f"{count} into {op}" for op, count in into.most_common())
+        notes.append(f"folded {sum(into.values())} BatchNormalization: {detail}")
     left = len(bn_outputs) - sum(into.values())
     if left:
         notes.append(

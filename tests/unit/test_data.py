@@ -450,7 +450,7 @@ def test_image_size_and_layout_resolution(tmp_path):
     with pytest.raises(CalibrationDataError, match=r"image size 2x3 does not fit input 'images'"):
         from_images(tmp_path, [IMG], ImageSpec(size=(2, 3)))
     nhwc = InputSpec("images", (1, 4, 6, 3), F32)
-    with pytest.raises(CalibrationDataError, match="looks NHWC: set layout='NHWC'"):
+    with pytest.raises(CalibrationDataError, match="looks NHWC: add --nhwc"):
         from_images(tmp_path, [nhwc])
     with pytest.raises(CalibrationDataError, match="this model has 2 inputs"):
         from_images(tmp_path, BERT)
