@@ -28,6 +28,7 @@ from onnxq.analysis.sensitivity import Score, SensitivityReport
 from onnxq.collect.stats import TensorStats
 from onnxq.placement.plan import QuantPlan
 from onnxq.report.records import QuantReport
+from onnxq.report.render import check_summary, sample_count
 from onnxq.rewrite.insert_qdq import QuantParams
 
 CSS = """
@@ -82,14 +83,14 @@ def _summary(report: QuantReport) -> str:
     counts = report.counts()
     rows = [
         ("model", report.model), ("target", report.target), ("method", report.method),
-        ("data", f"{report.data} ({report.samples} samples)"),
+        ("data", f"{report.data}{sample_count(report)}"),
         ("quantized", (f"{len(report.quantized_nodes)} nodes: {counts.get('activation', 0)} activations, "
                       f"{counts.get('weight', 0)} weights, {counts.get('bias', 0)} biases")),
         ("left in float", f"{len(report.skipped)} nodes"),
     ]
     rows += [("preprocess", note) for note in report.preprocess]
     if report.check:
-        rows.append(("check", ", ".join(f"{k} {_num(v)}" for k, v in report.check.items())))
+        rows.append(("check", check_summary(report.check, report.check_samples)))
     rows.append(("timings", ", ".join(f"{k} {v:.2f} s" for k, v in report.timings.items())))
     return "<h2>Summary</h2>" + _table(["", ""], rows)
 

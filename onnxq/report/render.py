@@ -21,7 +21,7 @@ def report_text(report: QuantReport, *, verbose: bool = False) -> str:
     lines = [
         f"model      {report.model}",
         f"target     {report.target}   method {report.method}",
-        f"data       {report.data}{_sample_count(report)}",
+        f"data       {report.data}{sample_count(report)}",
     ]
     for note in report.preprocess:
         lines.append(f"preprocess {note}")
@@ -49,7 +49,7 @@ def report_text(report: QuantReport, *, verbose: bool = False) -> str:
     return "\n".join(lines)
 
 
-def _sample_count(report: QuantReport) -> str:
+def sample_count(report: QuantReport) -> str:
     """`` (16 samples)``; `` (16 samples in 8 feeds)`` when feeds hold batches; nothing when no data ran."""
     if not report.samples:
         return ""
@@ -68,6 +68,10 @@ def cosine_text(value: float) -> str:
 
 def check_line(check: dict[str, float], samples: int) -> str:
     """The final check: a smoke test on the first calibration feed, not an accuracy measure."""
+    return "check      " + check_summary(check, samples)
+
+
+def check_summary(check: dict[str, float], samples: int) -> str:
     plural = "" if samples == 1 else "s"
     parts = []
     if "output_cosine" in check:
@@ -75,7 +79,7 @@ def check_line(check: dict[str, float], samples: int) -> str:
     if "output_sqnr_db" in check:
         parts.append(f"SQNR {check['output_sqnr_db']:.1f} dB")
     parts += [f"{k} {v:.6g}" for k, v in check.items() if k not in ("output_cosine", "output_sqnr_db")]
-    return (f"check      onnx full check passed; onnxruntime ran {samples} sample{plural} (a smoke test, not an "
+    return (f"onnx full check passed; onnxruntime ran {samples} sample{plural} (a smoke test, not an "
             f"accuracy measure: onnxq compare): " + ", ".join(parts))
 
 

@@ -133,10 +133,13 @@ def test_demo_check_line_is_honest(tmp_path, capsys):
 
 
 def test_fallback_layers_have_their_own_rule_and_the_json_holds_the_steps(root, tmp_path, capsys):
-    report = tmp_path / "r.json"
+    report, page = tmp_path / "r.json", tmp_path / "r.html"
     assert run("quantize", root / "m.onnx", "-o", tmp_path / "q.onnx", "--calib-data", root / "calib",
-               "--auto-fallback", "--max-float-layers", "1", "--format", "json", "--report-json", report) == 0
+               "--auto-fallback", "--max-float-layers", "1", "--format", "json", "--report-json", report,
+               "--report", page) == 0
     out = json.loads(capsys.readouterr().out)
+    html = page.read_text()
+    assert "kept in float by --auto-fallback" in html and "user-exclude" not in html
     assert out == json.loads(report.read_text())
     fallback = [s for s in out["skipped"] if s["rule"] == "fallback"]
     assert len(fallback) == 1 and fallback[0]["reason"].startswith("kept in float by --auto-fallback")
@@ -153,6 +156,8 @@ def test_html_report_keeps_calibration_time_under_calibrate(root, tmp_path, caps
     out = json.loads(capsys.readouterr().out)
     assert "bias_correction" not in out["timings"] and out["samples"] == 6
     assert out["method"] == "minmax"
+    html = (tmp_path / "r.html").read_text()
+    assert "(6 samples)" in html and "ran 1 sample (a smoke test" in html and "output_cosine" not in html
 
 
 def test_top1_only_for_plausible_class_scores(tmp_path, capsys):
