@@ -21,8 +21,10 @@ bit for bit what the written model computes (:func:`fake_quantize`). When bias c
 quantized branches carry the corrected biases (:class:`QuantForm`). With every gate on, the outputs are
 those of :func:`onnxq.rewrite.insert_qdq` with the same plan and parameters; with every gate off, those of
 the float model (tested for every subset on small graphs). Graph optimizations that fuse Q/DQ into
-integer kernels must stay off (:func:`onnxq.runtime.make_session` with ``fake_quant=True``). Planned
-edges of consumers that are not units are quantized unconditionally.
+integer kernels must stay off (:func:`onnxq.runtime.make_session` with ``fake_quant=True``). A planned
+edge into a node that is not a unit (ORT-CPU quantizes a unit's output for float readers too) is
+switched by the gate of the unit that produces it; one whose tensor no unit produces is quantized
+unconditionally.
 """
 
 from __future__ import annotations
@@ -175,18 +177,15 @@ def build_gated(
     for spec in plan.specs:
         for node_name, idx in spec.consumers:
             edges.setdefault(node_name, []).append((idx, spec))
+    gate_of = {unit: _gate(graph, names, gates, k) for k, unit in enumerate(units)}
+    shared: dict[tuple[str, str], gs.Variable] = {}  # (spec key, gate) -> the gated Q/DQ output
     for node_name, node_edges in edges.items():
-        if node_name not in units:  # not switchable: quantized in place, as insert_qdq would
-            node = nodes[node_name]
-            inputs, extra = _quantized_inputs(names, index, node, node_edges, params, dq_only, fix)
-            graph.nodes.extend(extra)
-            node.inputs[:] = inputs
-            if node_name in fix.after:
-                graph.nodes.append(_shifted(names, node, fix.after[node_name]))
+        if node_name not in units:
+            _quantize_non_unit(graph, names, index, nodes[node_name], node_edges, params, gate_of, shared,
+                               dq_only, fix)
     if_nodes = tuple(
-        _gate_node(graph, names, index, nodes[unit], edges.get(unit, []), params, _gate(graph, names, gates, k),
-                   dq_only, fix)
-        for k, unit in enumerate(units))
+        _gate_node(graph, names, index, nodes[unit], edges.get(unit, []), params, gate_of[unit], dq_only, fix)
+        for unit in units)
     graph.cleanup(remove_unused_graph_inputs=False).toposort()
     out = gs.export_onnx(graph, do_type_check=True)
     _copy_model_fields(model, out)
@@ -197,6 +196,52 @@ def _gate(graph: gs.Graph, names: _Names, gates: gs.Variable, k: int) -> gs.Vari
     index = gs.Constant(names.new(f"onnxq_gate_index_{k}"), np.array(k, np.int64))
     out = gs.Variable(names.new(f"onnxq_gate_{k}"), dtype=np.bool_, shape=[])
     graph.nodes.append(gs.Node("Gather", names.new(f"onnxq_gate_{k}_Gather"), inputs=[gates, index], outputs=[out]))
+    return out
+
+
+def _quantize_non_unit(graph: gs.Graph, names: _Names, index: GraphIndex, node: gs.Node,
+                       node_edges: list[tuple[int, TensorQuantSpec]], params: dict[str, QuantParams],
+                       gate_of: dict[str, gs.Variable], shared: dict[tuple[str, str], gs.Variable],
+                       dq_only: bool, fix: Corrections) -> None:
+    """Quantize the planned edges of ``node``, which is not a unit (a node the plan leaves float).
+
+    The ORT-CPU target quantizes a unit's output for every reader, float readers included (an excluded
+    Add after a quantized Conv reads DQ(Q(conv))): such an edge exists because its producer is
+    quantized, so the producer's gate switches it (``If(gate) then DQ(Q(t)) else t``), and with every
+    gate off the model is the float one. Edges whose tensor no unit produces (a constant, or a subset of
+    ``units`` given by the caller) are quantized unconditionally, as ``insert_qdq`` would.
+    """
+    gated, fixed = [], []
+    for idx, spec in node_edges:
+        producer = index.producer.get(spec.tensor)
+        gate = gate_of.get(producer.name) if producer is not None else None
+        (gated if gate is not None and spec.role is Role.ACTIVATION else fixed).append((idx, spec, gate))
+    inputs, extra = _quantized_inputs(names, index, node, [(i, s) for i, s, _ in fixed], params, dq_only, fix)
+    graph.nodes.extend(extra)
+    for idx, spec, gate in gated:
+        key = (spec.key, gate.name)
+        if key not in shared:
+            shared[key] = _gated_qdq(graph, names, index.tensors[spec.tensor], params[spec.key], gate)
+        inputs[idx] = shared[key]
+    # A gs node's input list keeps each tensor's ``outputs`` in sync and has no slice assignment
+    # (``node.inputs[:] = ...`` fails): replace it through clear and extend.
+    node.inputs.clear()
+    node.inputs.extend(inputs)
+    if node.name in fix.after:
+        graph.nodes.append(_shifted(names, node, fix.after[node.name]))
+
+
+def _gated_qdq(graph: gs.Graph, names: _Names, tensor: gs.Tensor, p: QuantParams,
+               gate: gs.Variable) -> gs.Variable:
+    """``If(gate) then DQ(Q(tensor)) else tensor``: one activation edge switched by a unit's gate."""
+    q_nodes, dq_out = _qdq(names, tensor, p)
+    kept = gs.Variable(names.new(f"{tensor.name}_float"), dtype=tensor.dtype, shape=tensor.shape)
+    identity = gs.Node("Identity", names.new(f"{tensor.name}_Identity"), inputs=[tensor], outputs=[kept])
+    out = gs.Variable(names.new(f"{tensor.name}_gated"), dtype=tensor.dtype, shape=tensor.shape)
+    then_branch = gs.Graph(nodes=q_nodes, outputs=[dq_out], name=names.new(f"{tensor.name}_q_branch"))
+    else_branch = gs.Graph(nodes=[identity], outputs=[kept], name=names.new(f"{tensor.name}_f_branch"))
+    graph.nodes.append(gs.Node("If", names.new(f"{tensor.name}_If"), inputs=[gate], outputs=[out],
+                               attrs={"then_branch": then_branch, "else_branch": else_branch}))
     return out
 
 
