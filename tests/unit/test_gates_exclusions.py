@@ -61,7 +61,8 @@ def _run(model, feed):
     # A constant Gemm weight is pre-packed, a dequantized one is not: the sums then differ in the last
     # bit. Without pre-packing both run the same kernel, so the comparisons can be exact.
     opts.add_session_config_entry("session.disable_prepacking", "1")
-    return ort.InferenceSession(model.SerializeToString(), opts, providers=["CPUExecutionProvider"]).run(None, feed)
+    session = ort.InferenceSession(model.SerializeToString(), opts, providers=["CPUExecutionProvider"])
+    return session.run(None, feed)
 
 
 def _restrict(pre, plan: QuantPlan, on: set[str], units: tuple[str, ...]) -> QuantPlan:
