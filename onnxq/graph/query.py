@@ -1,7 +1,13 @@
-"""Read-only queries over an onnx-graphsurgeon graph, computed once into plain dicts."""
+"""Read-only queries over an onnx-graphsurgeon graph, computed once into plain dicts.
+
+Shapes are compared by what is known (:func:`same_shape`), never by symbolic names: shape inference
+invents a fresh name (``unk__26``, ``unk__16``) for every dim it cannot follow, so the two inputs of a
+residual Add may carry different names for one and the same batch dimension.
+"""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -71,3 +77,36 @@ class GraphIndex:
     def single_consumer(self, name: str) -> gs.Node | None:
         users = self.consumers.get(name, [])
         return users[0][0] if len(users) == 1 and not self.is_graph_output(name) else None
+
+
+Dim = int | str | None  # a gs shape entry: a known size, a symbolic name, or unknown
+
+
+def _known(dim: Dim) -> int | None:
+    if isinstance(dim, (int, np.integer)) and not isinstance(dim, bool) and dim >= 0:
+        return int(dim)
+    return None
+
+
+def same_dim(a: Dim, b: Dim) -> bool:
+    """Whether two dims can be the same size with no broadcast between them.
+
+    Two known sizes must be equal. A symbolic or unknown dim can be any size, so it matches any known
+    size except 1: a known 1 against an open dim is how a broadcast operand looks ([N,C,1,1] + [N,C,H,W]
+    with symbolic H, W), so it is not counted as equal. Symbolic names are ignored (module doc).
+    """
+    ka, kb = _known(a), _known(b)
+    if ka is not None and kb is not None:
+        return ka == kb
+    known = ka if ka is not None else kb
+    return known != 1
+
+
+def same_shape(a: Sequence[Dim] | None, b: Sequence[Dim] | None) -> bool:
+    """Whether two tensor shapes can be equal elementwise (no broadcast), judged by known dims only.
+
+    An unknown shape (``None``, rank unknown) contradicts nothing; different ranks are a broadcast.
+    """
+    if a is None or b is None:
+        return True
+    return len(a) == len(b) and all(same_dim(x, y) for x, y in zip(a, b))

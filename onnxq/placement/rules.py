@@ -13,7 +13,7 @@ import onnx_graphsurgeon as gs
 
 from onnxq.config import WeightSpec
 from onnxq.graph.ops import CLIP_LIKE, CONTROL_FLOW, PASS_THROUGH, RECURRENT, WEIGHTED, weight_axis
-from onnxq.graph.query import GraphIndex
+from onnxq.graph.query import GraphIndex, same_shape
 from onnxq.placement.plan import QuantPlan, Role, Skip, TensorQuantSpec
 from onnxq.placement.targets import TargetSpec
 
@@ -209,8 +209,8 @@ def rule_residual_add(b: PlanBuilder) -> None:
         x, y = node.inputs
         if any(b.index.is_constant(t) or not b.index.is_float(t) for t in (x, y)):
             continue
-        if x.shape is not None and y.shape is not None and list(x.shape) != list(y.shape):
-            continue
+        if not same_shape(x.shape, y.shape):
+            continue  # a broadcast (bias, scale): TensorRT fuses only an elementwise residual
         px, py = _fusable_producer(b, x), _fusable_producer(b, y)
         if px is None and py is None:
             continue
