@@ -20,8 +20,15 @@ COMMANDS = ("quantize", "inspect", "calibrate", "compare", "sensitivity", "demo"
 log = logging.getLogger("onnxq")
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse with one-line usage errors, like every other onnxq error (the usage is one -h away)."""
+
+    def error(self, message: str):  # type: ignore[override]
+        self.exit(2, f"onnxq: error: {message} (usage: {self.prog} -h)\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="onnxq", description="Post-training INT8 quantization of ONNX models for TensorRT and onnxruntime."
     )
     parser.add_argument("--version", action="version", version=f"onnxq {__version__}")

@@ -28,7 +28,8 @@ def integer(minimum: int = 1, maximum: int | None = None):
             raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
         if value < minimum or (maximum is not None and value > maximum):
             bound = f">= {minimum}" if maximum is None else f"in [{minimum}, {maximum}]"
-            raise argparse.ArgumentTypeError(f"must be an integer {bound}, got {value}")
+            kind = "a positive integer" if minimum == 1 and maximum is None else "an integer"
+            raise argparse.ArgumentTypeError(f"must be {kind} ({bound}), got {value}")
         return value
     return parse
 

@@ -161,7 +161,7 @@ def test_dim_without_random_is_refused(model, tmp_path, calib, capsys):
 
 def test_max_samples_zero_is_a_usage_error(model, tmp_path, capsys):
     assert quantize(model, tmp_path, "--max-samples", "0") == 2
-    assert "argument --max-samples: must be an integer >= 1, got 0" in error_line(capsys)
+    assert "argument --max-samples: must be a positive integer (>= 1), got 0" in error_line(capsys)
 
 
 # --------------------------------------------------------------------------- item 7: CLI terms
@@ -170,7 +170,7 @@ def test_max_samples_zero_is_a_usage_error(model, tmp_path, capsys):
 def test_demo_calib_size_zero_is_a_usage_error(tmp_path, capsys):
     assert main(["demo", "-o", str(tmp_path / "d.onnx"), "--calib-size", "0"]) == 2
     line = error_line(capsys)
-    assert "argument --calib-size: must be an integer >= 1" in line and "from_iterable" not in line
+    assert "argument --calib-size: must be a positive integer (>= 1)" in line and "from_iterable" not in line
 
 
 @pytest.mark.parametrize("text,needle", [
@@ -277,3 +277,12 @@ def test_quiet_and_verbose_work_after_the_subcommand(model, tmp_path, capsys):
     assert parser.parse_args(["-v", "inspect", "m.onnx"]).verbose == 1  # before it still works
     assert parser.parse_args(["-q", "inspect", "m.onnx"]).quiet is True
     assert parser.parse_args(["inspect", "m.onnx"]).verbose == 0
+
+
+@pytest.mark.parametrize("argv", [["quantize"], ["quantize", "m.onnx", "-o", "q.onnx", "--random", "0"],
+                                  ["quantize", "m.onnx", "-o", "q.onnx", "--target", "tpu"], ["bogus"]])
+def test_usage_errors_are_one_line(capsys, argv):
+    """Like every other onnxq error: one line naming the problem; the usage is one -h away."""
+    assert main(argv) == 2
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("onnxq: error: ") and lines[0].endswith(" -h)")
