@@ -23,6 +23,7 @@ NaN and Inf are rejected: one of them turns a min/max or a histogram range into 
 
 from __future__ import annotations
 
+import dataclasses
 import importlib.machinery
 import importlib.util
 import itertools
@@ -41,6 +42,7 @@ import numpy as np
 import onnx
 
 from onnxq.errors import CalibrationDataError, ConfigError, UnsupportedModelError
+from onnxq.graph.int_inputs import IntegerRange, integer_input_ranges
 
 __all__ = [
     "DataSource", "Feed", "InputSpec", "batched", "from_dir", "from_iterable", "from_script",
@@ -59,12 +61,15 @@ class InputSpec:
     """One model input as data must match it.
 
     ``shape`` holds an int per static dim and the ``dim_param`` name (str) or None per dynamic dim;
-    ``shape=None`` means the model declares no shape at all (any rank is accepted).
+    ``shape=None`` means the model declares no shape at all (any rank is accepted). ``values``: for an
+    integer input, the values its graph allows (token ids below the embedding table's size, a 0/1 mask),
+    which random data respects; None when unknown or not an integer input.
     """
 
     name: str
     shape: tuple[Dim, ...] | None
     dtype: np.dtype
+    values: IntegerRange | None = field(default=None, compare=False)
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "dtype", np.dtype(self.dtype))
@@ -109,7 +114,8 @@ def input_specs_from_model(model: onnx.ModelProto) -> list[InputSpec]:
             shape = tuple(d.dim_value if d.HasField("dim_value") and d.dim_value > 0 else (_dim_name(d.dim_param))
                           for d in tt.shape.dim)
         specs.append(InputSpec(vi.name, shape, onnx.helper.tensor_dtype_to_np_dtype(tt.elem_type)))
-    return specs
+    ranges = integer_input_ranges(model, [s.name for s in specs])  # {} unless an input is an integer
+    return [dataclasses.replace(s, values=ranges[s.name]) if s.name in ranges else s for s in specs]
 
 
 @dataclass(frozen=True)
@@ -276,7 +282,10 @@ def random_data(specs: Sequence[InputSpec], count: int, *, seed: int = 0,
     not a calibration (ranges from random data do not reflect real activations).
 
     Floats: uniform in [low, high) (default [0, 1)), or ``distribution="normal"``: N(0, 1) clipped to
-    [low, high] when given. Ints: uniform in [low, high) (default [0, 100)). Bools: fair coin.
+    [low, high] when given. Ints: uniform in [low, high) when given; otherwise what the graph allows
+    (``spec.values``, from :func:`input_specs_from_model`): token ids in [0, rows of the embedding
+    table), masks as 0/1 rows that start with at least one 1; an integer input whose use gives no
+    bound gets [0, 2) and a warning naming it; a spec without ``values`` gets [0, 100). Bools: fair coin.
     ``low``/``high`` are one number for all inputs or a mapping input name -> number. The same seed
     gives the same feeds, on every iteration.
     """
@@ -296,6 +305,8 @@ def random_data(specs: Sequence[InputSpec], count: int, *, seed: int = 0,
     for spec, _, lo, hi in plan:
         if lo is not None and hi is not None and lo >= hi:
             raise ConfigError(f"random data range for input '{spec.name}' is empty: low {lo} >= high {hi}")
+        if lo is None and hi is None and spec.dtype.kind in "iu":
+            _check_graph_range(spec)
 
     def opener() -> Iterator[Feed]:
         rng = np.random.default_rng(seed)
@@ -305,11 +316,39 @@ def random_data(specs: Sequence[InputSpec], count: int, *, seed: int = 0,
     return DataSource(opener, f"{count} random samples ({distribution}, seed {seed})", count)
 
 
+def _check_graph_range(spec: InputSpec) -> None:
+    """Refuse an integer input no value can satisfy; warn, once per source, when the graph gave no bound."""
+    values = spec.values
+    if values is None:
+        return
+    if values.kind == "impossible":
+        raise ConfigError(f"input '{spec.name}' {values.why}, so no value is valid and random data cannot be "
+                          "made for it; give real data (a folder of .npy/.npz files or a load_data() script)")
+    if values.kind == "unknown":
+        logger.warning("random data: input '%s' %s, which bounds none of its values; drawing integers in "
+                       "[%d, %d); give real data if the model needs other values",
+                       spec.name, values.why, values.low, values.high)
+
+
+def _graph_integers(rng: np.random.Generator, spec: InputSpec, shape: tuple[int, ...]) -> np.ndarray:
+    """Integers as the graph allows them (``spec.values``): a mask is rows of 1s then 0s, each row (last
+    axis) with at least one 1, as a padding mask looks (all-0 rows make softmax or a mean divide by 0)."""
+    values = spec.values
+    if values.kind == "mask":
+        if not shape:
+            return np.ones(shape, spec.dtype)
+        valid = rng.integers(1, shape[-1] + 1, size=shape[:-1]) if shape[-1] else np.zeros(shape[:-1], int)
+        return (np.arange(shape[-1]) < valid[..., None]).astype(spec.dtype)
+    return rng.integers(values.low, values.high, size=shape, dtype=spec.dtype)
+
+
 def _random_array(rng: np.random.Generator, spec: InputSpec, shape: tuple[int, ...],
                   low: float | None, high: float | None, distribution: str) -> np.ndarray:
     dtype = spec.dtype
     if dtype == np.bool_:
         return rng.random(shape) < 0.5
+    if dtype.kind in "iu" and low is None and high is None and spec.values is not None:
+        return _graph_integers(rng, spec, shape)
     if dtype.kind in "iu":
         lo, hi = int(0 if low is None else low), int(100 if high is None else high)
         try:
