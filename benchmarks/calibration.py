@@ -27,7 +27,6 @@ Usage:
 from __future__ import annotations
 
 import argparse
-import datetime
 import json
 import os
 import platform
@@ -41,6 +40,8 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))  # run from a checkout without installing; `models` is a namespace package
 
 import numpy as np  # noqa: E402
+
+from benchmarks.provenance import provenance  # noqa: E402
 
 ORT_METHODS = {"ort-minmax": "MinMax", "ort-entropy": "Entropy", "ort-percentile": "Percentile"}
 ONNXQ_METHODS = ("minmax", "entropy", "mse", "percentile")
@@ -270,14 +271,10 @@ def _aggregate(runs: list[dict]) -> dict:
 
 
 def write(out: Path, table: str, lines: list[str]) -> None:
-    import onnxruntime
-
-    stamp = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
     cpu = platform.processor() or platform.machine()
     text = (
         "# Calibration cost: EfficientNet-Lite0, batch 1\n\n"
-        f"`python benchmarks/calibration.py`, {stamp}; {os.cpu_count()} cores ({cpu}), onnxruntime "
-        f"{onnxruntime.__version__}, Python {platform.python_version()}.\n\n"
+        f"`python benchmarks/calibration.py`, {provenance()}; {os.cpu_count()} cores ({cpu}).\n\n"
         "Wall time of the whole quantization (onnxq: preprocess, plan, collect, solve, rewrite, check, save; "
         "onnxruntime: quantize_static) with the data already in memory; peak RSS of the process. "
         "\"collect\" is onnxq's collection alone. \"× plain\" divides by the median of the plain-inference "

@@ -35,7 +35,6 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import datetime
 import importlib
 import json
 import os
@@ -49,6 +48,7 @@ sys.path.insert(0, str(REPO))  # run from a checkout without installing; `models
 
 import onnx  # noqa: E402
 
+from benchmarks.provenance import provenance  # noqa: E402
 from onnxq import api  # noqa: E402
 from onnxq.analysis.fallback import FallbackRule  # noqa: E402
 from onnxq.analysis.sensitivity import GatedEvaluator, SensitivityOptions, quant_form, sensitivity  # noqa: E402
@@ -126,7 +126,7 @@ def timing(eval_images: int = 100) -> list[str]:
                                                   progress=True))
     units = len(report.layers)
     lines = [
-        f"### Full sensitivity, EfficientNet-Lite0 ({datetime.date.today()})", "",
+        f"### Full sensitivity, EfficientNet-Lite0 ({provenance()})", "",
         (f"{units} units ({', '.join(f'{op} x{n}' for op, n in _ops(report))}), {report.evaluations} "
          f"configurations (all quantized, {units} one at a time, {units} leave one out) x {eval_images} images "
          f"= {report.evaluations * eval_images} inferences; default config (minmax, bias correction)."), "",
@@ -266,7 +266,7 @@ def main() -> int:
     if args.timing:
         lines += timing(args.eval_images)
     if args.fallback:
-        lines += [f"### Automatic fallback ({datetime.date.today()}, search on the {args.search} split)", "",
+        lines += [f"### Automatic fallback ({provenance()}; search on the {args.search} split)", "",
                   ("| model | metric | float (full eval) | all quantized (full eval, exact) | after fallback (full "
                    "eval, exact) | Conv/Gemm/MatMul in float / total | % quantized | target met | wall / CPU s "
                    "(load) | start method | search split x samples | search: float / all quantized / final "

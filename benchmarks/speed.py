@@ -17,13 +17,13 @@ import tempfile
 import time
 from pathlib import Path
 
-import numpy as np
 import onnxruntime as ort
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(ROOT), str(ROOT / "models")]
 
 import onnxq  # noqa: E402
+from benchmarks.provenance import provenance  # noqa: E402
 from onnxq.api import quantize  # noqa: E402
 from onnxq.config import ActivationSpec, QuantConfig  # noqa: E402
 
@@ -85,7 +85,7 @@ def main() -> None:
     ms = time_models(paths, feeds[0], args.runs, args.threads)
     lines = [
         f"{args.model}, batch 1, onnxruntime {ort.__version__} CPU, {args.threads} thread(s), "
-        f"median of {args.runs // 10} rounds of 10 runs, onnxq {onnxq.__version__}",
+        f"median of {args.runs // 10} rounds of 10 runs, onnxq {onnxq.__version__}; {provenance()}",
         "",
         "| model file | ms per image | speed-up vs float |",
         "|---|---|---|",
