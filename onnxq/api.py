@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import os
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar, cast
 
 import numpy as np
 import onnx
@@ -22,7 +24,7 @@ from onnxq.collect import data as data_mod
 from onnxq.collect.collectors import batch_size, collect, collect_all
 from onnxq.collect.stats import TensorStats
 from onnxq.config import QuantConfig, Target, WeightFormat, exclusion_problems
-from onnxq.errors import ConfigError, UnsupportedModelError, ValidationError
+from onnxq.errors import ConfigError, InternalError, SessionLoadError, UnsupportedModelError, ValidationError
 from onnxq.graph.size import fits_protobuf
 from onnxq.placement import QuantPlan, plan
 from onnxq.preprocess import preprocess
@@ -65,6 +67,42 @@ def prepare(model: str | os.PathLike | onnx.ModelProto) -> tuple[onnx.ModelProto
     return pre, notes
 
 
+@contextmanager
+def onnxq_graphs(model: str | os.PathLike | onnx.ModelProto) -> Iterator[None]:
+    """Inside: onnxruntime refusing a graph onnxq built from ``model`` (preprocessed, equalized, exposed
+    for calibration, gated) is an InternalError (exit 1, "report it") when ``model`` as given loads.
+
+    Why: every session onnxq opens while quantizing is on such a graph, and runtime blames the model it
+    is given. When the model as given loads, blaming it (exit 2) sends the user to fix a model that is
+    not broken; the fault is onnxq's. When it fails too (a kernel onnxruntime lacks, say), the error is
+    the user's and stands. The check costs one session, only on the failure path.
+    """
+    try:
+        yield
+    except SessionLoadError as exc:
+        given = model if isinstance(model, onnx.ModelProto) else io.load_model(model)
+        if runtime.load_problem(given) is not None:
+            raise
+        detail = str(exc).removeprefix("onnxruntime cannot load the model: ")
+        raise InternalError(
+            f"internal error: onnxruntime cannot load the graph onnxq built from the model (after "
+            f"preprocessing, equalization or gating) although it loads the model as given: {detail}; this is "
+            "an onnxq bug, please report it"
+        ) from exc
+
+
+_Run = TypeVar("_Run", bound=Callable[..., Any])
+
+
+def _onnxq_graphs(run: _Run) -> _Run:
+    """:func:`onnxq_graphs` around ``run``, whose first argument is the user's model."""
+    @functools.wraps(run)
+    def wrapper(model: str | os.PathLike | onnx.ModelProto, *args: Any, **kwargs: Any) -> Any:
+        with onnxq_graphs(model):
+            return run(model, *args, **kwargs)
+    return cast(_Run, wrapper)
+
+
 def as_source(data: DataArg, model: onnx.ModelProto, batch_size: int | None = None) -> data_mod.DataSource:
     specs = data_mod.input_specs_from_model(model)
     if data is None:
@@ -79,6 +117,7 @@ def as_source(data: DataArg, model: onnx.ModelProto, batch_size: int | None = No
     return source if batch_size is not None and batch_size > 1 else data_mod.validated(source, specs)
 
 
+@_onnxq_graphs
 def quantize(
     model: str | os.PathLike | onnx.ModelProto,
     data: DataArg,
@@ -282,6 +321,7 @@ def _records(qplan: QuantPlan, params: dict[str, QuantParams]) -> list[TensorRec
     return out
 
 
+@_onnxq_graphs
 def calibrate(
     model: str | os.PathLike | onnx.ModelProto, data: DataArg, config: QuantConfig | None = None,
     *, progress: bool = False,
@@ -302,6 +342,7 @@ def describe_runtime() -> dict[str, Any]:
     return {"onnxq": __version__, "onnxruntime": runtime.ort_version(), "onnx": onnx.__version__}
 
 
+@_onnxq_graphs
 def quantize_with_fallback(
     model: str | os.PathLike | onnx.ModelProto,
     data: DataArg,

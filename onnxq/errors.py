@@ -38,3 +38,15 @@ class ValidationError(OnnxqError):
     """A model onnxq produced failed validation. This is a bug in onnxq, never a valid output."""
 
     exit_code = 1
+
+
+class SessionLoadError(UnsupportedModelError):
+    """onnxruntime refused to build a session on a model. Raised as the user's fault (exit 2); a caller
+    that built the graph itself turns it into an InternalError when the user's model loads as given."""
+
+
+class InternalError(OnnxqError):
+    """onnxq failed on a graph it built itself (preprocessed, equalized, gated) from a model that is fine
+    as given: a bug in onnxq. The message starts with "internal error" and asks for a report."""
+
+    exit_code = 1

@@ -15,9 +15,10 @@ import numpy as np
 import onnx
 import onnxruntime as ort
 
-from onnxq.errors import ConfigError, UnsupportedModelError
+from onnxq.errors import ConfigError, SessionLoadError, UnsupportedModelError
 from onnxq.graph.light import light_copy
 from onnxq.graph.size import fits_protobuf, tensor_bytes
+from onnxq.graph.usage import read_names
 
 log = logging.getLogger(__name__)
 
@@ -70,7 +71,9 @@ def make_session(
     fake_quant: bool = False,
     spinning: bool = True,
 ) -> ort.InferenceSession:
-    """An onnxruntime session; a model onnxruntime rejects becomes an UnsupportedModelError.
+    """An onnxruntime session; a model onnxruntime rejects becomes a SessionLoadError (an
+    UnsupportedModelError: the user's model is blamed unless the caller knows better, see
+    :func:`onnxq.api.onnxq_graphs`).
 
     A ModelProto over 2 GB cannot be serialized: it is written with external data to a temporary folder,
     loaded from there (onnxruntime reads the tensors in) and the folder is removed.
@@ -88,7 +91,7 @@ def make_session(
     try:
         return ort.InferenceSession(payload, sess_options=opts, providers=list(providers))
     except Exception as exc:  # onnxruntime raises several private exception types
-        raise UnsupportedModelError(f"onnxruntime cannot load the model: {_first_line(exc)}") from None
+        raise SessionLoadError(f"onnxruntime cannot load the model: {_first_line(exc)}") from None
     finally:
         del arrays  # only now: ``opts`` points into them without holding them (freed earlier, it crashed)
 
@@ -111,9 +114,16 @@ def _light_bytes(model: onnx.ModelProto, opts: ort.SessionOptions) -> tuple[byte
     array through ``add_external_initializers`` (onnxruntime checks name, dims and dtype, and copies the
     data in before optimizing: the same session as from the full bytes). Dtypes numpy cannot hold
     (bfloat16, float8, int4) and subgraph initializers stay in the bytes.
+
+    Only initializers the graph reads (a node input in any scope, or a graph output) go in memory:
+    onnxruntime drops the others while resolving the graph, and a handed-over name it no longer has
+    fails the load ("Failed to find existing initializer"). Unread ones stay in the bytes, where
+    onnxruntime drops them as it would from any model.
     """
+    read = read_names(model.graph)
+
     def in_memory(tensor: onnx.TensorProto) -> bool:
-        return tensor.HasField("raw_data") and tensor.data_type in _IN_MEMORY_DTYPES \
+        return tensor.name in read and tensor.HasField("raw_data") and tensor.data_type in _IN_MEMORY_DTYPES \
             and tensor_bytes(tensor) >= IN_MEMORY_MIN_BYTES  # (len(raw_data) would copy the data)
 
     big = [t for t in model.graph.initializer if in_memory(t)]
@@ -122,6 +132,15 @@ def _light_bytes(model: onnx.ModelProto, opts: ort.SessionOptions) -> tuple[byte
     arrays = [ort.OrtValue.ortvalue_from_numpy(onnx.numpy_helper.to_array(t)) for t in big]
     opts.add_external_initializers([t.name for t in big], arrays)
     return light_copy(model, in_memory, "onnxq-in-memory").SerializeToString(), arrays
+
+
+def load_problem(model: onnx.ModelProto | bytes | str) -> str | None:
+    """Why onnxruntime cannot build a session on ``model`` (SessionLoadError's message), or None."""
+    try:
+        make_session(model)
+    except SessionLoadError as exc:
+        return str(exc)
+    return None
 
 
 def run(session: ort.InferenceSession, feed: Mapping[str, np.ndarray], outputs: Sequence[str] | None = None):

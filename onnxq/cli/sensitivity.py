@@ -169,6 +169,11 @@ def sensitivity_inputs(args: argparse.Namespace):
 
 def run(args: argparse.Namespace) -> int:
     model, config, calib, evaluation, metric = sensitivity_inputs(args)
+    with api.onnxq_graphs(model):  # every session below is on a graph onnxq built from the model
+        return _analyse(args, model, config, calib, evaluation, metric)
+
+
+def _analyse(args: argparse.Namespace, model, config, calib, evaluation, metric) -> int:
     progress = progress_enabled(args)
     pre, _ = api.prepare(model)
     api.check_exclusions(pre, config)

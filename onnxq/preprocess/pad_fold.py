@@ -14,6 +14,8 @@ import numpy as np
 import onnx
 from onnx import numpy_helper
 
+from onnxq.graph.usage import drop_unread
+
 
 def _constants(model: onnx.ModelProto) -> dict[str, np.ndarray]:
     """Values of the small constant inputs of Pad nodes (pads, value); weights are never decoded."""
@@ -89,6 +91,10 @@ def fold_pads(model: onnx.ModelProto) -> tuple[onnx.ModelProto, int]:
         conv.attribute.append(onnx.helper.make_attribute("pads", merged))
         conv.input[0] = pad.input[0]
         removed.append(pad)
+    orphaned = {name for pad in removed for name in pad.input[1:] if name}
     for pad in removed:
         graph.node.remove(pad)
+    # The folded Pads' pads and value are dead now unless something else reads them; onnxruntime drops
+    # dead initializers and then cannot take them in memory (onnxq.runtime), so none may stay behind.
+    drop_unread(graph, orphaned)
     return out, len(removed)

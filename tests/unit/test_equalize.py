@@ -16,6 +16,7 @@ from onnxq.collect.augment import expose
 from onnxq.collect.data import from_iterable
 from onnxq.config import QuantConfig, Target
 from onnxq.errors import ConfigError
+from onnxq.graph.usage import unused_initializers
 from onnxq.rewrite.equalize import MIN_SCALE, channel_scales, depthwise_inputs, equalize
 from onnxq.testing import model_from_text
 
@@ -138,10 +139,12 @@ def test_weights_are_scaled_per_output_channel_with_multiplier() -> None:
     maxima = {"s": np.arange(1.0, C + 1.0)}
     eq = equalize(model, inputs, maxima)
     weights = {t.name: numpy_helper.to_array(t) for t in eq.graph.initializer}
+    original = {t.name: numpy_helper.to_array(t) for t in model.graph.initializer}
     z_conv = next(n for n in eq.graph.node if n.output[0] == "z")
     scales = np.arange(1.0, C + 1.0) / C
-    np.testing.assert_allclose(weights[z_conv.input[1]], weights["W2"] * np.repeat(scales, 2)[:, None, None, None],
+    np.testing.assert_allclose(weights[z_conv.input[1]], original["W2"] * np.repeat(scales, 2)[:, None, None, None],
                                rtol=1e-6)
+    assert "W2" not in weights  # no other node reads it: a dead initializer breaks onnxruntime sessions
 
 
 def test_scales_come_from_every_calibration_sample() -> None:
@@ -154,3 +157,89 @@ def test_scales_come_from_every_calibration_sample() -> None:
     inv = next(numpy_helper.to_array(t) for t in eq.graph.initializer if t.name.startswith("s_equalize_scale"))
     want = np.max([np.abs(run(model, f, ["s"])[0]).max(axis=(0, 2, 3)) for f in data[:-1] + [loud]], axis=0)
     np.testing.assert_allclose(inv.ravel(), 1.0 / channel_scales(want), rtol=1e-5)
+
+
+# Real models' depthwise weights are over runtime.IN_MEMORY_MIN_BYTES (1 KB), so onnxruntime gets them in
+# memory; the original weight left behind as a dead initializer made every session on the equalized graph
+# fail ("Failed to find existing initializer"). 64 channels of 3x3 float32: 2.3 KB.
+BIG = 64
+BIG_NET = f"""
+<ir_version: 8, opset_import: ["" : 17]>
+g (float[N,3,8,8] x{{extra_in}}) => (float[N,{BIG},8,8] y{{extra_out}}) {{
+  a = Conv (x, W0, B0)
+  sg = Sigmoid (a)
+  s = Mul (a, sg)
+  y = Conv <group={BIG}, pads=[1,1,1,1]> (s, W1, B1){{extra_node}}
+}}
+"""
+
+
+def big_net(weight_read_elsewhere: bool = False) -> onnx.ModelProto:
+    """Channel ranges 0.02 .. 20 before a 64-channel depthwise conv; optionally its weight W1 also feeds a
+    Mul by a graph input written to an output (a reader equalization does not rewire, which constant
+    folding cannot remove)."""
+    rng = np.random.default_rng(0)
+    w0 = rng.standard_normal((BIG, 3, 1, 1)).astype(np.float32)
+    w0 *= np.logspace(-3, 0, BIG, dtype=np.float32)[:, None, None, None] * 20
+    extra = ("",) * 3
+    if weight_read_elsewhere:
+        extra = (", float[1] k", f", float[{BIG},1,3,3] w", "\n  w = Mul (W1, k)")
+    text = BIG_NET
+    for key, value in zip(("{extra_in}", "{extra_out}", "{extra_node}"), extra, strict=True):
+        text = text.replace(key, value)
+    return model_from_text(text, weights={"W0": w0, "B0": np.zeros(BIG, np.float32), "W1": (BIG, 1, 3, 3),
+                                          "B1": (BIG,)})
+
+
+def test_quantize_with_equalize_on_weights_over_a_kilobyte() -> None:
+    model = big_net()
+    assert numpy_helper.to_array(next(t for t in model.graph.initializer if t.name == "W1")).nbytes > 1024
+    calib, check = feeds(16), feeds(8, seed=2)
+    eq = api.quantize(model, calib, QuantConfig(equalize=True))  # raised UnsupportedModelError (exit 2)
+    assert any("equalized" in note for note in eq.report.preprocess)
+    assert unused_initializers(eq.model) == []
+    plain = api.quantize(model, calib, QuantConfig())
+    assert _worst_channel_sqnr(model, eq.model, check) > _worst_channel_sqnr(model, plain.model, check) + 10
+
+
+def test_equalize_removes_the_original_weight_unless_another_node_reads_it() -> None:
+    for shared in (False, True):
+        model = big_net(weight_read_elsewhere=shared)
+        data = [{**f, **({"k": np.array([0.5], np.float32)} if shared else {})} for f in feeds(4)]
+        pre, _ = api.prepare(model)
+        eq = api.equalized(pre, QuantConfig(equalize=True), from_iterable(data))
+        assert unused_initializers(eq) == []
+        assert ("W1" in {t.name for t in eq.graph.initializer}) is shared
+        for want, got in zip(run(model, data[0]), run(eq, data[0]), strict=True):
+            np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-5 * np.abs(want).max())
+
+
+def test_equalize_gives_convs_sharing_a_weight_one_scaled_copy() -> None:
+    text = f"""
+<ir_version: 8, opset_import: ["" : 17]>
+g (float[N,3,8,8] x) => (float[N,{C},8,8] y, float[N,{C},8,8] z) {{
+  a = Conv (x, W0)
+  s = Relu (a)
+  y = Conv <group={C}, pads=[1,1,1,1]> (s, W1)
+  z = Conv <group={C}, pads=[1,1,1,1], strides=[1,1]> (s, W1)
+}}
+"""
+    model = model_from_text(text, weights={"W0": (C, 3, 1, 1), "W1": (C, 1, 3, 3)})
+    eq = equalize(model, depthwise_inputs(model), {"s": np.arange(1.0, C + 1.0)})
+    convs = [n for n in eq.graph.node if n.output[0] in ("y", "z")]
+    assert convs[0].input[1] == convs[1].input[1] != "W1"
+    assert [t.name for t in eq.graph.initializer].count(convs[0].input[1]) == 1
+    assert unused_initializers(eq) == []
+
+
+def test_cli_quantize_with_equalize_on_a_real_sized_depthwise_conv(tmp_path) -> None:
+    from onnxq.cli import main
+
+    path, out = tmp_path / "m.onnx", tmp_path / "q.onnx"
+    onnx.save(big_net(), str(path))
+    calib = tmp_path / "calib"
+    calib.mkdir()
+    for k, feed in enumerate(feeds(8)):
+        np.save(calib / f"{k:03d}.npy", feed["x"][0])
+    assert main(["quantize", str(path), "-o", str(out), "--calib-data", str(calib), "--equalize"]) == 0
+    onnx.checker.check_model(onnx.load(str(out)), full_check=True)
