@@ -233,30 +233,36 @@ def ort_quantize(float_path: Path, out: Path, feeds: list[dict], trt_style: bool
     onnx.checker.check_model(str(out))  # a quantizer that writes an invalid model fails here
 
 
-def onnxq_models(float_path: Path, feeds: list[dict], methods: list[str], work: Path, ort_cpu_method: str
-                 ) -> Iterator[tuple[str, str, Path | None, float, str]]:
-    """(quantizer, method, path or None, seconds, error) for each requested onnxq variant."""
+def onnxq_models(float_path: Path, feeds: list[dict], methods: list[str], work: Path, ort_cpu_method: str,
+                 equalize: bool = False) -> Iterator[tuple[str, str, Path | None, float, str]]:
+    """(quantizer, method, path or None, seconds, error) for each requested onnxq variant.
+
+    The TensorRT methods solve from one collection of histograms; each quantize() gets the calibration feeds
+    too, as ``onnxq quantize --load-stats S --calib-data DIR`` would: bias correction measures its means on
+    all of them (and --equalize its channel maxima), exactly what a one-shot ``onnxq quantize`` does."""
     trt = [m for m in methods if m in ONNXQ_METHODS]
+    name = "onnxq TensorRT" + (" +equalize" if equalize else "")
     if trt:
         t = time.perf_counter()
         try:
-            stats, _, _ = api.calibrate(float_path, data.from_iterable(feeds), QuantConfig(
-                activations=ActivationSpec(method="entropy")))
+            stats = api.calibrate(float_path, data.from_iterable(feeds), QuantConfig(
+                activations=ActivationSpec(method="entropy"), equalize=equalize)).stats
         except Exception as exc:
             for m in trt:
-                yield "onnxq TensorRT", m, None, 0.0, _one_line(exc)
+                yield name, m, None, 0.0, _one_line(exc)
             stats = None
         collect_s = time.perf_counter() - t
         for m in trt if stats is not None else []:
             t = time.perf_counter()
-            out = work / f"{float_path.stem}.onnxq_trt_{m}.onnx"
+            out = work / f"{float_path.stem}.onnxq_trt_{m}{'_eq' if equalize else ''}.onnx"
             try:
-                result = api.quantize(float_path, data.from_iterable(feeds[:1]),
-                                      QuantConfig(activations=ActivationSpec(method=m)), stats=stats)
+                result = api.quantize(float_path, data.from_iterable(feeds),
+                                      QuantConfig(activations=ActivationSpec(method=m), equalize=equalize),
+                                      stats=stats)
                 result.save(out)
-                yield "onnxq TensorRT", m, out, collect_s + time.perf_counter() - t, ""
+                yield name, m, out, collect_s + time.perf_counter() - t, ""
             except Exception as exc:
-                yield "onnxq TensorRT", m, None, 0.0, _one_line(exc)
+                yield name, m, None, 0.0, _one_line(exc)
     if "ort-cpu" in methods:
         t = time.perf_counter()
         out = work / f"{float_path.stem}.onnxq_ortcpu_{ort_cpu_method}.onnx"
@@ -296,6 +302,9 @@ def run_model(key: str, args: argparse.Namespace, work: Path) -> list[Row]:
     rows: list[Row] = []
     run_eval(rows, Row(key, "float", "-", "optimized"), mod, spec, float_path, None, args.limit)
     variants = list(onnxq_models(float_path, feeds, args.methods, work, args.ort_cpu_method))
+    if args.equalize:
+        variants += list(onnxq_models(float_path, feeds, [m for m in args.methods if m != "ort-cpu"], work,
+                                      args.ort_cpu_method, equalize=True))
     variants += list(ort_models(float_path, feeds, args.methods, work))
     for quantizer, method, path, seconds, error in variants:
         modes = ("optimized", "exact") if quantizer in CPU_FORMS else ("exact",)
@@ -479,6 +488,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--models", nargs="+", choices=list(SPECS), default=list(SPECS))
     p.add_argument("--methods", nargs="+", choices=METHODS, default=list(METHODS))
     p.add_argument("--ort-cpu-method", choices=ONNXQ_METHODS, default="entropy")
+    p.add_argument("--equalize", action="store_true",
+                   help="also every TensorRT method with --equalize (rows 'onnxq TensorRT +equalize')")
     p.add_argument("--limit", type=int, help="evaluate on the first N samples only (recipes that support it)")
     p.add_argument("--out", type=Path, help="markdown output (default benchmarks/results/accuracy.md for a full "
                                             "run; a subset or --limit run writes only when given)")

@@ -139,7 +139,7 @@ def prepare_all(args):
     if stats_path is not None and stats_path.exists():
         stats, _ = load_stats(stats_path)
     else:
-        stats, _, _ = api.calibrate(model, calib, hist_config)
+        stats = api.calibrate(model, calib, hist_config).stats
         if stats_path is not None:
             save_stats(stats_path, stats)
     ref = first_output(model, evals)

@@ -53,7 +53,7 @@ from onnxq import api  # noqa: E402
 from onnxq.analysis.fallback import FallbackRule  # noqa: E402
 from onnxq.analysis.sensitivity import GatedEvaluator, SensitivityOptions, quant_form, sensitivity  # noqa: E402
 from onnxq.calibrate.solve import solve  # noqa: E402
-from onnxq.cli.sensitivity import load_metric_script  # noqa: E402
+from onnxq.cli.scripts import load_metric_script  # noqa: E402
 from onnxq.collect.collectors import collect  # noqa: E402
 from onnxq.config import ActivationSpec, QuantConfig  # noqa: E402
 from onnxq.graph.ops import WEIGHTED  # noqa: E402

@@ -143,7 +143,7 @@ def quantize(
     qplan = plan(pre, config)
     timings["prepare"] = time.perf_counter() - t
     t = time.perf_counter()
-    samples = 0
+    samples, runs = 0, ""
     correct = config.weights.bias_correction
     moments = None
     stats_given = stats
@@ -155,6 +155,7 @@ def quantize(
         collected = collect_all(pre, qplan, source, config, reducers=reducers, progress=progress,
                                 histograms=histograms)
         stats, samples, moments = collected.stats, collected.samples, collected.reduced
+        runs = collected.describe(config.batch_size)
     timings["calibrate"] = time.perf_counter() - t
     t = time.perf_counter()
     params = solve(stats, qplan, pre, config)
@@ -196,6 +197,7 @@ def quantize(
         timings={k: round(v, 3) for k, v in timings.items()},
         check=check,
         check_samples=batch_size(sample) if sample is not None else 0,
+        runs=runs,
     )
     src = None if isinstance(model, onnx.ModelProto) else str(model)
     return QuantResult(qmodel, report, qplan, params, stats, sample, src, checked.digest)
@@ -321,12 +323,22 @@ def _records(qplan: QuantPlan, params: dict[str, QuantParams]) -> list[TensorRec
     return out
 
 
+@dataclass(frozen=True)
+class Calibration:
+    """What ``calibrate`` collected: statistics any method can solve from, and how the data was run."""
+
+    stats: dict[str, TensorStats]
+    samples: int
+    plan: QuantPlan
+    runs: str = ""  # Collection.describe(): batching and passes, when not one feed per run in one pass
+
+
 @_onnxq_graphs
 def calibrate(
     model: str | os.PathLike | onnx.ModelProto, data: DataArg, config: QuantConfig | None = None,
     *, progress: bool = False,
-) -> tuple[dict[str, TensorStats], int, QuantPlan]:
-    """Collect statistics once (for any method later): returns (stats, samples, plan)."""
+) -> Calibration:
+    """Collect statistics once, with histograms (any method can solve from them later)."""
     config = config or QuantConfig()
     pre, _ = prepare(model)
     _require_quantizable(pre)
@@ -334,8 +346,8 @@ def calibrate(
     source = as_source(data, pre, config.batch_size)
     pre = equalized(pre, config, source)
     qplan = plan(pre, config)
-    stats, samples = collect(pre, qplan, source, config, progress=progress)
-    return stats, samples, qplan
+    collected = collect_all(pre, qplan, source, config, progress=progress, histograms=True)
+    return Calibration(collected.stats, collected.samples, qplan, collected.describe(config.batch_size))
 
 
 def describe_runtime() -> dict[str, Any]:
@@ -391,7 +403,8 @@ def quantize_with_fallback(
     evaluation = eval_data if eval_data is not None else data
     if evaluation is None:
         raise data_mod.CalibrationDataError("automatic fallback needs evaluation data: pass eval_data (--eval-data)")
-    feeds = list(as_source(evaluation, pre))
+    eval_source = as_source(evaluation, pre)
+    feeds = list(eval_source)
     t = time.perf_counter()
     form = quant_form(pre, qplan, params, config, source)  # what quantize() will write, bias correction included
     chosen, ranking, evaluator = run_fallback(pre, qplan, params, feeds, rule, options, metric=metric, form=form,
@@ -408,7 +421,9 @@ def quantize_with_fallback(
     result.plan = dataclasses.replace(result.plan, skips=result.report.skipped)
     verified = evaluator.score_model(result.model)
     met = rule.holds(verified, chosen.float_metric) if rule.has_target else None
-    return result, dataclasses.replace(chosen, verified=verified, verified_met=met), ranking
+    chosen = dataclasses.replace(chosen, verified=verified, verified_met=met, eval_data=eval_source.description,
+                                 eval_samples=sum(batch_size(f) for f in feeds))
+    return result, chosen, ranking
 
 
 def _complete_stats(pre: onnx.ModelProto, qplan: QuantPlan, stats: dict[str, TensorStats],

@@ -157,6 +157,8 @@ class FallbackResult:
     exact: bool = False  # the gated runs were exact (no graph optimization), not an estimate
     verified: Score | None = None  # the rewritten model, evaluated exactly
     verified_met: bool | None = None
+    eval_data: str = ""  # what the search and the verification ran on
+    eval_samples: int = 0
 
     @property
     def float_nodes(self) -> tuple[str, ...]:

@@ -125,8 +125,11 @@ class SensitivityReport:
     evaluations: int
     seconds: float
     model: str = ""
-    data: str = ""
+    data: str = ""  # the evaluation data
+    calibration: str = ""  # the calibration data, samples and how it ran ("" with given statistics)
     timings: dict[str, float] = field(default_factory=dict)
+    workers: int = 1  # configurations evaluated in parallel
+    exact: bool = False  # unoptimized float kernels: bit-exact fake quantization
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -312,7 +315,7 @@ def rank(evaluator: GatedEvaluator, op_types: dict[str, str], options: Sensitivi
     return SensitivityReport(
         measure="metric" if use_metric else "sqnr_db", samples=len(evaluator.feeds), float_metric=reference,
         all_quantized=full, layers=tuple(layers), evaluations=len(scores),
-        seconds=round(time.perf_counter() - t, 3),
+        seconds=round(time.perf_counter() - t, 3), workers=evaluator.workers, exact=evaluator.exact,
     )
 
 

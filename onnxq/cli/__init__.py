@@ -61,9 +61,13 @@ def _add_logging_args(p: argparse.ArgumentParser, default) -> None:
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     try:
-        args = parser.parse_args(argv)
+        args, extra = parser.parse_known_args(argv)
     except SystemExit as exc:  # argparse already printed usage and the error line
         return int(exc.code or 0)
+    if extra:  # named with the subcommand: most are flags another subcommand takes
+        prog = f"onnxq {args.command}" if getattr(args, "command", None) else "onnxq"
+        print(f"onnxq: error: {prog} does not take {' '.join(extra)} (its options: {prog} -h)", file=sys.stderr)
+        return 2
     if not args.command:
         parser.print_help()
         return 2

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import dataclasses
 from pathlib import Path
 
 from onnxq import api, io
@@ -11,7 +10,6 @@ from onnxq.cli import progress_enabled
 from onnxq.cli.common import add_data_args, add_quant_args, build_config, build_source
 from onnxq.collect import data as data_mod
 from onnxq.collect.stats import save_stats
-from onnxq.config import Method
 
 
 def add_parser(sub) -> None:
@@ -19,20 +17,20 @@ def add_parser(sub) -> None:
     p.add_argument("model", help="float ONNX model")
     p.add_argument("-o", "--output", required=True, help="statistics file (.npz)")
     add_data_args(p)
-    add_quant_args(p)
+    add_quant_args(p, scope="collect")
     p.set_defaults(run=run)
 
 
 def run(args: argparse.Namespace) -> int:
     config = build_config(args)
-    # Histograms always: the point of saved statistics is to solve with any method later.
-    if config.activations.method is Method.MINMAX:
-        config = dataclasses.replace(config, activations=dataclasses.replace(config.activations, method=Method.ENTROPY))
     io.check_output_path(Path(args.output), args.model)  # before calibrating, not after
     model = io.load_model(args.model)
     source = build_source(args, data_mod.input_specs_from_model(model), seed=config.seed)
-    stats, samples, qplan = api.calibrate(model, source, config, progress=progress_enabled(args))
-    save_stats(args.output, stats, {"model": str(args.model), "target": config.target.value, "samples": str(samples)})
+    result = api.calibrate(model, source, config, progress=progress_enabled(args))
+    save_stats(args.output, result.stats, {"model": str(args.model), "target": config.target.value,
+                                           "samples": str(result.samples)})
     if not args.quiet:
-        print(f"collected statistics of {len(stats)} tensors over {samples} samples into {args.output}")
+        runs = f" ({result.runs})" if result.runs else ""
+        print(f"collected statistics of {len(result.stats)} tensors over {result.samples} samples{runs} "
+              f"into {args.output}")
     return 0

@@ -131,8 +131,10 @@ def build_source(args: argparse.Namespace, specs, prefix: str = "calib", seed: i
         path = data_mod.existing_dir(folder, f"{prefix} data folder")
         if _has_images(path):
             source = from_images(path, specs, image_spec(args))
+            warn_default_normalisation(args, path)
         else:
             source = data_mod.from_dir(path, specs)
+            warn_image_flags_unused(args, path)
     elif script is not None:
         source = data_mod.from_script(script)
     else:
@@ -140,6 +142,32 @@ def build_source(args: argparse.Namespace, specs, prefix: str = "calib", seed: i
     if args.max_samples is not None:
         source = data_mod.take(source, args.max_samples)
     return source
+
+
+# The image flags and their defaults (add_data_args): a flag away from its default was given.
+IMAGE_DEFAULTS = {"image_size": None, "resize": "short-side", "short_side": None, "pad_value": [114.0],
+                  "pad_position": "center", "interpolation": "bilinear", "pixel_scale": 1 / 255, "mean": [0.0],
+                  "std": [1.0], "bgr": False, "nhwc": False}
+_NORMALISATION = ("pixel_scale", "mean", "std", "bgr")
+
+
+def _given(args: argparse.Namespace, names) -> list[str]:
+    return [f"--{n.replace('_', '-')}" for n in names if getattr(args, n, IMAGE_DEFAULTS[n]) != IMAGE_DEFAULTS[n]]
+
+
+def warn_default_normalisation(args: argparse.Namespace, folder: Path) -> None:
+    """Images read with no normalisation flag at all: say what was assumed, since a model trained with
+    another one (mean/std, 0-255 pixels, BGR) calibrates on the wrong ranges without any error."""
+    if not _given(args, _NORMALISATION):
+        log.warning("images in %s are read as RGB scaled to [0, 1] (the defaults: --pixel-scale 1/255, no --mean/"
+                    "--std, no --bgr); if the model was trained on other inputs, give its preprocessing", folder)
+
+
+def warn_image_flags_unused(args: argparse.Namespace, folder: Path) -> None:
+    given = _given(args, IMAGE_DEFAULTS)
+    if given:
+        log.warning("%s ignored: %s holds arrays (.npy/.npz), not images, and arrays are fed as they are",
+                    ", ".join(given), folder)
 
 
 def check_dims_use(args: argparse.Namespace) -> None:
@@ -165,44 +193,69 @@ def image_spec(args: argparse.Namespace) -> ImageSpec:
     )
 
 
-def add_quant_args(p: argparse.ArgumentParser) -> None:
+# Which quantization flags each kind of subcommand takes: a flag a subcommand cannot act on is not offered
+# (argparse then names it as unrecognized) instead of being accepted and ignored.
+PLAN_FLAGS = frozenset({"--config", "--target", "--per-tensor-weights", "--convtranspose-per-tensor",
+                        "--exclude-node", "--exclude-op"})
+COLLECT_FLAGS = frozenset({"--config", "--target", "--exclude-node", "--exclude-op", "--num-bins",
+                           "--batch-statistic", "--batch-size", "--memory-mb", "--equalize"})
+
+
+_QUANT_DESTS = ("config", "target", "method", "percentile", "num_bins", "batch_statistic", "weight_method",
+                "weight_percentile", "reduce_range", "weight_format", "batch_size", "memory_mb")
+
+
+def add_quant_args(p: argparse.ArgumentParser, scope: str = "all") -> None:
+    """Quantization flags. ``scope``: "all" (quantize, sensitivity), "plan" (inspect: what shapes the plan),
+    "collect" (calibrate: what shapes the statistics)."""
+    wanted = {"all": None, "plan": PLAN_FLAGS, "collect": COLLECT_FLAGS}[scope]
     q = p.add_argument_group("quantization")
-    q.add_argument("--config", metavar="FILE", help="QuantConfig as .toml or .json; flags override it")
-    q.add_argument("--target", choices=["tensorrt", "ort-cpu"], help="runtime to place Q/DQ for (default tensorrt)")
-    q.add_argument("--method", choices=["minmax", "entropy", "mse", "percentile"], help="activation calibration")
-    q.add_argument("--percentile", type=number(50, 100, lo_open=True), metavar="P",
-                   help="percentile of |x| for --method percentile, in (50, 100] (default 99.99); activations only "
-                        "(weights: --weight-percentile)")
-    q.add_argument("--num-bins", type=_num_bins, help="histogram bins, a multiple of 128 >= 256 (default 2048)")
-    q.add_argument("--batch-statistic", choices=["none", "max", "mean", "median", "modal"],
-                   help="range per batch, then aggregated (minmax); default none = one range over all samples")
-    q.add_argument("--weight-method", choices=["max", "mse", "percentile"], help="per-channel weight range")
-    q.add_argument("--weight-percentile", type=number(50, 100, lo_open=True), metavar="P",
-                   help="percentile of |w| per channel for --weight-method percentile, in (50, 100], linearly "
-                        "interpolated between weights (default 99.99)")
-    q.add_argument("--per-tensor-weights", action="store_true", help="one scale per weight tensor")
-    q.add_argument("--convtranspose-per-tensor", action="store_true",
-                   help="per-tensor ConvTranspose weights (TensorRT may reject per-channel deconvolution)")
-    q.add_argument("--reduce-range", choices=["on", "off"],
-                   help="7-bit weights (default: on for ort-cpu, whose x86 kernels saturate otherwise; off for tensorrt)")
-    q.add_argument("--weight-format", choices=["qdq", "dq-only"],
-                   help="float->Q->DQ (tensorrt default) or int8->DQ (the only form for ort-cpu)")
-    q.add_argument("--exclude-node", action="append", default=[], metavar="REGEX",
-                   help="leave nodes whose name matches REGEX (re.search) in float; repeatable")
-    q.add_argument("--exclude-op", action="append", default=[], metavar="TYPE",
-                   help="leave every node of this op type in float; repeatable")
-    q.add_argument("--batch-size", type=integer(1),
-                   help="samples per onnxruntime run (dynamic batch models only); default: automatic, up to 4 "
-                        "when batching is checked to change no value; 1 runs one sample at a time")
-    q.add_argument("--memory-mb", type=number(0, lo_open=True),
-                   help="memory for activations while calibrating, MB > 0 (default 1024)")
-    q.add_argument("--equalize", action="store_true",
-                   help="even out the channel ranges of depthwise-conv inputs before quantizing them "
-                        "(a Mul folded back into the depthwise weights; TensorRT target)")
+
+    def add(flag: str, **kw) -> None:
+        if wanted is None or flag in wanted:
+            q.add_argument(flag, **kw)
+
+    add("--config", metavar="FILE", help="QuantConfig as .toml or .json; flags override it")
+    add("--target", choices=["tensorrt", "ort-cpu"], help="runtime to place Q/DQ for (default tensorrt)")
+    add("--method", choices=["minmax", "entropy", "mse", "percentile"], help="activation calibration")
+    add("--percentile", type=number(50, 100, lo_open=True), metavar="P",
+        help="percentile of |x| for --method percentile, in (50, 100] (default 99.99); activations only "
+             "(weights: --weight-percentile)")
+    add("--num-bins", type=_num_bins, help="histogram bins, a multiple of 128 >= 256 (default 2048)")
+    add("--batch-statistic", choices=["none", "max", "mean", "median", "modal"],
+        help="range per batch, then aggregated (minmax); default none = one range over all samples")
+    add("--weight-method", choices=["max", "mse", "percentile"], help="per-channel weight range")
+    add("--weight-percentile", type=number(50, 100, lo_open=True), metavar="P",
+        help="percentile of |w| per channel for --weight-method percentile, in (50, 100], linearly "
+             "interpolated between weights (default 99.99)")
+    add("--per-tensor-weights", action="store_true", help="one scale per weight tensor")
+    add("--convtranspose-per-tensor", action="store_true",
+        help="per-tensor ConvTranspose weights (TensorRT may reject per-channel deconvolution)")
+    add("--reduce-range", choices=["on", "off"],
+        help="7-bit weights (default: on for ort-cpu, whose x86 kernels saturate otherwise; off for tensorrt)")
+    add("--weight-format", choices=["qdq", "dq-only"],
+        help="float->Q->DQ (tensorrt default) or int8->DQ (the only form for ort-cpu)")
+    add("--exclude-node", action="append", default=[], metavar="REGEX",
+        help="leave nodes whose name matches REGEX (re.search) in float; repeatable")
+    add("--exclude-op", action="append", default=[], metavar="TYPE",
+        help="leave every node of this op type in float; repeatable")
+    add("--batch-size", type=integer(1),
+        help="samples per onnxruntime run (dynamic batch models only); default: automatic, up to 4 "
+             "when batching is checked to change no value; 1 runs one sample at a time")
+    add("--memory-mb", type=number(0, lo_open=True),
+        help="memory for activations while calibrating, MB > 0 (default 1024); tensors that do not fit are "
+             "collected in further passes over the data")
+    add("--equalize", action="store_true",
+        help="even out the channel ranges of depthwise-conv inputs before quantizing them "
+             "(a Mul folded back into the depthwise weights; TensorRT target)")
 
 
 def build_config(args: argparse.Namespace) -> QuantConfig:
-    base = load_config(args.config) if getattr(args, "config", None) else QuantConfig()
+    # a subcommand offers only the flags it can act on (add_quant_args): the others read as not given
+    args = argparse.Namespace(**{**dict.fromkeys(_QUANT_DESTS), "exclude_node": [], "exclude_op": [],
+                                 "per_tensor_weights": False, "convtranspose_per_tensor": False,
+                                 "equalize": False, **vars(args)})
+    base = load_config(args.config) if args.config else QuantConfig()
     act, w = base.activations, base.weights
     target = Target(args.target) if args.target else base.target
     _check_flags(args, base, target)

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import importlib.util
 import io as _bytes_io
 import logging
 import sys
@@ -18,6 +17,7 @@ import numpy as np
 from onnxq import io
 from onnxq.analysis.compare import MetricFn, Tolerances, check_tolerances, compare, dump_tensors
 from onnxq.cli import progress_enabled
+from onnxq.cli.scripts import load_metric_script, pair_metric
 from onnxq.cli.common import add_data_args, build_source, integer, number
 from onnxq.collect import data as data_mod
 from onnxq.errors import ConfigError, OutputError
@@ -39,9 +39,9 @@ def add_parser(sub) -> None:
                    help="run the quantized model with onnxruntime graph optimizations for its outputs "
                         "(how an ort-cpu model is deployed; default: off, exact fake quantization)")
     p.add_argument("--metric-script", metavar="FILE",
-                   help="Python file exposing metric(outputs_float, outputs_quant) -> "
-                        "(float_score, quant_score); "
-                        "each argument is a list over samples of the outputs list (runs that file's code)")
+                   help="Python file exposing metric(outputs) -> score (higher is better) or "
+                        "metric(outputs_float, outputs_quant) -> (float_score, quant_score); outputs is a list "
+                        "over samples of the outputs list (runs that file's code)")
     p.add_argument("--dump", metavar="DIR",
                    help="write every intermediate tensor of both models as DIR/float/NNNNN.npz and "
                         "DIR/quant/NNNNN.npz")
@@ -60,32 +60,9 @@ def add_parser(sub) -> None:
 
 
 def load_metric(path: str | Path) -> MetricFn:
-    """``metric`` from a user's Python file (executed here), or a ConfigError naming the fix."""
-    script = Path(path)
-    if not script.is_file():
-        raise ConfigError(f"metric script '{script}' does not exist; pass a Python file defining metric()")
-    spec = importlib.util.spec_from_file_location(f"onnxq_metric_{abs(hash(str(script.resolve())))}", script)
-    module = importlib.util.module_from_spec(spec)
-    try:
-        spec.loader.exec_module(module)
-    except Exception as exc:
-        raise ConfigError(f"metric script '{script.name}' failed while loading: {type(exc).__name__}: "
-                          f"{data_mod.one_line(exc)}; fix the script (run it with python)") from exc
-    fn = getattr(module, "metric", None)
-    if not callable(fn):
-        raise ConfigError(f"metric script '{script.name}' defines no metric() function; add "
-                          "def metric(outputs_float, outputs_quant): return float_score, quant_score")
-
-    def checked(outputs_float, outputs_quant) -> tuple[float, float]:
-        try:
-            result = fn(outputs_float, outputs_quant)
-            f_score, q_score = (float(v) for v in result)
-        except Exception as exc:
-            raise ConfigError(f"metric() in '{script.name}' failed: {type(exc).__name__}: "
-                              f"{data_mod.one_line(exc)}; it must return (float_score, quant_score)") from exc
-        return f_score, q_score
-
-    return checked
+    """The metric script as ``(outputs_float, outputs_quant) -> (float_score, quant_score)``, whichever form
+    it defines (onnxq.cli.scripts)."""
+    return pair_metric(load_metric_script(path))
 
 
 def _tolerances(args: argparse.Namespace) -> Tolerances:

@@ -17,7 +17,7 @@ log = logging.getLogger(__name__)
 def add_parser(sub) -> None:
     p = sub.add_parser("inspect", help="print the quantization plan of a model", description=__doc__)
     p.add_argument("model", help="float ONNX model")
-    add_quant_args(p)
+    add_quant_args(p, scope="plan")
     p.add_argument("--format", choices=["text", "json"], default="text")
     p.set_defaults(run=run)
 

@@ -12,16 +12,15 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import importlib.util
-import inspect
 import logging
 from pathlib import Path
 
 from onnxq import api, io
 from onnxq.analysis.fallback import FallbackRule
-from onnxq.analysis.sensitivity import Metric, SensitivityOptions, quant_form, sensitivity
+from onnxq.analysis.sensitivity import SensitivityOptions, quant_form, sensitivity
 from onnxq.calibrate.solve import solve
 from onnxq.cli import progress_enabled
+from onnxq.cli.scripts import load_metric_script
 from onnxq.cli.common import (
     _has_images,
     add_data_args,
@@ -34,7 +33,7 @@ from onnxq.cli.common import (
     number,
 )
 from onnxq.collect import data as data_mod
-from onnxq.collect.collectors import collect
+from onnxq.collect.collectors import collect_all
 from onnxq.collect.images import from_images
 from onnxq.collect.stats import load_stats
 from onnxq.errors import ConfigError
@@ -87,7 +86,7 @@ def add_fallback_args(p: argparse.ArgumentParser) -> None:
     g.add_argument("--min-sqnr", type=number(), metavar="DB", help="stop when the worst output SQNR reaches DB")
     g.add_argument("--max-metric-drop", type=number(0), metavar="X",
                    help="stop when the --metric-script score is within X of the float model's")
-    g.add_argument("--fallback-select", choices=["rule", "sqnr"], default="rule",
+    g.add_argument("--fallback-select", choices=["rule", "sqnr"],
                    help="choose each layer by what it buys in the stopping rule's measure (default) or in output "
                         "SQNR (steadier when the metric is coarse, e.g. accuracy on a few hundred samples)")
     g.add_argument("--report", metavar="FILE.html", help="write an HTML report (plan, histograms, per-layer SQNR)")
@@ -96,36 +95,7 @@ def add_fallback_args(p: argparse.ArgumentParser) -> None:
 def fallback_rule(args: argparse.Namespace) -> FallbackRule:
     if args.max_metric_drop is not None and not args.metric_script:
         raise ConfigError("--max-metric-drop needs a metric: pass --metric-script FILE defining metric()")
-    return FallbackRule(args.max_float_layers, args.min_sqnr, args.max_metric_drop, args.fallback_select)
-
-
-def load_metric_script(path: str | Path) -> Metric:
-    """``metric`` from a user's Python file (its code runs here), or a ConfigError naming the fix."""
-    script = Path(path)
-    if not script.is_file():
-        raise ConfigError(f"metric script '{script}' does not exist; pass a Python file defining metric()")
-    spec = importlib.util.spec_from_file_location(f"onnxq_metric_{abs(hash(str(script.resolve())))}", script)
-    module = importlib.util.module_from_spec(spec)
-    try:
-        spec.loader.exec_module(module)
-    except Exception as exc:
-        raise ConfigError(f"metric script '{script.name}' failed while loading: {type(exc).__name__}: "
-                          f"{data_mod.one_line(exc)}; fix the script (run it with python)") from exc
-    fn = getattr(module, "metric", None)
-    if not callable(fn):
-        raise ConfigError(f"metric script '{script.name}' defines no metric() function; add "
-                          "def metric(outputs): return score  (higher is better)")
-
-    def checked(*outputs):
-        try:
-            return fn(*outputs)
-        except Exception as exc:
-            raise ConfigError(f"metric() in '{script.name}' failed: {type(exc).__name__}: "
-                              f"{data_mod.one_line(exc)}; it receives, per sample, the list of model outputs"
-                              ) from exc
-
-    checked.__signature__ = inspect.signature(fn)  # the library reads the arity: (outputs) or (float, quant)
-    return checked
+    return FallbackRule(args.max_float_layers, args.min_sqnr, args.max_metric_drop, args.fallback_select or "rule")
 
 
 def eval_source(args: argparse.Namespace, specs) -> data_mod.DataSource | None:
@@ -179,18 +149,25 @@ def _analyse(args: argparse.Namespace, model, config, calib, evaluation, metric)
     api.check_exclusions(pre, config)
     pre = api.equalized(pre, config, api.as_source(calib, pre, config.batch_size) if calib is not None else None)
     qplan = plan(pre, config)
+    calib_line = f"statistics from {args.load_stats}"
     if args.load_stats:
         stats, _meta = load_stats(args.load_stats)
     else:
-        stats, _ = collect(pre, qplan, api.as_source(calib, pre, config.batch_size), config, progress=progress,
-                           histograms=True if args.report else None)
+        collected = collect_all(pre, qplan, api.as_source(calib, pre, config.batch_size), config, progress=progress,
+                                histograms=True if args.report else None)
+        stats, runs = collected.stats, collected.describe(config.batch_size)
+        calib_line = f"{calib.description} ({collected.samples} samples)" + (f"; {runs}" if runs else "")
     params = solve(stats, qplan, pre, config)
     feeds = list(api.as_source(evaluation, pre))
     options = SensitivityOptions(mode=args.mode, workers=args.workers, exact=args.exact)
     calibration = api.as_source(calib, pre, config.batch_size) if calib is not None else None
+    if calibration is None and config.weights.bias_correction:
+        log.warning("bias correction is not applied: it measures means on the calibration data, and only "
+                    "--load-stats was given; add --calib-data to analyse the model quantize would write")
     form = quant_form(pre, qplan, params, config, calibration)
     report, _ = sensitivity(pre, qplan, params, feeds, options, metric=metric, form=form, progress=progress)
-    report = dataclasses.replace(report, model=str(args.model), data=evaluation.description)
+    report = dataclasses.replace(report, model=str(args.model), data=evaluation.description,
+                                 calibration=calib_line)
     if args.report:
         page = render_html(None, qplan, stats=stats, params=params, sensitivity=report, title=str(args.model))
         write_report(page, args.report)
@@ -217,12 +194,23 @@ def quantize_from_args(args: argparse.Namespace, model, source, config, stats):
     if not args.auto_fallback:
         if fallback_flags:
             raise ConfigError(f"{fallback_flags[0]} is a stopping rule of the automatic fallback: add --auto-fallback")
+        search = [f for f, v in (("--metric-script", args.metric_script), ("--fallback-select", args.fallback_select))
+                  if v is not None]
+        if search:
+            raise ConfigError(f"{search[0]} steers the automatic fallback: add --auto-fallback")
+        evaluation = [f for f, v in (("--eval-data", args.eval_data), ("--eval-script", args.eval_script),
+                                     ("--eval-samples", args.eval_samples)) if v is not None]
+        if evaluation and not args.report:
+            raise ConfigError(f"{evaluation[0]} is evaluation data for --auto-fallback or --report (per-layer "
+                              "SQNR): add one of them")
         # histograms in the same pass when the report plots them or the saved statistics must serve any method
         histograms = True if (args.report or args.save_stats) else None
         return api.quantize(model, source, config, stats=stats, progress=progress, histograms=histograms), None, None
     evaluation = eval_source(args, data_mod.input_specs_from_model(model))
     if evaluation is None:
         log.warning("no --eval-data: the fallback evaluates on the calibration data (optimistic)")
+        if args.eval_samples is not None and source is not None:
+            evaluation = data_mod.take(source, args.eval_samples)
     metric = load_metric_script(args.metric_script) if args.metric_script else None
     return api.quantize_with_fallback(model, source, config, fallback_rule(args), eval_data=evaluation,
                                       metric=metric, stats=stats, progress=progress)

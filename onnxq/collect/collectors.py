@@ -96,6 +96,19 @@ class Collection:
     stats: dict[str, TensorStats]
     samples: int
     reduced: dict[str, Any] = field(default_factory=dict)
+    passes: int = 1  # passes over the data (more than one when the tensors exceed the memory budget)
+    feeds_per_run: int = 1  # feeds joined into one onnxruntime run (automatic batching), after batch_size
+
+    def describe(self, batch_size: int | None = None) -> str:
+        """How the data ran where the user asked for it (``--batch-size``) or should know it (several passes):
+        e.g. ``"batches of 8 feeds, 2 passes over the data (memory budget)"``; "" otherwise (automatic batching
+        changes no value, so it is not worth a word)."""
+        parts = []
+        if batch_size is not None and batch_size > 1:
+            parts.append(f"batches of {batch_size} feeds")
+        if self.passes > 1:
+            parts.append(f"{self.passes} passes over the data (memory budget)")
+        return ", ".join(parts)
 
 
 def collect(
@@ -160,7 +173,7 @@ def collect_all(
     if len(passes) > 1:
         log.info("collecting %d tensors in %d passes to stay within the memory budget", len(internal), len(passes))
     limit = _auto_batch_limit(config, specs, sizes, budget, len(passes))
-    samples = 0
+    samples, most = 0, 1
     for k, group in enumerate(passes):
         data = itertools.chain([first], feeds) if k == 0 else _again(source, k)
         desc = "calibrating" if len(passes) == 1 else f"calibrating (pass {k + 1}/{len(passes)})"
@@ -168,6 +181,7 @@ def collect_all(
         jobs = _jobs(names, set(tensors), reducers)
         with tqdm(total=source.count, disable=not progress, unit="batch", desc=desc, leave=False) as bar:
             state, seen, limit = _run_pass(model, group, jobs, sizes, data, state, optimize, bar, limit)
+        most = max(most, limit)
         if k and seen != samples:
             raise CalibrationDataError(
                 f"{source.description} gave {samples} samples in the first pass and {seen} in pass {k + 1}; "
@@ -178,7 +192,7 @@ def collect_all(
     missing = [key for key, value in state.reduced.items() if value is None]
     if missing:
         raise CalibrationDataError(f"the data produced no samples for {missing[0]!r}; give at least one")
-    return Collection(state.stats, samples, state.reduced)
+    return Collection(state.stats, samples, state.reduced, len(passes), most)
 
 
 @dataclass(frozen=True)
@@ -472,8 +486,9 @@ def split_passes(
             passes.append([])
             used = 0.0
         if size > budget_bytes:
-            log.warning("tensor %r alone needs %.0f MB per batch, more than the collection budget allows",
-                        name, IN_FLIGHT * size / 2**20)
+            log.warning("tensor %r alone needs %.3g MB per batch, more than the collection budget (--memory-mb "
+                        "%.3g) allows; it is collected in a pass of its own", name, IN_FLIGHT * size / 2**20,
+                        IN_FLIGHT * budget_bytes / 2**20)
         passes[-1].append(name)
         used += size
     return passes

@@ -139,7 +139,7 @@ class ImageSpec:
         size = "model size" if self.size is None else f"{self.size[0]}x{self.size[1]}"
         interp = self.interpolation.value
         if self.resize is ResizeMode.SHORT_SIDE:
-            side = f"short side {self.short_side}" if self.short_side else "cover"
+            side = f"short side {self.short_side}" if self.short_side else "short side to cover the crop"
             geometry = f"resize {side} {interp} + centre crop {size}"
         elif self.resize is ResizeMode.LETTERBOX:
             geometry = f"letterbox {size} {interp}, pad {_fmt(self.pad_value)} {self.pad_position.value}"
@@ -236,14 +236,18 @@ def _resolve(spec: InputSpec, image_spec: ImageSpec) -> ImageSpec:
     shape = spec.shape or (None,) * 4
     channel_axis, hw_axes = (1, (2, 3)) if layout is Layout.NCHW else (3, (1, 2))
     channels = shape[channel_axis]
-    if isinstance(channels, int) and channels != 3:
+    other_channels = shape[3 if layout is Layout.NCHW else 1]
+    # A symbolic channel axis opposite a fixed 3 (e.g. [N, H, W, 3] read as NCHW) is the other layout too:
+    # read as given, the image would be 3 pixels wide, and the size check below would blame the size.
+    if (isinstance(channels, int) and channels != 3) or (not isinstance(channels, int) and other_channels == 3):
         other = Layout.NHWC if layout is Layout.NCHW else Layout.NCHW
-        looks = shape[3 if layout is Layout.NCHW else 1] == 3
+        looks = other_channels == 3
         flag = "add --nhwc" if other is Layout.NHWC else "drop --nhwc"
         hint = (f"the input looks {other.value}: {flag} (ImageSpec(layout='{other.value}') in Python)" if looks else
                 "the image loader makes 3-channel images: give .npy/.npz files for other channel counts")
+        has = f"{channels} channels, not 3" if isinstance(channels, int) else f"a {other_channels}-pixel width"
         raise CalibrationDataError(f"input '{spec.name}' is {spec.describe()}, which in {layout.value} "
-                                   f"layout has {channels} channels, not 3; {hint}")
+                                   f"layout has {has}; {hint}")
     model_hw = tuple(shape[a] for a in hw_axes)
     if image_spec.size is None:
         if not all(isinstance(d, int) for d in model_hw):

@@ -42,6 +42,7 @@ class QuantReport:
     # feeds the data source holds when known (a feed may hold several samples: its batch dimension)
     feeds: int | None = None
     check_samples: int = 1  # samples the check ran (its first feed's batch)
+    runs: str = ""  # how calibration ran the data when not one feed per run in one pass (Collection.describe)
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)

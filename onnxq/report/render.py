@@ -21,7 +21,7 @@ def report_text(report: QuantReport, *, verbose: bool = False) -> str:
     lines = [
         f"model      {report.model}",
         f"target     {report.target}   method {report.method}",
-        f"data       {report.data}{sample_count(report)}",
+        f"data       {report.data}{sample_count(report)}" + (f"; {report.runs}" if report.runs else ""),
     ]
     for note in report.preprocess:
         lines.append(f"preprocess {note}")

@@ -53,8 +53,10 @@ def _score(s: Score) -> str:
 
 
 def _preamble(report: SensitivityReport) -> list[str]:
-    lines = [f"model         {report.model}", f"eval data     {report.data} ({report.samples} samples)",
-             f"all quantized {_score(report.all_quantized)}"]
+    lines = [f"model         {report.model}"]
+    if report.calibration:
+        lines.append(f"calib data    {report.calibration}")
+    lines += [f"eval data     {report.data} ({report.samples} samples)", f"all quantized {_score(report.all_quantized)}"]
     if report.float_metric is not None:
         lines.append(f"float metric  {report.float_metric:.4g}")
     lines.append(f"evaluations   {report.evaluations} configurations in {report.seconds:.1f} s")
@@ -95,6 +97,8 @@ def fallback_text(result: FallbackResult) -> str:
     how = "exact runs" if result.exact else "estimate"
     lines = [f"fallback   {len(result.steps)} layer(s) left in float ({result.evaluations} evaluations); "
              + f"target {target} ({how})"]
+    if result.eval_data:
+        lines.append(f"           evaluated on {result.eval_data} ({result.eval_samples} samples)")
     lines.append(f"           all quantized: {_score(result.start)}")
     for k, s in enumerate(result.steps, 1):
         lines.append(f"           {k:2d}. {s.node} ({s.op_type}) bought {s.bought:+.4g} {unit} -> {_score(s.after)}")

@@ -121,9 +121,13 @@ def test_equalize_with_ort_cpu_is_refused_and_from_a_config_file_warned(model, t
     assert "equalize = true" in caplog.text and "not applied" in caplog.text
 
 
-def test_inspect_says_the_plan_is_shown_without_equalize(model, caplog):
+def test_inspect_does_not_take_equalize_and_a_config_asking_for_it_is_warned(model, tmp_path, capsys, caplog):
+    assert main(["inspect", str(model), "--equalize"]) == 2  # inspect reads no data to equalize with
+    assert "onnxq inspect does not take --equalize" in error_line(capsys)
+    config = tmp_path / "eq.toml"
+    config.write_text("equalize = true\n")
     with caplog.at_level(logging.WARNING):
-        assert main(["inspect", str(model), "--equalize"]) == 0
+        assert main(["inspect", str(model), "--config", str(config)]) == 0
     assert "without --equalize" in caplog.text and "calibration data" in caplog.text
 
 
@@ -286,3 +290,29 @@ def test_usage_errors_are_one_line(capsys, argv):
     assert main(argv) == 2
     lines = capsys.readouterr().err.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("onnxq: error: ") and lines[0].endswith(" -h)")
+
+
+# --------------------------------------------------------------------------- image preprocessing
+
+
+def test_images_with_no_normalisation_flag_say_what_was_assumed(model, tmp_path, caplog):
+    images = tmp_path / "img"
+    images.mkdir()
+    rng = np.random.default_rng(0)
+    for i in range(3):
+        Image.fromarray(rng.integers(0, 255, (10, 12, 3), dtype=np.uint8)).save(images / f"{i}.png")
+    out = str(tmp_path / "q.onnx")
+    with caplog.at_level(logging.WARNING):
+        assert main(["quantize", str(model), "-o", out, "--calib-data", str(images)]) == 0
+    assert "read as RGB scaled to [0, 1]" in caplog.text
+    caplog.clear()
+    with caplog.at_level(logging.WARNING):
+        assert main(["quantize", str(model), "-o", out, "--calib-data", str(images), "--mean", "0.5"]) == 0
+    assert "read as RGB" not in caplog.text  # the user gave the preprocessing
+
+
+def test_image_flags_on_array_data_are_warned_as_ignored(model, calib, tmp_path, caplog):
+    with caplog.at_level(logging.WARNING):
+        assert main(["quantize", str(model), "-o", str(tmp_path / "q.onnx"), "--calib-data", str(calib),
+                     "--mean", "0.5", "--bgr"]) == 0
+    assert "--mean, --bgr ignored" in caplog.text and "arrays" in caplog.text

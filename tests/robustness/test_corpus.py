@@ -450,9 +450,9 @@ def setup_stats(kind: str) -> Callable[[Path, Path], Run]:
         stats = inp / "stats.npz"
         if kind == "other-model":
             other = _save(rm.two_input_model(), inp, "other.onnx")
-            s, _, _ = api.calibrate(
+            s = api.calibrate(
                 other, [{"a": np.ones((1, 4), np.float32), "b": np.ones((1, 4), np.float32)}]
-            )
+            ).stats
             from onnxq.collect.stats import save_stats
 
             save_stats(stats, s)

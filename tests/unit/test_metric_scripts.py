@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from onnxq.cli.sensitivity import load_metric_script
+from onnxq.cli.scripts import load_metric_script
 from onnxq.errors import ConfigError
 
 REPO = Path(__file__).resolve().parents[2]
