@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import textwrap
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -457,7 +456,6 @@ def _gemm_excluded_inspect(base: Run, new: Run) -> None:
 
 def quant_cases(command: str) -> list[Case]:
     """Placement flags act on every subcommand that plans; calibration flags where statistics are made."""
-    base = BASES[command]
     if command == "quantize":
         excl = _excluded
         gemm = _excluded("Gemm_0")
