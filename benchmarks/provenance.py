@@ -14,12 +14,12 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 
 
-def commit() -> str:
+def commit(repo: Path = REPO) -> str:
     """``abc1234`` of HEAD, with ``+changes`` when files under onnxq/, models/ or benchmarks/ differ from it."""
     try:
-        sha = subprocess.run(["git", "rev-parse", "--short=10", "HEAD"], cwd=REPO, capture_output=True,
+        sha = subprocess.run(["git", "rev-parse", "--short=10", "HEAD"], cwd=repo, capture_output=True,
                              text=True, check=True).stdout.strip()
-        dirty = subprocess.run(["git", "status", "--porcelain", "--", "onnxq", "models", "benchmarks"], cwd=REPO,
+        dirty = subprocess.run(["git", "status", "--porcelain", "--", "onnxq", "models", "benchmarks"], cwd=repo,
                                capture_output=True, text=True, check=True).stdout.strip()
     except (OSError, subprocess.CalledProcessError):
         return "unknown commit (not a git checkout)"
