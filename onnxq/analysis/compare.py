@@ -60,7 +60,12 @@ def plausibly_class_scores(value: np.ndarray) -> bool:
     value = np.asarray(value)
     if value.dtype.kind != "f" or not looks_like_logits(value.shape) or value.size == 0:
         return False
-    norms = np.linalg.norm(value.reshape(-1, value.shape[-1]).astype(np.float64), axis=1)
+    rows = value.reshape(-1, value.shape[-1]).astype(np.float64)
+    # a confident softmax row ([0.9999, 0.0001]) has an L2 norm near 1 too: rows on the probability simplex
+    # (non-negative, summing to 1) are class scores whatever their norm
+    if np.all(rows >= 0) and np.all(np.abs(rows.sum(axis=1) - 1.0) < UNIT_NORM_TOL):
+        return True
+    norms = np.linalg.norm(rows, axis=1)
     return not bool(np.all(np.abs(norms - 1.0) < UNIT_NORM_TOL))
 
 

@@ -54,7 +54,8 @@ def add_parser(sub) -> None:
     p.add_argument("--load-stats", metavar="FILE", help="calibrate from saved statistics instead of running the model")
     p.add_argument("--mode", choices=["both", "one", "loo"], default="both",
                    help="one at a time, leave one out, or both (default)")
-    p.add_argument("--top", type=integer(0), default=20, metavar="N", help="layers shown (default 20; 0 = all)")
+    p.add_argument("--top", type=integer(0), default=20, metavar="N",
+                   help="layers shown in the text and md tables (default 20; 0 = all); json holds every layer")
     p.add_argument("--format", choices=["text", "md", "json"], default="text", help="output format")
     p.add_argument("--workers", type=integer(1), metavar="N", help="configurations evaluated in parallel (default: CPUs)")
     p.add_argument("--exact", action="store_true",

@@ -85,9 +85,8 @@ def sensitivity_markdown(report: SensitivityReport, top: int = 20) -> str:
 
 
 def sensitivity_json(report: SensitivityReport, top: int = 0) -> str:
+    """Every layer, whatever ``top`` (which limits the human tables only): machines filter for themselves."""
     data = report.to_dict()
-    if top > 0:
-        data["layers"] = data["layers"][:top]
     return json.dumps(data, indent=2, default=str, allow_nan=True)
 
 

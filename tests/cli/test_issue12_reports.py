@@ -175,6 +175,8 @@ def test_top1_only_for_plausible_class_scores(tmp_path, capsys):
     assert plausibly_class_scores(logits)
     assert not plausibly_class_scores(logits / np.linalg.norm(logits, axis=1, keepdims=True))
     assert not plausibly_class_scores(rng.standard_normal((4, 3, 10)))  # a sequence, not one row per sample
+    confident = np.array([[0.9999, 0.0001]], np.float32)  # a softmax row: L2 norm 0.9999, still class scores
+    assert plausibly_class_scores(confident)
 
 
 # --------------------------------------------------------------------------- item 8: files
