@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import importlib
 import logging
+import os
 import sys
 from collections.abc import Sequence
 
@@ -81,12 +82,24 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("onnxq: interrupted; no output was written", file=sys.stderr)
         return 130
+    except BrokenPipeError:  # stdout closed early (`onnxq inspect m.onnx | head`): the reader has what it wanted
+        _silence_stdout()
+        return 0
     except Exception as exc:  # a bug: keep the promise of no traceback unless asked
         if args.verbose:
             raise
         print(f"onnxq: internal error: {type(exc).__name__}: {exc} (run with -v for details and report it)",
               file=sys.stderr)
         return 1
+
+
+def _silence_stdout() -> None:
+    """Point stdout at /dev/null so that flushing it at exit does not raise a second BrokenPipeError."""
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+    except (OSError, ValueError):  # no file descriptor (captured stdout): nothing will be flushed to a pipe
+        pass
 
 
 def progress_enabled(args: argparse.Namespace) -> bool:

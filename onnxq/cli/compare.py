@@ -104,7 +104,8 @@ def run(args: argparse.Namespace) -> int:
     report = dataclasses.replace(report, float_model=str(args.float_model), quant_model=str(args.quant_model))
     report = dataclasses.replace(report, violations=check_tolerances(report, tol))
     if not args.quiet:
-        print(compare_json(report) if args.format == "json" else compare_text(report, top=args.top))
+        print(compare_json(report) if args.format == "json" else compare_text(report, top=args.top,
+                                                                                  gated=tol != Tolerances()))
     else:
         for line in report.violations:
             print(f"onnxq: tolerance violated: {line}", file=sys.stderr)

@@ -55,7 +55,10 @@ def test_text_report_exit_0(setup, capsys):
     root, _ = setup
     assert main(_cmd(root, "--per-layer", "--top", "3")) == 0
     out = capsys.readouterr().out
-    assert "SQNR dB" in out and "per-layer SQNR, worst first (3 of" in out and "ok " in out
+    assert "SQNR dB" in out and "per-layer SQNR, worst first (3 of" in out
+    assert "tolerances none given" in out and "tolerances hold" not in out  # nothing was checked
+    assert main(_cmd(root, "--min-sqnr", "1")) == 0
+    assert "ok         all given tolerances hold" in capsys.readouterr().out
 
 
 def test_json_report_matches_numpy(setup, capsys):

@@ -68,3 +68,16 @@ def test_one_line_and_exit_code_2(tmp_path: Path, setup, says: str) -> None:
     assert lines[0].startswith("onnxq: error: ") and says in lines[0].lower()
     assert proc.stdout == ""
     assert list((tmp_path / "out").iterdir()) == []
+
+
+def test_closed_stdout_pipe_is_not_an_error(tmp_path: Path) -> None:
+    """`onnxq inspect m.onnx --format json | head -c 100`: the reader stops early; exit 0, no traceback."""
+    onnx.save(rm.conv_model(), str(tmp_path / "m.onnx"))
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    proc = subprocess.Popen([sys.executable, "-m", "onnxq", "inspect", "m.onnx", "--format", "json"], cwd=tmp_path,
+                            env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    assert proc.stdout.read(20)  # the start of the plan, then the pipe closes
+    proc.stdout.close()
+    err = proc.stderr.read().decode()
+    assert proc.wait(timeout=120) == 0, err
+    assert "Error" not in err and "Traceback" not in err
