@@ -350,10 +350,6 @@ def calibrate(
     return Calibration(collected.stats, collected.samples, qplan, collected.describe(config.batch_size))
 
 
-def describe_runtime() -> dict[str, Any]:
-    return {"onnxq": __version__, "onnxruntime": runtime.ort_version(), "onnx": onnx.__version__}
-
-
 @_onnxq_graphs
 def quantize_with_fallback(
     model: str | os.PathLike | onnx.ModelProto,

@@ -69,7 +69,6 @@ from onnxq.placement.plan import QuantPlan
 
 log = logging.getLogger(__name__)
 
-DEFAULT_MEMORY_MB = 1024
 UNKNOWN_TENSOR_MB = 16.0  # assumed size of a tensor whose shape inference left unresolved dims
 IN_FLIGHT = 2  # batches of exposed tensors alive at once: one being counted, one being computed
 

@@ -22,9 +22,6 @@ PASS_THROUGH = frozenset(
     }
 )
 
-# Pooling ops that average: they may run in int8 next to quantized neighbours, with their own scale.
-AVERAGING = frozenset({"AveragePool", "GlobalAveragePool", "ReduceMean"})
-
 # Activations ORT fuses into a following QuantizeLinear when the quantized range makes them redundant.
 CLIP_LIKE = frozenset({"Relu", "Clip"})
 
@@ -43,8 +40,6 @@ ORT_CPU_QUANTIZED = frozenset(
 )
 
 FLOAT_DTYPES = frozenset({np.dtype(np.float32), np.dtype(np.float16), np.dtype(np.float64)})
-
-QDQ_OPS = frozenset({"QuantizeLinear", "DequantizeLinear"})
 
 
 def weight_axis(op_type: str, input_index: int, attrs: dict, weight_rank: int) -> int | None:

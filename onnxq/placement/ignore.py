@@ -30,7 +30,6 @@ def excluded_nodes(
     """
     patterns = compile_patterns(node_patterns)
     ops = set(op_types)
-    known_ops = {n.op for n in graph.nodes}
     out: dict[str, str] = {}
     for node in graph.nodes:
         if node.op in ops:
@@ -40,8 +39,4 @@ def excluded_nodes(
             if pattern.search(node.name):
                 out[node.name] = f"name matches --exclude-node {pattern.pattern!r}"
                 break
-    unknown = ops - known_ops
-    if unknown:
-        # Not an error: a config shared across models may name ops some models lack.
-        pass
     return out

@@ -43,5 +43,3 @@ ORT_CPU = TargetSpec(
     quantize_bias=True,
     residual_add=False,
 )
-
-TARGETS = {t.name: t for t in (TENSORRT, ORT_CPU)}
