@@ -41,7 +41,7 @@ from onnxq.analysis.activation_means import correctable_nodes, input_moments, in
 from onnxq.calibrate.mse import amax_mse, mse_errors  # noqa: E402
 from onnxq.calibrate.params import symmetric_scale  # noqa: E402
 from onnxq.calibrate.solve import solve  # noqa: E402
-from onnxq.collect.stats import load_stats, save_stats  # noqa: E402
+from onnxq.collect.stats_file import load_stats, save_stats  # noqa: E402
 from onnxq.config import ActivationSpec, QuantConfig  # noqa: E402
 from onnxq.placement import plan  # noqa: E402
 from onnxq.rewrite import QuantParams, insert_qdq  # noqa: E402

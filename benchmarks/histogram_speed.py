@@ -23,8 +23,9 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout without installing
 
-from onnxq.collect import stats
-from onnxq.collect.stats import exponent_for, new_stats, observe
+from onnxq.collect import counting
+from onnxq.collect.grid import exponent_for
+from onnxq.collect.stats import new_stats, observe
 
 
 def efficientnet_lite0_shapes() -> list[tuple[tuple[int, ...], bool]]:
@@ -73,11 +74,11 @@ def np_histogram(x: np.ndarray, bins: int) -> np.ndarray:
 
 def numpy_only(fn, *args):
     """``fn(*args)`` with the compiled counting kernel switched off (the fallback where it is not built)."""
-    kernel, stats._counting = stats._counting, None
+    kernel, counting._counting = counting._counting, None
     try:
         return fn(*args)
     finally:
-        stats._counting = kernel
+        counting._counting = kernel
 
 
 def candidates(bins: int) -> dict[str, object]:

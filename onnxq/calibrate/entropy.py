@@ -53,7 +53,7 @@ import numpy as np
 
 from onnxq.calibrate.minmax import amax_minmax
 from onnxq.calibrate.params import check_int_option
-from onnxq.collect.stats import Histogram
+from onnxq.collect.grid import Histogram
 
 TIE_TOLERANCE = 1e-10
 

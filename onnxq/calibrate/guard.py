@@ -11,7 +11,7 @@ from __future__ import annotations
 import numpy as np
 
 from onnxq.calibrate.mse import amax_mse, mse_errors
-from onnxq.collect.stats import Histogram
+from onnxq.collect.grid import Histogram
 
 
 def guarded(h: Histogram, observed: float, amax: float, ratio: float) -> float:

@@ -19,7 +19,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from onnxq.collect.stats import Histogram, TensorStats
+from onnxq.collect.grid import Histogram
+from onnxq.collect.stats import TensorStats
 from onnxq.errors import CalibrationDataError, ConfigError
 
 BATCH_STATISTICS = ("max", "mean", "median", "modal")

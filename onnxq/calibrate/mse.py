@@ -31,7 +31,7 @@ import numpy as np
 
 from onnxq.calibrate.minmax import amax_minmax
 from onnxq.calibrate.params import check_int_option
-from onnxq.collect.stats import Histogram
+from onnxq.collect.grid import Histogram
 
 _BLOCK = 1 << 18
 _TIE = 1e-9

@@ -16,7 +16,7 @@ from fractions import Fraction
 
 import numpy as np
 
-from onnxq.collect.stats import Histogram
+from onnxq.collect.grid import Histogram
 from onnxq.errors import ConfigError
 
 

@@ -16,7 +16,8 @@ from onnxq.calibrate.entropy import amax_entropy
 from onnxq.calibrate.minmax import aggregate_batch_ranges
 from onnxq.calibrate.mse import amax_mse
 from onnxq.calibrate.percentile import amax_percentile
-from onnxq.collect.stats import Histogram, TensorStats
+from onnxq.collect.grid import Histogram
+from onnxq.collect.stats import TensorStats
 from onnxq.errors import CalibrationDataError, ConfigError
 
 HISTOGRAM_METHODS: dict[str, Callable[..., float]] = {

@@ -9,7 +9,7 @@ from onnxq import api, io
 from onnxq.cli import progress_enabled
 from onnxq.cli.common import add_data_args, add_quant_args, build_config, build_source
 from onnxq.collect import data as data_mod
-from onnxq.collect.stats import save_stats
+from onnxq.collect.stats_file import save_stats
 
 
 def add_parser(sub) -> None:

@@ -10,7 +10,7 @@ from onnxq import io
 from onnxq.cli.common import add_data_args, add_quant_args, build_config, build_source, check_dims_use
 from onnxq.cli.sensitivity import add_fallback_args, quantize_from_args, write_quantize_report
 from onnxq.collect import data as data_mod
-from onnxq.collect.stats import load_stats, save_stats
+from onnxq.collect.stats_file import load_stats, save_stats
 from onnxq.errors import ConfigError
 from onnxq.report.render import report_json, report_text
 from onnxq.report.sensitivity_render import fallback_text

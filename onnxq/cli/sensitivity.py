@@ -20,7 +20,6 @@ from onnxq.analysis.fallback import FallbackRule
 from onnxq.analysis.sensitivity import SensitivityOptions, quant_form, sensitivity
 from onnxq.calibrate.solve import solve
 from onnxq.cli import progress_enabled
-from onnxq.cli.scripts import load_metric_script
 from onnxq.cli.common import (
     _has_images,
     add_data_args,
@@ -32,10 +31,11 @@ from onnxq.cli.common import (
     integer,
     number,
 )
+from onnxq.cli.scripts import load_metric_script
 from onnxq.collect import data as data_mod
 from onnxq.collect.collectors import collect_all
 from onnxq.collect.images import from_images
-from onnxq.collect.stats import load_stats
+from onnxq.collect.stats_file import load_stats
 from onnxq.errors import ConfigError
 from onnxq.placement import plan
 from onnxq.report.html import render_html

@@ -13,7 +13,7 @@ import pytest
 
 from onnxq.analysis.compare import plausibly_class_scores
 from onnxq.cli import main
-from onnxq.collect.stats import load_stats
+from onnxq.collect.stats_file import load_stats
 from onnxq.preprocess import preprocess
 from onnxq.report.records import QuantReport
 from onnxq.report.render import report_text

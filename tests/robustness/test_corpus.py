@@ -453,7 +453,7 @@ def setup_stats(kind: str) -> Callable[[Path, Path], Run]:
             s = api.calibrate(
                 other, [{"a": np.ones((1, 4), np.float32), "b": np.ones((1, 4), np.float32)}]
             ).stats
-            from onnxq.collect.stats import save_stats
+            from onnxq.collect.stats_file import save_stats
 
             save_stats(stats, s)
         else:

@@ -17,7 +17,7 @@ import robust_models as rm
 
 import onnxq
 from onnxq.cli import main
-from onnxq.collect.stats import load_stats
+from onnxq.collect.stats_file import load_stats
 from onnxq.errors import CalibrationDataError, ConfigError
 
 PACKAGE = Path(onnxq.__file__).resolve().parent

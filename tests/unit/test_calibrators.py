@@ -19,7 +19,9 @@ from onnxq.calibrate import (
     solve_range,
     symmetric_scale,
 )
-from onnxq.collect.stats import Histogram, TensorStats, histogram, new_stats, observe
+from onnxq.collect.counting import histogram
+from onnxq.collect.grid import Histogram
+from onnxq.collect.stats import TensorStats, new_stats, observe
 from onnxq.errors import CalibrationDataError, ConfigError
 
 # --- entropy: a plain loop reference written from the published description --------------------------

@@ -10,22 +10,12 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from onnxq.collect import stats as S
-from onnxq.collect.stats import (
-    MIN_EXPONENT,
-    Histogram,
-    TensorStats,
-    exponent_for,
-    histogram,
-    load_stats,
-    merge,
-    merge_stats,
-    new_stats,
-    observe,
-    save_stats,
-)
+from onnxq.collect import counting as K
+from onnxq.collect.counting import histogram
+from onnxq.collect.grid import MIN_EXPONENT, Histogram, exponent_for, merge
+from onnxq.collect.stats import TensorStats, merge_stats, new_stats, observe
+from onnxq.collect.stats_file import load_stats, save_stats
 from onnxq.errors import CalibrationDataError, ConfigError, OutputError
-
 
 # --- both counting paths -----------------------------------------------------------------------------
 
@@ -36,17 +26,17 @@ def counting(request: pytest.FixtureRequest):
 
     Module scope, attributes set by hand: hypothesis refuses function-scoped fixtures in @given tests.
     """
-    saved = S._counting, S._MIN_KERNEL
+    saved = K._counting, K._MIN_KERNEL
     if request.param == "kernel":
-        if S._counting is None:
+        if K._counting is None:
             if os.environ.get("CI"):
                 pytest.fail("the compiled counting kernel was not built (setup.py, optional extension)")
             pytest.skip("the compiled counting kernel is not built here (no C compiler at install time)")
-        S._MIN_KERNEL = 0
+        K._MIN_KERNEL = 0
     else:
-        S._counting = None
+        K._counting = None
     yield request.param
-    S._counting, S._MIN_KERNEL = saved
+    K._counting, K._MIN_KERNEL = saved
 
 
 # --- independent references -------------------------------------------------------------------------
@@ -199,7 +189,7 @@ def test_chunked_scan_equals_one_shot(monkeypatch: pytest.MonkeyPatch) -> None:
     rng = np.random.default_rng(5)
     x = (rng.standard_normal(10_000) * np.linspace(1e-3, 1e3, 10_000)).astype(np.float32)
     full = observe(new_stats(signed=True), x)
-    monkeypatch.setattr(S, "_CHUNK", 333)
+    monkeypatch.setattr(K, "_CHUNK", 333)
     assert _same_except_batches(observe(new_stats(signed=True), x), full)
     assert observe(new_stats(), x).hist == ref_hist(x)
 
