@@ -25,6 +25,7 @@ from onnxq.collect.collectors import batch_size, collect, collect_all
 from onnxq.collect.stats import TensorStats
 from onnxq.config import QuantConfig, Target, WeightFormat, exclusion_problems
 from onnxq.errors import ConfigError, InternalError, SessionLoadError, UnsupportedModelError, ValidationError
+from onnxq.graph.existing import existing_quantization
 from onnxq.graph.size import fits_protobuf
 from onnxq.placement import QuantPlan, plan
 from onnxq.preprocess import preprocess
@@ -58,13 +59,24 @@ class QuantResult:
 
 
 def prepare(model: str | os.PathLike | onnx.ModelProto) -> tuple[onnx.ModelProto, list[str]]:
-    """Load and preprocess a float model (opset >= 13, shapes inferred, BN folded, nodes named)."""
+    """Load and preprocess a float model (opset >= 13, shapes inferred, BN folded, nodes named); a model that
+    is already quantized is refused (UnsupportedModelError)."""
     loaded = io.load_model(model)
+    require_float(loaded)
     pre, notes = preprocess(loaded)
     pre, renamed = name_nodes(pre)
     if renamed:
         notes.append(f"named {renamed} unnamed nodes")
     return pre, notes
+
+
+def require_float(model: onnx.ModelProto) -> None:
+    """Refuse a model that already carries quantization: planning it again would stack Q/DQ on Q/DQ."""
+    found = existing_quantization(model)
+    if found is not None:
+        raise UnsupportedModelError(
+            f"the model is already quantized ({found.summary()}); onnxq quantizes float models: give the float "
+            "model this one was made from (onnxq inspect shows the quantization this one carries)")
 
 
 @contextmanager

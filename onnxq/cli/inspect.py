@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import logging
 
-from onnxq import api
+from onnxq import api, io
 from onnxq.cli.common import add_quant_args, build_config
+from onnxq.graph.existing import ExistingQuantization, existing_quantization
 from onnxq.placement import plan
 from onnxq.report.render import plan_text
 
@@ -24,6 +26,10 @@ def add_parser(sub) -> None:
 
 def run(args: argparse.Namespace) -> int:
     config = build_config(args)
+    found = existing_quantization(io.load_model(args.model))
+    if found is not None:  # show what it carries; planning it again would stack Q/DQ on Q/DQ
+        print(json.dumps(dataclasses.asdict(found), indent=2) if args.format == "json" else existing_text(found))
+        return 0
     pre, notes = api.prepare(args.model)
     api.check_exclusions(pre, config)
     if config.equalize:
@@ -37,3 +43,18 @@ def run(args: argparse.Namespace) -> int:
             print(f"preprocess: {note}")
         print(plan_text(qplan))
     return 0
+
+
+def existing_text(found: ExistingQuantization) -> str:
+    """The quantization a model carries: op counts, then one row per dequantized tensor."""
+    lines = [f"already quantized: {found.summary()}",
+             "onnxq quantize refuses it: give the float model it was made from to quantize again", ""]
+    rows = [[t.tensor, t.kind, t.dtype, "-" if t.axis is None else str(t.axis),
+             f"{t.scale_min:.4g}" if t.scale_min == t.scale_max else f"{t.scale_min:.4g}..{t.scale_max:.4g}",
+             t.zero_point, ", ".join(t.consumers)] for t in found.tensors]
+    if rows:
+        headers = ["tensor", "kind", "dtype", "axis", "scale", "zero point", "read by"]
+        widths = [max(len(x) for x in col) for col in zip(headers, *rows)]
+        fmt = lambda r: "  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip()  # noqa: E731
+        lines += [fmt(headers), fmt(["-" * w for w in widths])] + [fmt(r) for r in rows]
+    return "\n".join(lines)
