@@ -50,3 +50,10 @@ class InternalError(OnnxqError):
     as given: a bug in onnxq. The message starts with "internal error" and asks for a report."""
 
     exit_code = 1
+
+
+def one_line(exc: BaseException) -> str:
+    """First line of an exception's message, bounded, for one-line error reports."""
+    lines = str(exc).strip().splitlines()
+    text = lines[0] if lines else type(exc).__name__
+    return text if len(text) <= 200 else text[:197] + "..."

@@ -37,7 +37,7 @@ from onnxq.calibrate.bias_correction import (
 )
 from onnxq.collect import augment
 from onnxq.collect.collectors import Reducer, collect_all
-from onnxq.collect.data import DataSource
+from onnxq.collect.feeds import DataSource
 from onnxq.config import QuantConfig
 from onnxq.errors import CalibrationDataError
 from onnxq.graph.query import GraphIndex

@@ -40,7 +40,9 @@ from tqdm import tqdm
 
 from onnxq import runtime
 from onnxq.analysis.metrics import ErrorSums, accumulate, looks_like_logits
-from onnxq.collect.data import DataSource, Feed, input_specs_from_model, take, validated
+from onnxq.collect.batching import take
+from onnxq.collect.feeds import DataSource, Feed, input_specs_from_model
+from onnxq.collect.validate import validated
 from onnxq.errors import ConfigError, UnsupportedModelError
 
 log = logging.getLogger(__name__)

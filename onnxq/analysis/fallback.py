@@ -70,7 +70,7 @@ from onnxq.analysis.sensitivity import (
     SensitivityReport,
     rank,
 )
-from onnxq.collect.data import Feed
+from onnxq.collect.feeds import Feed
 from onnxq.errors import ConfigError
 from onnxq.graph.ops import WEIGHTED
 from onnxq.placement.plan import QuantPlan, Skip

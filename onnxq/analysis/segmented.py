@@ -16,7 +16,7 @@ from collections.abc import Callable, Sequence
 import numpy as np
 
 from onnxq import runtime
-from onnxq.collect.data import Feed
+from onnxq.collect.feeds import Feed
 from onnxq.rewrite.gates import GatedModel
 from onnxq.rewrite.segments import GatedSegment, split_gated
 

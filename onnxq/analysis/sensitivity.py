@@ -46,7 +46,7 @@ from onnxq import runtime
 from onnxq.analysis.activation_means import bias_corrected
 from onnxq.analysis.metrics import ErrorSums, accumulate
 from onnxq.analysis.segmented import SegmentRunner, live_bytes, run_from_cuts
-from onnxq.collect.data import Feed
+from onnxq.collect.feeds import Feed
 from onnxq.config import QuantConfig
 from onnxq.errors import ConfigError, OnnxqError
 from onnxq.placement.plan import QuantPlan

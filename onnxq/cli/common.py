@@ -12,6 +12,7 @@ import math
 from pathlib import Path
 
 from onnxq.collect import data as data_mod
+from onnxq.collect.folders import existing_dir
 from onnxq.collect.images import IMAGE_SUFFIXES, ImageSpec, from_images
 from onnxq.config import ActivationSpec, Method, QuantConfig, Target, WeightFormat, WeightMethod, WeightSpec, load_config
 from onnxq.errors import ConfigError
@@ -128,7 +129,7 @@ def build_source(args: argparse.Namespace, specs, prefix: str = "calib", seed: i
         )
     check_dims_use(args)
     if folder is not None:
-        path = data_mod.existing_dir(folder, f"{prefix} data folder")
+        path = existing_dir(folder, f"{prefix} data folder")
         if _has_images(path):
             source = from_images(path, specs, image_spec(args))
             warn_default_normalisation(args, path)

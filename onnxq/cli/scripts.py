@@ -14,8 +14,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from onnxq.collect import data as data_mod
-from onnxq.errors import ConfigError
+from onnxq.errors import ConfigError, one_line
 
 
 def load_metric_script(path: str | Path) -> Callable[..., Any]:
@@ -32,7 +31,7 @@ def load_metric_script(path: str | Path) -> Callable[..., Any]:
         spec.loader.exec_module(module)
     except Exception as exc:
         raise ConfigError(f"metric script '{script.name}' failed while loading: {type(exc).__name__}: "
-                          f"{data_mod.one_line(exc)}; fix the script (run it with python)") from exc
+                          f"{one_line(exc)}; fix the script (run it with python)") from exc
     fn = getattr(module, "metric", None)
     if not callable(fn):
         raise ConfigError(f"metric script '{script.name}' defines no metric() function; add "
@@ -43,7 +42,7 @@ def load_metric_script(path: str | Path) -> Callable[..., Any]:
             return fn(*outputs)
         except Exception as exc:
             raise ConfigError(f"metric() in '{script.name}' failed: {type(exc).__name__}: "
-                              f"{data_mod.one_line(exc)}; it receives, per sample, the list of model outputs"
+                              f"{one_line(exc)}; it receives, per sample, the list of model outputs"
                               ) from exc
 
     checked.__signature__ = inspect.signature(fn)

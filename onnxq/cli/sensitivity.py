@@ -34,6 +34,7 @@ from onnxq.cli.common import (
 from onnxq.cli.scripts import load_metric_script
 from onnxq.collect import data as data_mod
 from onnxq.collect.collectors import collect_all
+from onnxq.collect.folders import existing_dir
 from onnxq.collect.images import from_images
 from onnxq.collect.stats_file import load_stats
 from onnxq.errors import ConfigError
@@ -104,7 +105,7 @@ def eval_source(args: argparse.Namespace, specs) -> data_mod.DataSource | None:
     if args.eval_data and args.eval_script:
         raise ConfigError("give one evaluation source: --eval-data DIR or --eval-script FILE")
     if args.eval_data:
-        folder = data_mod.existing_dir(args.eval_data, "evaluation data folder")
+        folder = existing_dir(args.eval_data, "evaluation data folder")
         source = from_images(folder, specs, image_spec(args)) if _has_images(folder) else data_mod.from_dir(folder, specs)
     elif args.eval_script:
         source = data_mod.from_script(args.eval_script)

@@ -27,7 +27,7 @@ from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 
 import numpy as np
 
-from onnxq.collect.data import InputSpec
+from onnxq.collect.feeds import InputSpec
 
 log = logging.getLogger(__name__)
 

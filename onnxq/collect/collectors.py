@@ -60,8 +60,10 @@ from tqdm import tqdm
 
 from onnxq import runtime
 from onnxq.collect import augment, coalesce
-from onnxq.collect.data import DataSource, batched, input_specs_from_model, validated
+from onnxq.collect.batching import batched
+from onnxq.collect.feeds import DataSource, input_specs_from_model
 from onnxq.collect.stats import TensorStats, new_stats, observe
+from onnxq.collect.validate import validated
 from onnxq.config import BatchStatistic, QuantConfig, Target
 from onnxq.cores import usable_cores
 from onnxq.errors import CalibrationDataError, ConfigError

@@ -196,4 +196,3 @@ def histogram(x: np.ndarray, num_bins: int = DEFAULT_NUM_BINS) -> Histogram:
     if x.size == 0:
         return Histogram.empty(num_bins)
     return scan(x, num_bins, signed=False)[2][0]
-

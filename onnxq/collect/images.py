@@ -33,9 +33,9 @@ from typing import Union
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
-from onnxq.collect.data import (
-    DataSource, Feed, InputSpec, PathArg, existing_dir, list_files, one_line)
-from onnxq.errors import CalibrationDataError, ConfigError
+from onnxq.collect.feeds import DataSource, Feed, InputSpec, PathArg
+from onnxq.collect.folders import existing_dir, list_files
+from onnxq.errors import CalibrationDataError, ConfigError, one_line
 
 __all__ = ["ChannelOrder", "ImageSpec", "Interpolation", "Layout", "PadPosition", "ResizeMode",
            "IMAGE_SUFFIXES", "from_images", "load_image", "preprocess_image"]

@@ -20,7 +20,7 @@ import pytest
 
 from onnxq.analysis.metrics import sqnr_db
 from onnxq.cli import main
-from onnxq.collect.data import input_specs_from_model
+from onnxq.collect.feeds import input_specs_from_model
 from onnxq.collect.images import ImageSpec, from_images
 from onnxq.graph.usage import unused_initializers
 from onnxq.io import load_model

@@ -15,7 +15,8 @@ import onnxruntime as ort
 import pytest
 
 from onnxq.api import quantize
-from onnxq.collect.data import input_specs_from_model, take
+from onnxq.collect.batching import take
+from onnxq.collect.feeds import input_specs_from_model
 from onnxq.collect.images import ImageSpec, from_images
 from onnxq.io import load_model
 from onnxq.testing import dq_inputs

@@ -304,7 +304,7 @@ def test_bias_corrected_follows_the_plan() -> None:
 def test_moments_from_the_collection_equal_a_separate_pass(memory_mb) -> None:
     from onnxq.analysis.activation_means import correction_nodes, moment_reducers
     from onnxq.collect.collectors import collect_all
-    from onnxq.collect.data import from_iterable
+    from onnxq.collect.python_sources import from_iterable
 
     model = _conv_model(True, 2)
     x = np.random.default_rng(14).uniform(0, 1, (5, 8, 9, 9)).astype(np.float32)

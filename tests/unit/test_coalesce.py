@@ -14,7 +14,8 @@ import pytest
 from onnxq import runtime
 from onnxq.collect import coalesce
 from onnxq.collect.collectors import collect
-from onnxq.collect.data import InputSpec, from_iterable
+from onnxq.collect.feeds import InputSpec
+from onnxq.collect.python_sources import from_iterable
 from onnxq.config import ActivationSpec, QuantConfig
 from onnxq.placement import plan
 from onnxq.testing import model_from_text

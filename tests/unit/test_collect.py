@@ -15,7 +15,7 @@ from onnxq.cli import common as cli_common
 from onnxq.collect import augment
 from onnxq.collect import collectors as C
 from onnxq.collect.collectors import collect, split_passes, tensor_bytes
-from onnxq.collect.data import from_iterable
+from onnxq.collect.python_sources import from_iterable
 from onnxq.config import ActivationSpec, QuantConfig, Target
 from onnxq.errors import CalibrationDataError, ConfigError
 from onnxq.placement import plan

@@ -13,10 +13,13 @@ import pytest
 from onnx import TensorProto, helper
 from PIL import Image
 
-from onnxq.collect.data import (
-    DataSource, InputSpec, batched, from_dir, from_iterable, from_script, input_specs_from_model,
-    random_data, resolve_shape, take, validate_feed, validated)
+from onnxq.collect.batching import batched, take
+from onnxq.collect.feeds import DataSource, InputSpec, input_specs_from_model
+from onnxq.collect.folders import from_dir
 from onnxq.collect.images import ImageSpec, from_images, load_image
+from onnxq.collect.python_sources import from_iterable, from_script
+from onnxq.collect.random_feeds import random_data, resolve_shape
+from onnxq.collect.validate import validate_feed, validated
 from onnxq.errors import CalibrationDataError, ConfigError, UnsupportedModelError
 
 F32, I64 = np.dtype(np.float32), np.dtype(np.int64)
@@ -121,7 +124,7 @@ def test_validate_static_batch_and_check_batch_flag():
 
 def test_validate_converts_value_preserving_and_logs_once(caplog):
     converted: set = set()
-    with caplog.at_level(logging.INFO, logger="onnxq.collect.data"):
+    with caplog.at_level(logging.INFO, logger="onnxq.collect.validate"):
         for i in range(3):
             out = validate_feed({"x": np.full((1, 3), 0.1, np.float64)}, [DYN], i, converted=converted)
             assert out["x"].dtype == np.float32 and out["x"][0, 0] == np.float32(0.1)

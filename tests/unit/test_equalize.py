@@ -13,7 +13,7 @@ from onnx import numpy_helper
 from onnxq import api
 from onnxq.analysis.activation_means import channel_maxima
 from onnxq.collect.augment import expose
-from onnxq.collect.data import from_iterable
+from onnxq.collect.python_sources import from_iterable
 from onnxq.config import QuantConfig, Target
 from onnxq.errors import ConfigError
 from onnxq.graph.usage import unused_initializers

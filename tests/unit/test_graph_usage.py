@@ -11,7 +11,7 @@ from onnx import TensorProto, helper, numpy_helper
 
 import onnxq
 from onnxq import api
-from onnxq.collect.data import from_iterable
+from onnxq.collect.python_sources import from_iterable
 from onnxq.config import QuantConfig, Target
 from onnxq.graph.usage import drop_unread, read_names, unused_initializers
 from onnxq.rewrite.gates import build_gated

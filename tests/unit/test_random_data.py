@@ -18,7 +18,8 @@ import onnxruntime as ort
 import pytest
 
 from onnxq.cli import main
-from onnxq.collect.data import InputSpec, input_specs_from_model, random_data
+from onnxq.collect.feeds import InputSpec, input_specs_from_model
+from onnxq.collect.random_feeds import random_data
 from onnxq.errors import ConfigError
 from onnxq.graph.int_inputs import integer_input_ranges
 from onnxq.testing import model_from_text
@@ -156,7 +157,7 @@ def test_no_bound_warns_naming_the_input_and_range_and_an_empty_table_is_refused
     """
     _, specs = _specs(text, {"E": np.zeros((0, 3), np.float32)})
     assert specs["k"].values.kind == "unknown" and specs["e"].values.kind == "impossible"
-    with caplog.at_level(logging.WARNING, logger="onnxq.collect.data"):
+    with caplog.at_level(logging.WARNING, logger="onnxq.collect.random_feeds"):
         feed = next(iter(random_data([specs["k"]], 2)))
     assert feed["k"].min() >= 0 and feed["k"].max() < 2
     (record,) = caplog.records
