@@ -44,7 +44,8 @@ from onnxq.calibrate.solve import solve  # noqa: E402
 from onnxq.collect.stats_file import load_stats, save_stats  # noqa: E402
 from onnxq.config import ActivationSpec, QuantConfig  # noqa: E402
 from onnxq.placement import plan  # noqa: E402
-from onnxq.rewrite import QuantParams, insert_qdq  # noqa: E402
+from onnxq.records import QuantParams  # noqa: E402
+from onnxq.rewrite import insert_qdq  # noqa: E402
 from onnxq.rewrite.bias_correction import correct_biases  # noqa: E402
 
 METHODS = ("minmax", "entropy", "percentile", "mse")

@@ -50,14 +50,14 @@ import onnx  # noqa: E402
 
 from benchmarks.provenance import provenance  # noqa: E402
 from onnxq import api  # noqa: E402
-from onnxq.analysis.fallback import FallbackRule  # noqa: E402
 from onnxq.analysis.sensitivity import GatedEvaluator, SensitivityOptions, quant_form, sensitivity  # noqa: E402
 from onnxq.calibrate.solve import solve  # noqa: E402
 from onnxq.cli.scripts import load_metric_script  # noqa: E402
 from onnxq.collect.collectors import collect  # noqa: E402
-from onnxq.config import ActivationSpec, QuantConfig  # noqa: E402
+from onnxq.config import ActivationSpec, FallbackRule, QuantConfig  # noqa: E402
 from onnxq.graph.ops import WEIGHTED  # noqa: E402
-from onnxq.placement import QuantPlan, plan  # noqa: E402
+from onnxq.placement import plan  # noqa: E402
+from onnxq.records import QuantPlan  # noqa: E402
 from onnxq.report.sensitivity_render import fallback_text  # noqa: E402
 from onnxq.rewrite.gates import build_gated  # noqa: E402
 

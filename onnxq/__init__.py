@@ -12,6 +12,7 @@ from onnxq.analysis.compare import compare  # noqa: E402
 from onnxq.analysis.sensitivity import sensitivity  # noqa: E402
 from onnxq.api import QuantResult, calibrate, prepare, quantize, quantize_with_fallback  # noqa: E402
 from onnxq.calibrate.solve import solve  # noqa: E402
+from onnxq.check import save_model  # noqa: E402
 from onnxq.collect import data  # noqa: E402
 from onnxq.collect.collectors import collect  # noqa: E402
 from onnxq.config import (  # noqa: E402
@@ -34,9 +35,10 @@ from onnxq.errors import (  # noqa: E402
     UnsupportedModelError,
     ValidationError,
 )
-from onnxq.io import load_model, save_model  # noqa: E402
-from onnxq.placement import QuantPlan, plan  # noqa: E402
-from onnxq.rewrite import QuantParams, insert_qdq  # noqa: E402
+from onnxq.io import load_model  # noqa: E402
+from onnxq.placement import plan  # noqa: E402
+from onnxq.records import QuantParams, QuantPlan  # noqa: E402
+from onnxq.rewrite import insert_qdq  # noqa: E402
 
 __all__ = [
     "ActivationSpec", "BatchStatistic", "CalibrationDataError", "ConfigError", "Method", "ModelLoadError",

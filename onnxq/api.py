@@ -20,18 +20,19 @@ from onnxq import __version__, io, runtime
 from onnxq.analysis.activation_means import channel_maxima, correction_nodes, moment_reducers
 from onnxq.analysis.metrics import output_similarity
 from onnxq.calibrate.solve import solve
+from onnxq.check import check_input_model, check_model, save_model, validation_problem
 from onnxq.collect import data as data_mod
 from onnxq.collect.collectors import batch_size, collect, collect_all
 from onnxq.collect.stats import TensorStats
-from onnxq.config import QuantConfig, Target, WeightFormat, exclusion_problems
+from onnxq.config import FallbackRule, QuantConfig, Target, WeightFormat, exclusion_problems
 from onnxq.errors import ConfigError, InternalError, SessionLoadError, UnsupportedModelError, ValidationError
 from onnxq.graph.existing import existing_quantization
 from onnxq.graph.size import fits_protobuf
-from onnxq.placement import QuantPlan, plan
+from onnxq.placement import plan
 from onnxq.preprocess import preprocess
 from onnxq.preprocess.names import name_nodes
-from onnxq.report.records import QuantReport, TensorRecord
-from onnxq.rewrite import QuantParams, insert_qdq
+from onnxq.records import QuantParams, QuantPlan, QuantReport, TensorRecord
+from onnxq.rewrite import insert_qdq
 from onnxq.rewrite.bias_correction import correct_biases
 from onnxq.rewrite.equalize import depthwise_inputs, equalize
 
@@ -40,9 +41,13 @@ log = logging.getLogger(__name__)
 DataArg = data_mod.DataSource | str | os.PathLike | Iterable[dict[str, np.ndarray]] | None
 
 
-@dataclass
+@dataclass(frozen=True)
 class QuantResult:
-    """A quantized model in memory with its report; ``save`` validates and writes it atomically."""
+    """A quantized model in memory with its report; ``save`` validates and writes it atomically.
+
+    Frozen like every record onnxq returns: a caller that changes what it says (the model name in the
+    report, the source path) makes a new one with ``dataclasses.replace``.
+    """
 
     model: onnx.ModelProto
     report: QuantReport
@@ -54,7 +59,7 @@ class QuantResult:
     checked_digest: str | None = field(repr=False, default=None)  # of the model as quantize checked it
 
     def save(self, path: str | os.PathLike) -> Path:
-        return io.save_model(self.model, path, feed=self.sample, source=self.source,
+        return save_model(self.model, path, feed=self.sample, source=self.source,
                              checked_digest=self.checked_digest)
 
 
@@ -188,9 +193,9 @@ def quantize(
     t = time.perf_counter()
     sample = _first_sample(source, pre) if source is not None else None
     try:
-        checked = io.check_model(qmodel, sample)  # its digest lets save() skip the check for the same bytes
+        checked = check_model(qmodel, sample)  # its digest lets save() skip the check for the same bytes
     except ValidationError:
-        io.check_input_model(pre, sample)  # an invalid float model is the input's fault, not an onnxq bug
+        check_input_model(pre, sample)  # an invalid float model is the input's fault, not an onnxq bug
         raise
     check = output_similarity(pre, qmodel, sample, checked.outputs) if sample is not None else {}
     timings["check"] = time.perf_counter() - t
@@ -296,10 +301,10 @@ def _require_valid(pre: onnx.ModelProto, model: str | os.PathLike | onnx.ModelPr
     """
     if not fits_protobuf(pre):
         return
-    problem = io.validation_problem(pre, None)
+    problem = validation_problem(pre, None)
     if problem is None:
         return
-    io.check_input_model(io.load_model(model), None)  # raises when the model as given is invalid
+    check_input_model(io.load_model(model), None)  # raises when the model as given is invalid
     raise UnsupportedModelError(
         f"the model fails validation after onnxq's preprocessing (opset upgrade, folding): {problem}; "
         "re-export the model at opset >= 13, and report it if that does not help"
@@ -379,7 +384,7 @@ def quantize_with_fallback(
 
     Ranks the quantized layers by sensitivity on ``eval_data`` (default: ``data``; no ranking, None, when
     the fully quantized model already meets the target), leaves the most sensitive in float until
-    ``rule`` (an ``onnxq.analysis.fallback.FallbackRule``) holds, then plans and
+    ``rule`` (an ``onnxq.config.FallbackRule``) holds, then plans and
     rewrites once with them excluded (``config.exclude_nodes`` gains one ``^name$`` pattern each, so the
     recorded config reproduces the model). Statistics are collected once, with histograms (any method can
     then solve from them), and reused; tensors only the final plan quantizes are collected then. The
@@ -388,7 +393,7 @@ def quantize_with_fallback(
     """
     import dataclasses
 
-    from onnxq.analysis.fallback import FallbackRule, fallback_skips, run_fallback
+    from onnxq.analysis.fallback import fallback_skips, run_fallback
     from onnxq.analysis.sensitivity import quant_form
 
     config = config or QuantConfig()
@@ -422,11 +427,11 @@ def quantize_with_fallback(
     stats = _complete_stats(pre, plan(pre, final), stats, source, final, progress)
     result = quantize(model, source, final, stats=stats, progress=progress)
     timings = {**result.report.timings, **{k: round(v, 3) for k, v in timings.items()}}
-    result.report = dataclasses.replace(
+    report = dataclasses.replace(
         result.report, samples=samples or result.report.samples, timings=timings,
         data=source.description if samples else result.report.data,
         skipped=fallback_skips(result.report.skipped, chosen))
-    result.plan = dataclasses.replace(result.plan, skips=result.report.skipped)
+    result = dataclasses.replace(result, report=report, plan=dataclasses.replace(result.plan, skips=report.skipped))
     verified = evaluator.score_model(result.model)
     met = rule.holds(verified, chosen.float_metric) if rule.has_target else None
     chosen = dataclasses.replace(chosen, verified=verified, verified_met=met, eval_data=eval_source.description,

@@ -11,6 +11,7 @@ import dataclasses
 import difflib
 import functools
 import json
+import math
 import numbers
 import re
 import tomllib
@@ -19,9 +20,12 @@ import typing
 from dataclasses import dataclass, field
 from enum import Enum
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from onnxq.errors import ConfigError
+
+if TYPE_CHECKING:  # a type only: records.fallback imports this module
+    from onnxq.records.sensitivity import Score
 
 
 class Target(str, Enum):
@@ -294,3 +298,58 @@ def load_config(path: str | Path) -> QuantConfig:
     except (tomllib.TOMLDecodeError, json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise ConfigError(f"config file {path} is not valid {path.suffix[1:]}: {exc}") from None
     return QuantConfig.from_dict(data)
+
+
+# ------------------------------------------------------------------------------------ automatic fallback
+
+DEFAULT_FLOAT_FRACTION = 0.10
+SELECT = ("rule", "sqnr")
+
+
+@dataclass(frozen=True)
+class FallbackRule:
+    """When :func:`onnxq.api.quantize_with_fallback` stops moving layers to float; None disables a
+    condition (the search itself: :mod:`onnxq.analysis.fallback`)."""
+
+    max_float_layers: int | None = None
+    min_sqnr_db: float | None = None
+    max_metric_drop: float | None = None
+    select: str = "rule"  # choose each step by the rule's measure ("rule") or by output SQNR ("sqnr")
+
+    def __post_init__(self) -> None:
+        if self.select not in SELECT:
+            raise ConfigError(f"invalid fallback selection {self.select!r}: choose one of {', '.join(SELECT)}")
+        if self.max_float_layers is None and self.min_sqnr_db is None and self.max_metric_drop is None:
+            raise ConfigError("automatic fallback needs a stopping rule: give --max-float-layers N, "
+                              "--min-sqnr DB or --max-metric-drop X (with --metric-script)")
+        if self.max_float_layers is not None and self.max_float_layers < 0:
+            raise ConfigError(f"--max-float-layers must be >= 0, got {self.max_float_layers}")
+        if self.max_metric_drop is not None and self.max_metric_drop < 0:
+            raise ConfigError(f"--max-metric-drop must be >= 0, got {self.max_metric_drop}")
+
+    @property
+    def has_target(self) -> bool:
+        return self.min_sqnr_db is not None or self.max_metric_drop is not None
+
+    def holds(self, score: Score, float_metric: float | None) -> bool:
+        """True when every target holds for ``score`` (a rule with no target never holds: fill the cap)."""
+        if not self.has_target:
+            return False
+        if self.min_sqnr_db is not None and not score.sqnr_db >= self.min_sqnr_db:
+            return False
+        if self.max_metric_drop is not None:
+            if score.metric is None or float_metric is None:
+                return False
+            slack = 1e-9 * max(1.0, abs(float_metric))  # 93.4 - 93.2 is 0.2000000000000028 in binary
+            if not float_metric - score.metric <= self.max_metric_drop + slack:
+                return False
+        return True
+
+    def cap(self, units: int, heavy: int | None = None) -> int:
+        """Most layers moved to float: ``max_float_layers``, else 10 % of the ``heavy`` units (Conv, Gemm,
+        MatMul: where the int8 speed is) when there are any, else of all ``units``; at least one. Counting
+        heavy units keeps >= 90 % of them quantized even when cheap units (a residual Add) are candidates."""
+        if self.max_float_layers is not None:
+            return min(self.max_float_layers, units)
+        base = heavy if heavy else units
+        return min(units, max(1, math.floor(DEFAULT_FLOAT_FRACTION * base)))

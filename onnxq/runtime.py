@@ -19,6 +19,7 @@ from onnxq.errors import ConfigError, SessionLoadError, UnsupportedModelError
 from onnxq.graph.light import light_copy
 from onnxq.graph.size import fits_protobuf, tensor_bytes
 from onnxq.graph.usage import read_names
+from onnxq.io import save_external
 
 log = logging.getLogger(__name__)
 
@@ -80,8 +81,6 @@ def make_session(
     """
     if isinstance(model, onnx.ModelProto) and not fits_protobuf(model):
         with tempfile.TemporaryDirectory(prefix="onnxq-session-", ignore_cleanup_errors=True) as tmp:
-            from onnxq.io import save_external  # noqa: PLC0415 (io imports this module)
-
             path = os.path.join(tmp, "model.onnx")
             save_external(model, path, "model.onnx.data")
             return make_session(path, optimize=optimize, threads=threads, providers=providers,

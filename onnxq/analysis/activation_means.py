@@ -40,10 +40,10 @@ from onnxq.collect.collectors import Reducer, collect_all
 from onnxq.collect.feeds import DataSource
 from onnxq.config import QuantConfig
 from onnxq.errors import CalibrationDataError
+from onnxq.formats import fake_quantize_as
 from onnxq.graph.query import GraphIndex
-from onnxq.placement.plan import QuantPlan
-from onnxq.rewrite.bias_correction import correct_biases, fake_quant
-from onnxq.rewrite.insert_qdq import QuantParams
+from onnxq.records import QuantParams, QuantPlan
+from onnxq.rewrite.bias_correction import correct_biases
 
 log = logging.getLogger(__name__)
 
@@ -107,7 +107,7 @@ def _means(node: CorrectableNode, x: np.ndarray) -> tuple[np.ndarray, int]:
 
 def _moments(node: CorrectableNode, x: np.ndarray, quantizer: QuantParams | None = None) -> InputMoments:
     mean, count = _means(node, x)
-    mean_q = None if quantizer is None else _means(node, fake_quant(x, quantizer))[0]
+    mean_q = None if quantizer is None else _means(node, fake_quantize_as(x, quantizer))[0]
     return InputMoments(mean, count, mean_q)
 
 

@@ -27,11 +27,9 @@ not depend on data). Layers are sorted worst first.
 
 from __future__ import annotations
 
-import dataclasses
 import logging
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from typing import Any
 
 import numpy as np
 import onnx
@@ -44,6 +42,7 @@ from onnxq.collect.batching import take
 from onnxq.collect.feeds import DataSource, Feed, input_specs_from_model
 from onnxq.collect.validate import validated
 from onnxq.errors import ConfigError, UnsupportedModelError
+from onnxq.records.compare import CompareReport, LayerComparison, MetricLoss, OutputComparison
 
 log = logging.getLogger(__name__)
 
@@ -69,63 +68,6 @@ def plausibly_class_scores(value: np.ndarray) -> bool:
         return True
     norms = np.linalg.norm(rows, axis=1)
     return not bool(np.all(np.abs(norms - 1.0) < UNIT_NORM_TOL))
-
-
-@dataclass(frozen=True)
-class OutputComparison:
-    """Error of one model output over all samples; ``top1`` in percent when plausibly class scores."""
-
-    name: str
-    shape: tuple[int, ...]  # of the first sample
-    sqnr_db: float
-    cosine: float
-    max_abs: float
-    top1: float | None = None
-
-
-@dataclass(frozen=True)
-class LayerComparison:
-    """Error of one tensor both models produce, as the quantized model's consumers read it.
-
-    ``role``: "activation" (quantized with a Q/DQ pair), "weight" (float -> Q -> DQ initializer) or
-    "float" (not quantized itself; its error comes from upstream). ``position`` is the producer's index in
-    the quantized graph (topological), so sorting by it shows where the error starts.
-    """
-
-    tensor: str
-    node: str
-    op_type: str
-    role: str
-    sqnr_db: float
-    cosine: float
-    max_abs: float
-    pre_qdq_sqnr_db: float | None
-    position: int
-
-
-@dataclass(frozen=True)
-class MetricLoss:
-    """A user metric on both models and the loss |quant - float| / |float| x 100."""
-
-    float_score: float
-    quant_score: float
-    loss_pct: float
-
-
-@dataclass(frozen=True)
-class CompareReport:
-    float_model: str
-    quant_model: str
-    data: str
-    samples: int
-    optimized: bool  # the quantized model's outputs came from an optimized onnxruntime session
-    outputs: tuple[OutputComparison, ...]
-    layers: tuple[LayerComparison, ...] = ()
-    metric: MetricLoss | None = None
-    violations: tuple[str, ...] = field(default_factory=tuple)
-
-    def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
 
 
 @dataclass(frozen=True)

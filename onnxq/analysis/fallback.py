@@ -8,7 +8,7 @@ measure most; a candidate that buys nothing is dropped (a float layer that buys 
 speed; with a metric over few samples, which moves in steps, many buy exactly nothing). It stops when the
 rule holds, at ``max_float_layers``, or when no candidate is left.
 
-Rules (:class:`FallbackRule`): a minimum worst-output SQNR (dB), a maximum drop of a user metric from
+Rules (:class:`onnxq.config.FallbackRule`): a minimum worst-output SQNR (dB), a maximum drop of a user metric from
 float (metric points, higher is better), and/or a maximum number of layers in float. With only the
 maximum, the top N layers go to float (each step still measured). With a target and no maximum, at most
 10 % of the Conv/ConvTranspose/Gemm/MatMul units (of all units when there are none; at least one) may go
@@ -53,131 +53,31 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-import math
-import re
 from collections.abc import Sequence
-from dataclasses import dataclass
-from typing import Any
 
 import onnx
 from tqdm import tqdm
 
-from onnxq.analysis.sensitivity import (
-    GatedEvaluator,
-    Metric,
-    Score,
-    SensitivityOptions,
-    SensitivityReport,
-    rank,
-)
+from onnxq.analysis.sensitivity import GatedEvaluator, Metric, SensitivityOptions, rank
 from onnxq.collect.feeds import Feed
+from onnxq.config import FallbackRule
 from onnxq.errors import ConfigError
 from onnxq.graph.ops import WEIGHTED
-from onnxq.placement.plan import QuantPlan, Skip
+from onnxq.records import (
+    FallbackResult,
+    FallbackStep,
+    QuantParams,
+    QuantPlan,
+    Score,
+    SensitivityReport,
+    Skip,
+)
 from onnxq.rewrite.gates import QuantForm, build_gated
-from onnxq.rewrite.insert_qdq import QuantParams
 
 log = logging.getLogger(__name__)
 
-DEFAULT_FLOAT_FRACTION = 0.10
-SELECT = ("rule", "sqnr")
 LOOKAHEAD = 4  # candidates tried per round (at least; more with more workers)
 SQNR_LOOKAHEAD = 8  # with select="sqnr": the one-at-a-time order is a proxy for the gain in the current state
-
-
-@dataclass(frozen=True)
-class FallbackRule:
-    """When to stop moving layers to float; None disables a condition."""
-
-    max_float_layers: int | None = None
-    min_sqnr_db: float | None = None
-    max_metric_drop: float | None = None
-    select: str = "rule"  # choose each step by the rule's measure ("rule") or by output SQNR ("sqnr")
-
-    def __post_init__(self) -> None:
-        if self.select not in SELECT:
-            raise ConfigError(f"invalid fallback selection {self.select!r}: choose one of {', '.join(SELECT)}")
-        if self.max_float_layers is None and self.min_sqnr_db is None and self.max_metric_drop is None:
-            raise ConfigError("automatic fallback needs a stopping rule: give --max-float-layers N, "
-                              "--min-sqnr DB or --max-metric-drop X (with --metric-script)")
-        if self.max_float_layers is not None and self.max_float_layers < 0:
-            raise ConfigError(f"--max-float-layers must be >= 0, got {self.max_float_layers}")
-        if self.max_metric_drop is not None and self.max_metric_drop < 0:
-            raise ConfigError(f"--max-metric-drop must be >= 0, got {self.max_metric_drop}")
-
-    @property
-    def has_target(self) -> bool:
-        return self.min_sqnr_db is not None or self.max_metric_drop is not None
-
-    def holds(self, score: Score, float_metric: float | None) -> bool:
-        """True when every target holds for ``score`` (a rule with no target never holds: fill the cap)."""
-        if not self.has_target:
-            return False
-        if self.min_sqnr_db is not None and not score.sqnr_db >= self.min_sqnr_db:
-            return False
-        if self.max_metric_drop is not None:
-            if score.metric is None or float_metric is None:
-                return False
-            slack = 1e-9 * max(1.0, abs(float_metric))  # 93.4 - 93.2 is 0.2000000000000028 in binary
-            if not float_metric - score.metric <= self.max_metric_drop + slack:
-                return False
-        return True
-
-    def cap(self, units: int, heavy: int | None = None) -> int:
-        """Most layers moved to float: ``max_float_layers``, else 10 % of the ``heavy`` units (Conv, Gemm,
-        MatMul: where the int8 speed is) when there are any, else of all ``units``; at least one. Counting
-        heavy units keeps >= 90 % of them quantized even when cheap units (a residual Add) are candidates."""
-        if self.max_float_layers is not None:
-            return min(self.max_float_layers, units)
-        base = heavy if heavy else units
-        return min(units, max(1, math.floor(DEFAULT_FLOAT_FRACTION * base)))
-
-
-@dataclass(frozen=True)
-class FallbackStep:
-    """One layer moved to float and the scores before and after; ``bought`` in the deciding measure."""
-
-    node: str
-    op_type: str
-    before: Score
-    after: Score
-    bought: float
-
-
-@dataclass(frozen=True)
-class FallbackResult:
-    rule: FallbackRule
-    measure: str  # "metric" or "sqnr_db": what decided each step
-    float_metric: float | None
-    start: Score  # every unit quantized (gated model)
-    final: Score  # after the fallback (gated model)
-    steps: tuple[FallbackStep, ...]
-    met: bool  # the rule's targets hold for ``final`` (always False for a rule without target)
-    evaluations: int
-    exact: bool = False  # the gated runs were exact (no graph optimization), not an estimate
-    verified: Score | None = None  # the rewritten model, evaluated exactly
-    verified_met: bool | None = None
-    eval_data: str = ""  # what the search and the verification ran on
-    eval_samples: int = 0
-
-    @property
-    def float_nodes(self) -> tuple[str, ...]:
-        return tuple(s.node for s in self.steps)
-
-    @property
-    def exclude_patterns(self) -> tuple[str, ...]:
-        return exclude_patterns(self.float_nodes)
-
-    def to_dict(self) -> dict[str, Any]:
-        out = dataclasses.asdict(self)
-        out["float_nodes"] = list(self.float_nodes)
-        out["exclude_patterns"] = list(self.exclude_patterns)
-        return out
-
-
-def exclude_patterns(nodes: tuple[str, ...] | list[str]) -> tuple[str, ...]:
-    """Anchored, escaped regular expressions matching exactly ``nodes`` (for QuantConfig.exclude_nodes)."""
-    return tuple(f"^{re.escape(n)}$" for n in nodes)
 
 
 FALLBACK_RULE = "fallback"  # the Skip rule of a layer the automatic fallback left in float

@@ -35,7 +35,7 @@ import threading
 import time
 from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor, as_completed
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -49,46 +49,14 @@ from onnxq.analysis.segmented import SegmentRunner, live_bytes, run_from_cuts
 from onnxq.collect.feeds import Feed
 from onnxq.config import QuantConfig
 from onnxq.errors import ConfigError, OnnxqError
-from onnxq.placement.plan import QuantPlan
+from onnxq.records import LayerSensitivity, QuantParams, QuantPlan, Score, SensitivityReport
 from onnxq.rewrite.gates import GatedModel, QuantForm, build_gated, prequantized_weights
-from onnxq.rewrite.insert_qdq import QuantParams
 
 log = logging.getLogger(__name__)
 
 Outputs = list[list[np.ndarray]]  # per sample, the model's outputs in graph order
 Metric = Callable[..., Any]  # metric(outputs) -> float, or metric(outputs_float, outputs_quant) -> (f, q)
 MODES = ("both", "one", "loo")
-
-
-@dataclass(frozen=True)
-class Score:
-    """A configuration's error against float: worst-output SQNR (dB) and cosine, and the user metric."""
-
-    sqnr_db: float
-    cosine: float
-    metric: float | None = None
-
-    def measure(self, use_metric: bool) -> float:
-        """The number rankings use: the metric when there is one, else the SQNR (both: higher is better)."""
-        if use_metric:
-            if self.metric is None:
-                raise ValueError("this score has no metric value")
-            return float(self.metric)
-        return self.sqnr_db
-
-
-@dataclass(frozen=True)
-class LayerSensitivity:
-    """One unit: its score alone quantized (``only``) and with all others quantized (``all_but``)."""
-
-    node: str
-    op_type: str
-    position: int  # order in the plan (topological)
-    only: Score | None
-    all_but: Score | None
-    gain: float | None  # measure(all_but) - measure(all quantized): what leaving it in float buys
-    sqnr_gain: float | None  # the same in output SQNR (dB); breaks ties of a coarse metric
-    loss: float | None  # metric(float) - metric(only), or -SQNR(only): what quantizing it alone costs
 
 
 @dataclass(frozen=True)
@@ -111,28 +79,6 @@ class SensitivityOptions:
             raise ConfigError(f"workers must be >= 1, got {self.workers}")
         if self.segments < 1:
             raise ConfigError(f"segments must be >= 1, got {self.segments}")
-
-
-@dataclass(frozen=True)
-class SensitivityReport:
-    """Layers ranked most sensitive first (by ``gain`` when leave-one-out ran, else by ``loss``)."""
-
-    measure: str  # "sqnr_db" or "metric"
-    samples: int
-    float_metric: float | None
-    all_quantized: Score
-    layers: tuple[LayerSensitivity, ...]
-    evaluations: int
-    seconds: float
-    model: str = ""
-    data: str = ""  # the evaluation data
-    calibration: str = ""  # the calibration data, samples and how it ran ("" with given statistics)
-    timings: dict[str, float] = field(default_factory=dict)
-    workers: int = 1  # configurations evaluated in parallel
-    exact: bool = False  # unoptimized float kernels: bit-exact fake quantization
-
-    def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
 
 
 class GatedEvaluator:

@@ -8,14 +8,7 @@ turns ranges into scales and zero points; ``weights`` calibrates weights from th
 from onnxq.calibrate.entropy import amax_entropy, kl_divergences
 from onnxq.calibrate.minmax import BATCH_STATISTICS, aggregate_batch_ranges, amax_minmax
 from onnxq.calibrate.mse import amax_mse, mse_errors
-from onnxq.calibrate.params import (
-    MIN_SCALE,
-    asymmetric_params,
-    dequantize,
-    fake_quantize,
-    quantize,
-    symmetric_scale,
-)
+from onnxq.calibrate.params import MIN_SCALE, asymmetric_params, symmetric_scale
 from onnxq.calibrate.percentile import amax_percentile
 from onnxq.calibrate.ranges import METHODS, solve_range
 from onnxq.calibrate.weights import WEIGHT_METHODS, weight_amax
@@ -31,11 +24,8 @@ __all__ = [
     "amax_mse",
     "amax_percentile",
     "asymmetric_params",
-    "dequantize",
-    "fake_quantize",
     "kl_divergences",
     "mse_errors",
-    "quantize",
     "solve_range",
     "symmetric_scale",
     "weight_amax",

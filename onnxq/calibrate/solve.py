@@ -24,8 +24,7 @@ from onnxq.config import BatchStatistic, Method, QuantConfig, Target
 from onnxq.cores import usable_cores
 from onnxq.errors import CalibrationDataError
 from onnxq.graph.query import GraphIndex
-from onnxq.placement.plan import QuantPlan, Role, TensorQuantSpec
-from onnxq.rewrite.insert_qdq import QuantParams
+from onnxq.records import QuantParams, QuantPlan, Role, TensorQuantSpec
 
 
 def activation_range(stats: TensorStats, config: QuantConfig, symmetric: bool) -> tuple[float, float]:

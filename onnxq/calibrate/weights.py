@@ -11,7 +11,8 @@ Weights are known exactly, so no histogram is needed: each method works on the r
   layers. Interpolated, 99.99 on 144 weights clips 1.4 % of the way from the largest to the second
   largest |w|: always below the max when the two differ, and ``percentile=100`` is the max.
 * ``mse``: per channel, ``amax = r * max|w|`` for ``r`` on ``linspace(min_ratio, 1, num_candidates)``
-  minimising ``sum (w - fake_quant(w, amax))**2`` with ``scale = amax / qmax`` and round half to even.
+  minimising ``sum (w - fake_quant(w, amax))**2`` with ``scale = amax / qmax`` and the arithmetic of
+  QuantizeLinear (:func:`onnxq.formats.fake_quantize`: float32 division, round half to even).
   All channels are searched at once, one candidate ratio at a time (memory: two copies of the weight).
   Ties go to the largest ratio (least clipping).
 
@@ -26,6 +27,7 @@ import numpy as np
 
 from onnxq.calibrate.params import check_int_option
 from onnxq.errors import ConfigError, UnsupportedModelError
+from onnxq.formats import fake_quantize
 
 WEIGHT_METHODS = ("max", "mse", "percentile")
 
@@ -50,8 +52,9 @@ def _mse(a: np.ndarray, qmax: int, num_candidates: int, min_ratio: float) -> np.
     best = top.copy()
     for r in np.linspace(1.0, min_ratio, num_candidates):  # from 1 down: ties keep the larger ratio
         amax = top * r
-        scale = np.where(amax > 0, amax / qmax, 1.0)[:, None].astype(a.dtype)
-        err = a - np.minimum(np.rint(a / scale), qmax) * scale  # |w| suffices: the grid is symmetric
+        scale = np.where(amax > 0, amax / qmax, 1.0).astype(np.float32)
+        # |w| suffices: the grid is symmetric. The values QuantizeLinear would give, as the written model.
+        err = a - fake_quantize(a, scale, 0, 0, -qmax, qmax)
         total = np.einsum("ij,ij->i", err, err, dtype=np.float64)
         better = total < best_err
         best_err[better], best[better] = total[better], amax[better]

@@ -41,8 +41,8 @@ def run(args: argparse.Namespace) -> int:
     calib = data_mod.from_iterable(demo.feeds(args.calib_size, seed=1),
                                   description=f"{args.calib_size} rendered text lines (seed 1)")
     result = api.quantize(model, calib, config, progress=progress_enabled(args))
-    result.source = str(demo.model_path())
-    result.report = dataclasses.replace(result.report, model="embedded ch_ppocr_mobile_v2.0_cls (PaddleOCR)")
+    report = dataclasses.replace(result.report, model="embedded ch_ppocr_mobile_v2.0_cls (PaddleOCR)")
+    result = dataclasses.replace(result, report=report, source=str(demo.model_path()))
     result.save(args.output)
     eval_set = list(demo.samples(args.eval_size, seed=2))
     labels = np.array([y for _, y in eval_set])

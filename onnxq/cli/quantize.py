@@ -50,8 +50,8 @@ def run(args: argparse.Namespace) -> int:
     if not (args.load_stats and args.calib_data is None and args.calib_script is None and args.random is None):
         source = build_source(args, specs, seed=config.seed)
     result, fallback, ranking = quantize_from_args(args, model, source, config, stats)
-    result.report = dataclasses.replace(result.report, model=str(args.model))
-    result.source = str(args.model)
+    result = dataclasses.replace(result, report=dataclasses.replace(result.report, model=str(args.model)),
+                                 source=str(args.model))
     if args.save_stats:
         save_stats(args.save_stats, result.stats, {"model": str(args.model), "target": config.target.value,
                                                    "samples": str(result.report.samples)})

@@ -16,7 +16,6 @@ import logging
 from pathlib import Path
 
 from onnxq import api, io
-from onnxq.analysis.fallback import FallbackRule
 from onnxq.analysis.sensitivity import SensitivityOptions, quant_form, sensitivity
 from onnxq.calibrate.solve import solve
 from onnxq.cli import progress_enabled
@@ -37,6 +36,7 @@ from onnxq.collect.collectors import collect_all
 from onnxq.collect.folders import existing_dir
 from onnxq.collect.images import from_images
 from onnxq.collect.stats_file import load_stats
+from onnxq.config import FallbackRule
 from onnxq.errors import ConfigError
 from onnxq.placement import plan
 from onnxq.report.html import render_html

@@ -67,7 +67,7 @@ from onnxq.collect.validate import validated
 from onnxq.config import BatchStatistic, QuantConfig, Target
 from onnxq.cores import usable_cores
 from onnxq.errors import CalibrationDataError, ConfigError
-from onnxq.placement.plan import QuantPlan
+from onnxq.records import QuantPlan
 
 log = logging.getLogger(__name__)
 

@@ -8,7 +8,6 @@ import onnx_graphsurgeon as gs
 from onnxq.config import QuantConfig, Target
 from onnxq.graph.query import GraphIndex
 from onnxq.placement.ignore import excluded_nodes
-from onnxq.placement.plan import QuantPlan, Role, Skip, TensorQuantSpec
 from onnxq.placement.ort_rules import (
     rule_float_consumers,
     rule_integer_derived,
@@ -24,8 +23,9 @@ from onnxq.placement.rules import (
     rule_weighted_inputs,
 )
 from onnxq.placement.targets import ORT_CPU, TENSORRT, TargetSpec
+from onnxq.records import QuantPlan
 
-__all__ = ["plan", "QuantPlan", "TensorQuantSpec", "Skip", "Role", "TargetSpec", "TENSORRT", "ORT_CPU"]
+__all__ = ["plan", "TargetSpec", "TENSORRT", "ORT_CPU"]
 
 RULES = {
     Target.TENSORRT: (rule_unsupported_nodes, rule_weighted_inputs, rule_residual_add, rule_shared_scales),

@@ -14,8 +14,8 @@ import onnx_graphsurgeon as gs
 from onnxq.config import WeightSpec
 from onnxq.graph.ops import CLIP_LIKE, CONTROL_FLOW, PASS_THROUGH, RECURRENT, WEIGHTED, weight_axis
 from onnxq.graph.query import GraphIndex, same_shape
-from onnxq.placement.plan import QuantPlan, Role, Skip, TensorQuantSpec
 from onnxq.placement.targets import TargetSpec
+from onnxq.records import QuantPlan, Role, Skip, TensorQuantSpec
 
 # Inputs of non-weighted ops that carry activations (ORT-CPU target); others are shapes, scales, indices.
 ACTIVATION_INPUTS = {"Add": None, "Mul": None, "Concat": None}  # None = every input

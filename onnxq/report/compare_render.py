@@ -6,7 +6,7 @@ import json
 import math
 from typing import Any
 
-from onnxq.analysis.compare import CompareReport
+from onnxq.records import CompareReport
 
 DEFAULT_TOP = 20
 

@@ -22,14 +22,17 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from onnxq.analysis.compare import LayerComparison
-from onnxq.analysis.fallback import FallbackResult
-from onnxq.analysis.sensitivity import Score, SensitivityReport
 from onnxq.collect.stats import TensorStats
-from onnxq.placement.plan import QuantPlan
-from onnxq.report.records import QuantReport
+from onnxq.records import (
+    FallbackResult,
+    LayerComparison,
+    QuantParams,
+    QuantPlan,
+    QuantReport,
+    Score,
+    SensitivityReport,
+)
 from onnxq.report.render import check_summary, sample_count
-from onnxq.rewrite.insert_qdq import QuantParams
 
 CSS = """
 body{font:14px/1.45 system-ui,-apple-system,'Segoe UI',sans-serif;margin:24px auto;max-width:1280px;color:#1d2330;

@@ -6,8 +6,7 @@ import json
 from collections import Counter
 from typing import Any
 
-from onnxq.placement.plan import QuantPlan
-from onnxq.report.records import QuantReport
+from onnxq.records import QuantPlan, QuantReport
 
 
 def _table(headers: list[str], rows: list[list[str]]) -> list[str]:

@@ -5,8 +5,7 @@ from __future__ import annotations
 import json
 import math
 
-from onnxq.analysis.fallback import FallbackResult
-from onnxq.analysis.sensitivity import LayerSensitivity, Score, SensitivityReport
+from onnxq.records import FallbackResult, LayerSensitivity, Score, SensitivityReport
 
 
 def _n(value: float | None, fmt: str = ".3f") -> str:

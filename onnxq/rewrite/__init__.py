@@ -1,5 +1,5 @@
 """Materialise a QuantPlan: the one pass that inserts QuantizeLinear/DequantizeLinear."""
 
-from onnxq.rewrite.insert_qdq import QuantParams, insert_qdq
+from onnxq.rewrite.insert_qdq import insert_qdq
 
-__all__ = ["QuantParams", "insert_qdq"]
+__all__ = ["insert_qdq"]

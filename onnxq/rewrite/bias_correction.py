@@ -21,19 +21,12 @@ import onnx
 import onnx_graphsurgeon as gs
 
 from onnxq.calibrate.bias_correction import CORRECTABLE_OPS, InputMoments, corrected_bias, output_shift
-from onnxq.calibrate.params import fake_quantize
+from onnxq.formats import fake_quantize_as
 from onnxq.graph.query import GraphIndex
-from onnxq.placement.plan import QuantPlan
 from onnxq.preprocess._gs import quiet_gs, to_model
-from onnxq.rewrite.insert_qdq import RANGES, QuantParams
+from onnxq.records import QuantParams, QuantPlan
 
 log = logging.getLogger(__name__)
-
-
-def fake_quant(x: np.ndarray, params: QuantParams) -> np.ndarray:
-    """What the Q/DQ pair of ``params`` makes of the float array ``x`` (weight or activation)."""
-    lo, hi = RANGES[params.dtype]
-    return fake_quantize(x, params.scale, params.zero_point, params.axis, lo, hi)
 
 
 def output_shifts(
@@ -52,7 +45,7 @@ def output_shifts(
     shifts: dict[str, np.ndarray] = {}
     for spec in plan.weights():
         w = index.constant_value(index.tensors[spec.tensor])
-        w_q = fake_quant(w, params[spec.key])
+        w_q = fake_quantize_as(w, params[spec.key])  # as QuantizeLinear in the graph: the full grid
         for node_name, idx in spec.consumers:
             node = nodes[node_name]
             if idx != 1 or node.op not in CORRECTABLE_OPS or node_name not in means:

@@ -17,7 +17,8 @@ branches are optimized like any graph (~15-19 ms, float alone ~12 ms), and a bra
 costs nothing. ``Where`` would also compute Q, DQ and the select whatever the gate.
 
 Weights (and int32 biases) are fake-quantized once in numpy into a constant of the quantized branch,
-bit for bit what the written model computes (:func:`fake_quantize`). When bias correction is on, the
+bit for bit what the written model computes (:func:`onnxq.formats.fake_quantize_as`, the arithmetic of
+onnxruntime's QuantizeLinear and DequantizeLinear). When bias correction is on, the
 quantized branches carry the corrected biases (:class:`QuantForm`). With every gate on, the outputs are
 those of :func:`onnxq.rewrite.insert_qdq` with the same plan and parameters; with every gate off, those of
 the float model (tested for every subset on small graphs). Graph optimizations that fuse Q/DQ into
@@ -37,16 +38,10 @@ import onnx
 import onnx_graphsurgeon as gs
 
 from onnxq.config import QuantConfig, Target, WeightFormat
+from onnxq.formats import fake_quantize_as, int_format
 from onnxq.graph.query import GraphIndex
-from onnxq.placement.plan import QuantPlan, Role, TensorQuantSpec
-from onnxq.rewrite.insert_qdq import (
-    NP_DTYPES,
-    RANGES,
-    QuantParams,
-    _copy_model_fields,
-    _Names,
-    quantize_array,
-)
+from onnxq.records import QuantParams, QuantPlan, Role, TensorQuantSpec
+from onnxq.rewrite.insert_qdq import _copy_model_fields, _Names
 
 GATES_INPUT = "onnxq_gates"
 
@@ -72,28 +67,6 @@ class GatedModel:
 def prequantized_weights(config: QuantConfig) -> bool:
     """Whether :func:`onnxq.api.quantize` writes int8 weights (``dq_only``) rather than float -> Q -> DQ."""
     return config.weights.format is WeightFormat.DQ_ONLY or config.target is Target.ORT_CPU
-
-
-def fake_quantize(value: np.ndarray, p: QuantParams, *, narrow: bool, in_graph: bool = False) -> np.ndarray:
-    """``DQ(Q(value))`` of a constant, exactly as the rewritten model computes it.
-
-    ``in_graph=False``: the value is quantized in numpy (float64, :func:`quantize_array`) and stored as
-    integers, as ``insert_qdq`` does for int8 weights and int32 biases. ``in_graph=True``: a float
-    weight goes through QuantizeLinear in the model, which divides in float32 (matched bit for bit on
-    262,000 random weights; float64 division differs on a few exact ties).
-    """
-    scale = np.asarray(p.scale, np.float32)
-    zp = np.asarray(p.zero_point).astype(np.float32)
-    if p.axis is not None and value.ndim > 0 and scale.ndim == 1:
-        shape = [1] * value.ndim
-        shape[p.axis] = -1
-        scale, zp = scale.reshape(shape), zp.reshape(shape)
-    if in_graph and value.dtype == np.float32:
-        lo, hi = RANGES[p.dtype]
-        q = np.clip(np.rint(value / scale) + zp, -127 if narrow and p.dtype == "int8" else lo, hi)
-    else:
-        q = quantize_array(value, p, narrow=narrow).astype(np.float32)
-    return ((q - zp) * scale).astype(value.dtype)
 
 
 @dataclass(frozen=True)
@@ -296,8 +269,10 @@ def _quantized_inputs(names: _Names, index: GraphIndex, node: gs.Node,
             extra += q_nodes
         else:
             value = fix.inputs.get((node.name, idx), index.constant_value(tensor))
-            in_graph = spec.role is Role.WEIGHT and not dq_only  # insert_qdq: float -> Q -> DQ
-            fq = fake_quantize(value, p, narrow=spec.role is Role.WEIGHT and not in_graph, in_graph=in_graph)
+            # as insert_qdq writes it: int8 weights on the narrow grid (dq_only), float weights through a
+            # QuantizeLinear in the graph (full grid), int32 biases on the full grid
+            narrow = spec.role is Role.WEIGHT and dq_only
+            fq = fake_quantize_as(value, p, narrow=narrow).astype(value.dtype)
             inputs[idx] = gs.Constant(names.new(f"{tensor.name}_fq"), fq)
     return inputs, extra
 
@@ -305,9 +280,9 @@ def _quantized_inputs(names: _Names, index: GraphIndex, node: gs.Node,
 def _qdq(names: _Names, tensor: gs.Tensor, p: QuantParams) -> tuple[list[gs.Node], gs.Variable]:
     base = tensor.name
     scale = gs.Constant(names.new(f"{base}_scale"), np.asarray(p.scale, dtype=np.float32))
-    zero = gs.Constant(names.new(f"{base}_zero_point"), np.asarray(p.zero_point, dtype=NP_DTYPES[p.dtype]))
+    zero = gs.Constant(names.new(f"{base}_zero_point"), np.asarray(p.zero_point, dtype=int_format(p.dtype).numpy))
     attrs = {"axis": int(p.axis)} if p.axis is not None and np.ndim(p.scale) == 1 else {}
-    q_out = gs.Variable(names.new(f"{base}_q"), dtype=NP_DTYPES[p.dtype], shape=tensor.shape)
+    q_out = gs.Variable(names.new(f"{base}_q"), dtype=int_format(p.dtype).numpy, shape=tensor.shape)
     dq_out = gs.Variable(names.new(f"{base}_dq"), dtype=tensor.dtype, shape=tensor.shape)
     q = gs.Node("QuantizeLinear", names.new(f"{base}_QuantizeLinear"), attrs=attrs,
                 inputs=[tensor, scale, zero], outputs=[q_out])

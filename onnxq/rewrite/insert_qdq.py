@@ -4,48 +4,20 @@ One pair per planned tensor, shared by the consumers the plan lists; other consu
 keep reading the float tensor. Names are derived from the tensor name (``<t>_q``, ``<t>_dq``,
 ``<t>_scale``, ``<t>_zero_point``; a numeric suffix only on collision), so the output is deterministic.
 Weights become float -> Q -> DQ (default; TensorRT quantizes them at build) or, with ``dq_only``, an
-int8 initializer -> DQ. Biases planned as int32 become an int32 initializer -> DQ.
+int8 initializer -> DQ. Biases planned as int32 become an int32 initializer -> DQ. Initializers are
+quantized by :func:`onnxq.formats.quantize_as`, the arithmetic of QuantizeLinear: an int8 weight holds
+the codes a Q node would compute from the same float weight, on the symmetric grid -127..127.
 """
 
 from __future__ import annotations
-
-from dataclasses import dataclass
 
 import numpy as np
 import onnx
 import onnx_graphsurgeon as gs
 
+from onnxq.formats import int_format, quantize_as
 from onnxq.graph.query import GraphIndex
-from onnxq.placement.plan import QuantPlan, Role, TensorQuantSpec
-
-NP_DTYPES = {"int8": np.int8, "uint8": np.uint8, "int32": np.int32}
-RANGES = {"int8": (-128, 127), "uint8": (0, 255), "int32": (-(2**31), 2**31 - 1)}
-
-
-@dataclass(frozen=True)
-class QuantParams:
-    """Scale and zero point of one spec; arrays are scalars (per tensor) or 1-D along ``axis``."""
-
-    scale: np.ndarray
-    zero_point: np.ndarray
-    axis: int | None
-    dtype: str
-    lo: float = 0.0  # calibrated float range, kept for the report
-    hi: float = 0.0
-
-
-def quantize_array(x: np.ndarray, params: QuantParams, narrow: bool = False) -> np.ndarray:
-    """numpy QuantizeLinear (round half to even, saturate), used for int8 weights and int32 biases."""
-    scale, zp = params.scale.astype(np.float64), params.zero_point.astype(np.float64)
-    if params.axis is not None and x.ndim > 0:
-        shape = [1] * x.ndim
-        shape[params.axis] = -1
-        scale, zp = scale.reshape(shape), zp.reshape(shape)
-    lo, hi = RANGES[params.dtype]
-    if narrow and params.dtype == "int8":
-        lo = -127
-    q = np.clip(np.rint(x.astype(np.float64) / scale) + zp, lo, hi)
-    return q.astype(NP_DTYPES[params.dtype])
+from onnxq.records import QuantParams, QuantPlan, Role, TensorQuantSpec
 
 
 class _Names:
@@ -89,7 +61,7 @@ def insert_qdq(
 
 def _scale_constants(graph: gs.Graph, names: _Names, base: str, p: QuantParams) -> tuple[gs.Constant, gs.Constant]:
     scale = gs.Constant(names.new(f"{base}_scale"), np.asarray(p.scale, dtype=np.float32))
-    zero = gs.Constant(names.new(f"{base}_zero_point"), np.asarray(p.zero_point, dtype=NP_DTYPES[p.dtype]))
+    zero = gs.Constant(names.new(f"{base}_zero_point"), np.asarray(p.zero_point, dtype=int_format(p.dtype).numpy))
     return scale, zero
 
 
@@ -100,7 +72,7 @@ def _attrs(p: QuantParams) -> dict:
 def _qdq_pair(graph: gs.Graph, names: _Names, tensor: gs.Tensor, p: QuantParams) -> gs.Variable:
     base = tensor.name
     scale, zero = _scale_constants(graph, names, base, p)
-    q_out = gs.Variable(names.new(f"{base}_q"), dtype=NP_DTYPES[p.dtype], shape=tensor.shape)
+    q_out = gs.Variable(names.new(f"{base}_q"), dtype=int_format(p.dtype).numpy, shape=tensor.shape)
     dq_out = gs.Variable(names.new(f"{base}_dq"), dtype=tensor.dtype, shape=tensor.shape)
     graph.nodes.append(gs.Node("QuantizeLinear", names.new(f"{base}_QuantizeLinear"),
                                attrs=_attrs(p), inputs=[tensor, scale, zero], outputs=[q_out]))
@@ -116,7 +88,8 @@ def _constant_dq(graph: gs.Graph, names: _Names, index: GraphIndex, tensor: gs.T
         # Float weight -> Q -> DQ: TensorRT quantizes at build time with the same scale.
         return _qdq_pair(graph, names, tensor, p)
     base = tensor.name if spec.role is Role.WEIGHT else f"{tensor.name}_bias"
-    q_value = quantize_array(value, p, narrow=spec.role is Role.WEIGHT)
+    # int8 weights use the symmetric grid -127..127 (narrow); int32 biases the full one
+    q_value = quantize_as(value, p, narrow=spec.role is Role.WEIGHT)
     quant = gs.Constant(names.new(f"{base}_quantized"), q_value)
     scale, zero = _scale_constants(graph, names, base, p)
     dq_out = gs.Variable(names.new(f"{base}_dq"), dtype=value.dtype, shape=list(value.shape))

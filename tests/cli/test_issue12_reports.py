@@ -15,7 +15,7 @@ from onnxq.analysis.compare import plausibly_class_scores
 from onnxq.cli import main
 from onnxq.collect.stats_file import load_stats
 from onnxq.preprocess import preprocess
-from onnxq.report.records import QuantReport
+from onnxq.records import QuantReport
 from onnxq.report.render import report_text
 from onnxq.testing import model_from_text
 

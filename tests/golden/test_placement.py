@@ -9,7 +9,8 @@ from __future__ import annotations
 import pytest
 
 from onnxq.config import QuantConfig, WeightSpec
-from onnxq.placement import Role, plan
+from onnxq.placement import plan
+from onnxq.records import Role
 from onnxq.testing import model_from_text
 
 
@@ -201,7 +202,7 @@ def test_ort_cpu_target_quantizes_outputs_after_relu_and_int32_bias():
 def test_plan_round_trips_through_json():
     import json
 
-    from onnxq.placement.plan import QuantPlan
+    from onnxq.records import QuantPlan
 
     m = model_from_text(RESIDUAL, weights={"W1": (8, 8, 3, 3), "W2": (8, 8, 3, 3)})
     p = plan(m)

@@ -12,7 +12,8 @@ import pytest
 
 from onnxq.config import QuantConfig
 from onnxq.graph.query import same_dim, same_shape
-from onnxq.placement import Role, plan
+from onnxq.placement import plan
+from onnxq.records import Role
 from onnxq.testing import model_from_text
 
 RESIDUAL = """

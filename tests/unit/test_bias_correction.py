@@ -30,9 +30,10 @@ from onnxq.calibrate.bias_correction import (
 from onnxq.calibrate.solve import solve
 from onnxq.collect.stats import new_stats, observe
 from onnxq.config import QuantConfig
+from onnxq.formats import fake_quantize_as
 from onnxq.placement import plan
 from onnxq.rewrite import insert_qdq
-from onnxq.rewrite.bias_correction import apply_bias_shifts, correct_biases, fake_quant
+from onnxq.rewrite.bias_correction import apply_bias_shifts, correct_biases
 
 
 # ----------------------------------------------------------------------------------- numpy references
@@ -276,7 +277,7 @@ def test_fake_quant_matches_qdq_of_onnxruntime() -> None:
     p = params[qplan.weights()[0].key]
     scale = p.scale.reshape(-1, 1, 1, 1)
     want = (np.clip(np.rint(w / scale), -128, 127) * scale).astype(np.float32)
-    np.testing.assert_array_equal(fake_quant(w, p), want)
+    np.testing.assert_array_equal(fake_quantize_as(w, p), want)
 
 
 def test_bias_corrected_follows_the_plan() -> None:

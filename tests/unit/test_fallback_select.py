@@ -14,12 +14,11 @@ import pytest
 
 import onnxq
 from onnxq import api
-from onnxq.analysis.fallback import SQNR_LOOKAHEAD, FallbackRule, choose_float_layers, run_fallback
-from onnxq.analysis.sensitivity import LayerSensitivity, Score, SensitivityReport
+from onnxq.analysis.fallback import SQNR_LOOKAHEAD, choose_float_layers, run_fallback
 from onnxq.collect import data
-from onnxq.config import QuantConfig
-from onnxq.placement.plan import QuantPlan
-from onnxq.rewrite import QuantParams, insert_qdq
+from onnxq.config import FallbackRule, QuantConfig
+from onnxq.records import LayerSensitivity, QuantParams, QuantPlan, Score, SensitivityReport
+from onnxq.rewrite import insert_qdq
 from onnxq.testing import model_from_text
 
 CHAIN = """

@@ -21,7 +21,7 @@ from onnxq import api
 from onnxq.collect import data
 from onnxq.config import QuantConfig
 from onnxq.graph.query import GraphIndex
-from onnxq.placement.plan import QuantPlan
+from onnxq.records import QuantPlan
 from onnxq.rewrite import insert_qdq
 from onnxq.rewrite.gates import QuantForm, build_gated
 from onnxq.testing import model_from_text

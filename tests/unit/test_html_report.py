@@ -12,9 +12,9 @@ import numpy as np
 import pytest
 
 from onnxq import api
-from onnxq.analysis.fallback import FallbackRule, choose_float_layers
+from onnxq.analysis.fallback import choose_float_layers
 from onnxq.analysis.sensitivity import SensitivityOptions, sensitivity
-from onnxq.config import ActivationSpec, QuantConfig
+from onnxq.config import ActivationSpec, FallbackRule, QuantConfig
 from onnxq.report.html import HIST_BARS, render_html
 from onnxq.testing import model_from_text
 

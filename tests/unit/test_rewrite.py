@@ -10,9 +10,10 @@ import pytest
 from onnxq.calibrate.solve import solve
 from onnxq.collect.stats import new_stats, observe
 from onnxq.config import QuantConfig, WeightSpec
-from onnxq.placement import Role, plan
-from onnxq.rewrite import QuantParams, insert_qdq
-from onnxq.rewrite.insert_qdq import quantize_array
+from onnxq.formats import quantize_as
+from onnxq.placement import plan
+from onnxq.records import QuantParams, Role
+from onnxq.rewrite import insert_qdq
 from onnxq.testing import model_from_text
 
 CONV = """
@@ -109,11 +110,33 @@ def test_uint8_activation_and_int32_bias_for_ort_cpu_target() -> None:
     np.testing.assert_allclose(run(q, {"x": x}), expected, rtol=1e-4, atol=1e-4)
 
 
-def test_quantize_array_rounds_half_to_even_and_saturates() -> None:
-    p = QuantParams(np.float32(0.5), np.int8(0), None, "int8")
-    got = quantize_array(np.array([0.25, 0.75, -0.25, 1000.0, -1000.0], np.float32), p)
-    assert got.tolist() == [0, 2, 0, 127, -128]
-    assert quantize_array(np.array([-1000.0], np.float32), p, narrow=True).tolist() == [-127]
+def test_written_integers_are_what_quantizelinear_computes() -> None:
+    """dq_only int8 weights hold onnxruntime's QuantizeLinear codes of the float weight (no clipping at max
+    calibration, so the narrow grid does not bind); int32 biases the same rule, by hand (no int32 Q op)."""
+    m = model_from_text(CONV, weights={"W": (4, 3, 3, 3), "B": (4,)}, seed=3)
+    cfg = QuantConfig(target="ort-cpu")
+    qplan = plan(m, cfg)
+    x = np.random.default_rng(2).uniform(0, 2, (1, 3, 6, 6)).astype(np.float32)
+    stats = {s.tensor: observe(new_stats(histogram=False), x) for s in qplan.activations()}
+    params = solve(stats, qplan, m, cfg)
+    q = insert_qdq(m, qplan, params, dq_only=True)
+    inits = {i.name: onnx.numpy_helper.to_array(i) for i in q.graph.initializer}
+    w = onnx.numpy_helper.to_array(next(i for i in m.graph.initializer if i.name == "W"))
+    pw = params[qplan.weights()[0].key]
+    node = onnx.helper.make_node("QuantizeLinear", ["w", "s", "z"], ["q"], axis=0)
+    graph = onnx.helper.make_graph(
+        [node], "q", [onnx.helper.make_tensor_value_info("w", onnx.TensorProto.FLOAT, w.shape)],
+        [onnx.helper.make_tensor_value_info("q", onnx.TensorProto.INT8, w.shape)],
+        [onnx.numpy_helper.from_array(pw.scale, "s"), onnx.numpy_helper.from_array(pw.zero_point, "z")])
+    want = run(onnx.helper.make_model(graph, opset_imports=[onnx.helper.make_opsetid("", 13)]), {"w": w})
+    np.testing.assert_array_equal(inits["W_quantized"], want)
+    b = onnx.numpy_helper.to_array(next(i for i in m.graph.initializer if i.name == "B"))
+    pb = params[next(s.key for s in qplan.specs if s.role is Role.BIAS)]
+    np.testing.assert_array_equal(inits["B_bias_quantized"], np.rint(b / pb.scale).astype(np.int32))
+    half = QuantParams(np.float32(0.5), np.int8(0), None, "int8")
+    got = quantize_as(np.array([0.25, 0.75, 1000.0, -1000.0], np.float32), half)
+    assert got.tolist() == [0, 2, 127, -128]
+    assert quantize_as(np.array([-1000.0], np.float32), half, narrow=True).tolist() == [-127]  # weights
 
 
 def test_per_tensor_weights_option_gives_scalar_scale() -> None:

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from onnx import TensorProto, helper, numpy_helper
 
-from onnxq import io
+from onnxq import check
 from onnxq.api import quantize
 from onnxq.errors import ValidationError
 
@@ -23,8 +23,8 @@ def test_save_skips_the_repeat_check_only_for_unchanged_bytes(tmp_path, monkeypa
     feeds = [{"X": np.random.default_rng(i).standard_normal((1, 3, 8, 8)).astype(np.float32)} for i in range(3)]
     result = quantize(_model(), feeds)
     calls = []
-    real = io.check_model
-    monkeypatch.setattr(io, "check_model", lambda m, f: (calls.append(1), real(m, f))[1])
+    real = check.check_model
+    monkeypatch.setattr(check, "check_model", lambda m, f: (calls.append(1), real(m, f))[1])
     result.save(tmp_path / "a.onnx")
     assert calls == []  # quantize checked exactly these bytes
     result.model.graph.node[-1].name = "renamed"  # any change: the check runs again

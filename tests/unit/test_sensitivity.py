@@ -17,14 +17,14 @@ from onnx import numpy_helper
 
 import onnxq
 from onnxq import api
-from onnxq.analysis.fallback import FallbackRule, choose_float_layers, exclude_patterns
+from onnxq.analysis.fallback import choose_float_layers
 from onnxq.analysis.sensitivity import GatedEvaluator, SensitivityOptions, sensitivity
 from onnxq.collect import data
-from onnxq.config import QuantConfig
+from onnxq.config import FallbackRule, QuantConfig
 from onnxq.errors import ConfigError
-from onnxq.placement.plan import QuantPlan, Role
-from onnxq.rewrite import QuantParams, insert_qdq
-from onnxq.rewrite.gates import QuantForm, build_gated, corrections, fake_quantize
+from onnxq.records import QuantParams, QuantPlan, Role, exclude_patterns
+from onnxq.rewrite import insert_qdq
+from onnxq.rewrite.gates import QuantForm, build_gated, corrections
 from onnxq.testing import dq_inputs, model_from_text
 
 MLP = """
@@ -140,44 +140,6 @@ def test_gated_feed_rejects_unknown_units():
     pre, qplan, params, _ = _quantized(MLP, {"W1": (4, 5), "W2": (5, 3)}, (1, 4))
     with pytest.raises(KeyError):
         build_gated(pre, qplan, params).feed(["nope"])
-
-
-def test_fake_quantize_equals_onnxruntime_qdq_on_ties_and_saturation():
-    import onnx
-    from onnx import helper
-
-    w = np.array([[0.5, 1.5, 2.5, -0.5], [-1.5, 300.0, -300.0, 0.26]], np.float32)  # halves and clipping
-    p = QuantParams(np.array([1.0, 2.0], np.float32), np.zeros(2, np.int8), 0, "int8")
-    graph = helper.make_graph(
-        [helper.make_node("QuantizeLinear", ["w", "s", "z"], ["q"], axis=0),
-         helper.make_node("DequantizeLinear", ["q", "s", "z"], ["y"], axis=0)], "g", [],
-        [helper.make_tensor_value_info("y", onnx.TensorProto.FLOAT, [2, 4])],
-        [onnx.numpy_helper.from_array(w, "w"), onnx.numpy_helper.from_array(p.scale, "s"),
-         onnx.numpy_helper.from_array(p.zero_point, "z")])
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
-    want = _exact(model, {})[0]
-    np.testing.assert_array_equal(fake_quantize(w, p, narrow=False), want)
-    np.testing.assert_array_equal(fake_quantize(w, p, narrow=False, in_graph=True), want)
-    assert fake_quantize(w, p, narrow=True)[1, 2] == -254.0  # narrow range: -127 * 2
-
-
-def test_in_graph_fake_quantization_divides_in_float32_like_onnxruntime():
-    import onnx
-    from onnx import helper
-
-    rng = np.random.default_rng(0)
-    w = (rng.standard_normal((64, 4096)) * 0.3).astype(np.float32)
-    scale = (np.abs(w).max(1) / 127).astype(np.float32)
-    p = QuantParams(scale, np.zeros(64, np.int8), 0, "int8")
-    graph = helper.make_graph(
-        [helper.make_node("QuantizeLinear", ["w", "s", "z"], ["q"], axis=0),
-         helper.make_node("DequantizeLinear", ["q", "s", "z"], ["y"], axis=0)], "g", [],
-        [helper.make_tensor_value_info("y", onnx.TensorProto.FLOAT, list(w.shape))],
-        [onnx.numpy_helper.from_array(w, "w"), onnx.numpy_helper.from_array(scale, "s"),
-         onnx.numpy_helper.from_array(p.zero_point, "z")])
-    want = _exact(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), {})[0]
-    np.testing.assert_array_equal(fake_quantize(w, p, narrow=False, in_graph=True), want)
-    assert not np.array_equal(fake_quantize(w, p, narrow=False), want)  # float64 division: a few ties differ
 
 
 # ------------------------------------------------------------------------------------------ sensitivity
@@ -322,7 +284,7 @@ class _TableEvaluator:
 
 
 def test_fallback_rejects_a_metric_gain_that_lowers_the_output_sqnr():
-    from onnxq.analysis.sensitivity import LayerSensitivity, Score, SensitivityReport
+    from onnxq.records import LayerSensitivity, Score, SensitivityReport
 
     units = ("a", "b", "c")
     table = {frozenset(): Score(20.0, 0.99, 90.0),

@@ -1,7 +1,9 @@
 """The quantization plan: pure, JSON-serialisable data that says where Q/DQ goes and why.
 
-The plan is computed on the float graph before calibration, so the collector sees float activations,
-the user can inspect it (``onnxq inspect``), and the rewrite is a single pass with real values.
+:func:`onnxq.placement.plan` makes it on the float graph before calibration, so the collector sees float
+activations, the user can inspect it (``onnxq inspect``), and the rewrite is a single pass with real
+values. Every later stage reads it (collect, calibrate, rewrite, analysis, report), so it lives here,
+below all of them, not in the stage that makes it.
 """
 
 from __future__ import annotations

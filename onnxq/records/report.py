@@ -1,4 +1,4 @@
-"""Frozen records of a quantization run: what was quantized, what was skipped and why, timings."""
+"""The report of a quantization run: what was quantized, what was skipped and why, timings."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import dataclasses
 from dataclasses import dataclass, field
 from typing import Any
 
-from onnxq.placement.plan import Skip
+from onnxq.records.plan import Skip
 
 
 @dataclass(frozen=True)
