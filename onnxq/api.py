@@ -22,7 +22,8 @@ from onnxq.analysis.metrics import output_similarity
 from onnxq.calibrate.solve import solve
 from onnxq.check import check_input_model, check_model, save_model, validation_problem
 from onnxq.collect import data as data_mod
-from onnxq.collect.collectors import batch_size, collect, collect_all
+from onnxq.collect.collectors import collect, collect_all
+from onnxq.collect.feeds import batch_size
 from onnxq.collect.stats import TensorStats
 from onnxq.config import FallbackRule, QuantConfig, Target, WeightFormat, exclusion_problems
 from onnxq.errors import ConfigError, InternalError, SessionLoadError, UnsupportedModelError, ValidationError

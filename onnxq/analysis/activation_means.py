@@ -36,8 +36,9 @@ from onnxq.calibrate.bias_correction import (
     merge_moments,
 )
 from onnxq.collect import augment
-from onnxq.collect.collectors import Reducer, collect_all
+from onnxq.collect.collectors import collect_all
 from onnxq.collect.feeds import DataSource
+from onnxq.collect.passes import Reducer
 from onnxq.config import QuantConfig
 from onnxq.errors import CalibrationDataError
 from onnxq.formats import fake_quantize_as

@@ -102,3 +102,11 @@ class DataSource:
 
     def __iter__(self) -> Iterator[Feed]:
         return iter(self.opener())
+
+
+def batch_size(feed: Feed) -> int:
+    """Leading dimension of the first input of ``feed`` (1 for a scalar input)."""
+    for value in feed.values():
+        arr = np.asarray(value)
+        return int(arr.shape[0]) if arr.ndim else 1
+    return 1

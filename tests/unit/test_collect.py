@@ -3,6 +3,7 @@ the memory budget or the number of passes; NaN is reported by tensor name."""
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 
 import numpy as np
@@ -13,8 +14,11 @@ import pytest
 from onnxq import runtime
 from onnxq.cli import common as cli_common
 from onnxq.collect import augment
-from onnxq.collect import collectors as C
-from onnxq.collect.collectors import collect, split_passes, tensor_bytes
+from onnxq.collect import memory as M
+from onnxq.collect import passes as P
+from onnxq.collect import threads as T
+from onnxq.collect.collectors import collect
+from onnxq.collect.memory import split_passes, tensor_bytes
 from onnxq.collect.python_sources import from_iterable
 from onnxq.config import ActivationSpec, QuantConfig, Target
 from onnxq.errors import CalibrationDataError, ConfigError
@@ -134,6 +138,18 @@ def test_signed_histograms_for_asymmetric_target(conv_net: onnx.ModelProto) -> N
         assert np.array_equal(s.pos.counts, pos) and np.array_equal(s.neg.counts, neg), name
 
 
+def test_signedness_follows_each_spec_not_the_target(conv_net: onnx.ModelProto) -> None:
+    """The plan says which tensors are asymmetric; the collector keeps signed histograms for those only."""
+    cfg = config()  # TensorRT: every activation symmetric
+    qplan = plan(conv_net, cfg)
+    first = qplan.activations()[0].tensor
+    mixed = dataclasses.replace(qplan, specs=tuple(
+        dataclasses.replace(s, symmetric=False) if s.tensor == first else s for s in qplan.specs))
+    stats, _ = collect(conv_net, mixed, from_iterable(feeds(2)), cfg)
+    assert {name for name, s in stats.items() if s.signed} == {first}
+    assert all(s.has_histogram for s in stats.values())
+
+
 def test_batched_equals_one_at_a_time(conv_net: onnx.ModelProto) -> None:
     cfg = config()
     one, n1 = collect(conv_net, plan(conv_net, cfg), from_iterable(feeds(8)), cfg)
@@ -176,7 +192,7 @@ def test_sizes_shape_inference_left_open_are_measured(conv_net: onnx.ModelProto,
     first = feeds(2, batch=2)[0]
     assert set(tensor_bytes(bare, ["r", "f"], first).values()) == {None}
     # guessed at UNKNOWN_TENSOR_MB each, r and f need one probe group each within a 20 MB batch budget
-    sizes = C.measured(bare, {"x": 4800.0, "r": None, "f": None}, first, 20 * 2**20)
+    sizes = M.measured(bare, {"x": 4800.0, "r": None, "f": None}, first, 20 * 2**20)
     assert sizes == {"x": 4800.0, "r": 2 * 8 * 10 * 10 * 4.0, "f": 2 * 6 * 4.0}
     sessions: list[int] = []
     make = runtime.make_session
@@ -190,10 +206,10 @@ def test_sizes_shape_inference_left_open_are_measured(conv_net: onnx.ModelProto,
 
 def test_config_memory_budget_is_used(conv_net: onnx.ModelProto, monkeypatch) -> None:
     seen = []
-    monkeypatch.setattr(C, "split_passes", lambda t, s, budget: seen.append(budget) or [list(t)])
+    monkeypatch.setattr(M, "split_passes", lambda t, s, budget: seen.append(budget) or [list(t)])
     collect(conv_net, plan(conv_net, config()), from_iterable(feeds(1)), config(collect_memory_mb=8))
     collect(conv_net, plan(conv_net, config()), from_iterable(feeds(1)), config(), memory_mb=2)
-    assert seen == [8 * 2**20 / C.IN_FLIGHT, 2 * 2**20 / C.IN_FLIGHT]
+    assert seen == [8 * 2**20 / M.IN_FLIGHT, 2 * 2**20 / M.IN_FLIGHT]
 
 
 def test_one_shot_iterator_single_pass_keeps_every_sample(conv_net: onnx.ModelProto) -> None:
@@ -264,7 +280,7 @@ def test_split_passes_greedy_in_order() -> None:
 
 def test_split_passes_unknown_and_oversized(caplog) -> None:
     sizes = {"a": 10.0, "d": None, "e": 5000.0, "f": 10.0}
-    unknown = C.UNKNOWN_TENSOR_MB * 2**20
+    unknown = M.UNKNOWN_TENSOR_MB * 2**20
     assert split_passes(["a", "d", "f"], sizes, unknown) == [["a"], ["d"], ["f"]]
     with caplog.at_level(logging.WARNING):
         assert split_passes(["a", "e", "f"], sizes, 1000) == [["a"], ["e"], ["f"]]
@@ -288,19 +304,19 @@ def test_cli_memory_option_reaches_config() -> None:
 @pytest.mark.parametrize("workers", [1, 3])
 def test_any_number_of_counting_workers_gives_the_same_stats(conv_net, monkeypatch, workers: int) -> None:
     cfg = config()
-    monkeypatch.setattr(C, "_count_workers", lambda: 1)
+    monkeypatch.setattr(T, "count_workers", lambda: 1)
     one, _ = collect(conv_net, plan(conv_net, cfg), from_iterable(feeds(6)), cfg)
-    monkeypatch.setattr(C, "_count_workers", lambda: workers)
+    monkeypatch.setattr(T, "count_workers", lambda: workers)
     many, _ = collect(conv_net, plan(conv_net, cfg), from_iterable(feeds(6)), cfg)
     assert many == one
 
 
 def test_partition_balances_bytes_deterministically() -> None:
     sizes = {"a": 100.0, "b": 60.0, "c": 50.0, "d": 10.0, "e": None}
-    unknown = C.UNKNOWN_TENSOR_MB * 2**20
+    unknown = M.UNKNOWN_TENSOR_MB * 2**20
     # largest first to the lightest share: a -> 0, b -> 1, c -> 1 (60 < 100), d -> 0 (100 < 110)
-    assert C.partition(["a", "b", "c", "d"], sizes, 2) == [["a", "d"], ["b", "c"]]
+    assert P.partition(["a", "b", "c", "d"], sizes, 2) == [["a", "d"], ["b", "c"]]
     assert unknown > 220  # so e (unknown size) is the largest and alone in share 0
-    assert C.partition(["a", "b", "c", "d", "e"], sizes, 2) == [["e"], ["a", "b", "c", "d"]]
-    assert C.partition(["a", "b"], sizes, 4) == [["a"], ["b"]]
-    assert C.partition(["a", "b", "c"], sizes, 1) == [["a", "b", "c"]]
+    assert P.partition(["a", "b", "c", "d", "e"], sizes, 2) == [["e"], ["a", "b", "c", "d"]]
+    assert P.partition(["a", "b"], sizes, 4) == [["a"], ["b"]]
+    assert P.partition(["a", "b", "c"], sizes, 1) == [["a", "b", "c"]]
