@@ -56,6 +56,39 @@ def looks_like_logits(shape: tuple[int, ...]) -> bool:
     return len(shape) in (2, 3) and all(d == 1 for d in shape[1:-1]) and shape[-1] >= 2
 
 
+UNIT_NORM_TOL = 1e-3  # |‖row‖₂ - 1| below this on every row: an L2-normalised embedding
+
+
+def plausibly_class_scores(value: np.ndarray) -> bool:
+    """True when ``value`` (one feed's output) is plausibly class scores, so top-1 agreement means something.
+
+    That is a float [batch, classes] (or [batch, 1, classes]) output with at least 2 classes whose rows are
+    not all of unit L2 norm. The argmax of a row is a decision only for class scores (logits or
+    probabilities); a unit-norm row is an embedding, compared by cosine (sentence-transformers models
+    L2-normalise theirs, MiniLM included), and the agreement of its largest coordinate measures nothing.
+    Embeddings left unnormalised cannot be told from logits by value: use ``--min-cosine`` for them.
+    """
+    value = np.asarray(value)
+    if value.dtype.kind != "f" or not looks_like_logits(value.shape) or value.size == 0:
+        return False
+    rows = value.reshape(-1, value.shape[-1]).astype(np.float64)
+    # a confident softmax row ([0.9999, 0.0001]) has an L2 norm near 1 too: rows on the probability simplex
+    # (non-negative, summing to 1) are class scores whatever their norm
+    if np.all(rows >= 0) and np.all(np.abs(rows.sum(axis=1) - 1.0) < UNIT_NORM_TOL):
+        return True
+    norms = np.linalg.norm(rows, axis=1)
+    return not bool(np.all(np.abs(norms - 1.0) < UNIT_NORM_TOL))
+
+
+def loss_pct(float_score: float, quant_score: float) -> float:
+    """|quant - float| / |float| x 100; 0 when both are 0, inf when only the float score is 0."""
+    if quant_score == float_score:
+        return 0.0
+    if float_score == 0.0:
+        return float("inf")
+    return abs(quant_score - float_score) / abs(float_score) * 100.0
+
+
 @dataclass(frozen=True)
 class ErrorSums:
     """Running sums from which SQNR, cosine, max-abs and top-1 agreement over many samples follow.

@@ -15,10 +15,12 @@ from pathlib import Path
 import numpy as np
 
 from onnxq import io
-from onnxq.analysis.compare import MetricFn, Tolerances, check_tolerances, compare, dump_tensors
+from onnxq.analysis.compare import MetricFn, compare
+from onnxq.analysis.dump import dump_tensors
+from onnxq.analysis.tolerances import Tolerances, check_tolerances
 from onnxq.cli import progress_enabled
-from onnxq.cli.scripts import load_metric_script, pair_metric
 from onnxq.cli.common import add_data_args, build_source, integer, number
+from onnxq.cli.scripts import load_metric_script, pair_metric
 from onnxq.collect import data as data_mod
 from onnxq.errors import ConfigError, OutputError
 from onnxq.report.compare_render import DEFAULT_TOP, compare_json, compare_text

@@ -1,14 +1,13 @@
-"""Calibration graphs: the float model with planned tensors exposed as extra graph outputs.
+"""Exposing tensors: a copy of a model with chosen tensors added as graph outputs.
 
-Only the planned tensors are exposed (never every intermediate one), and the float graph itself is not
-modified: the collector reads them straight from onnxruntime and reduces them in numpy (see
-``onnxq.collect.collectors`` for why not ReduceMin/ReduceMax in the graph).
+The collector exposes the planned tensors (never every intermediate one) and reduces them in numpy (see
+``onnxq.collect.collectors`` for why not ReduceMin/ReduceMax in the graph); comparison and bias correction
+expose the tensors they read. The model itself is not modified.
 """
 
 from __future__ import annotations
 
 import onnx
-from onnx import TensorProto, helper
 
 
 def _elem_types(model: onnx.ModelProto) -> dict[str, int]:
@@ -23,14 +22,20 @@ def _elem_types(model: onnx.ModelProto) -> dict[str, int]:
 
 
 def expose(model: onnx.ModelProto, tensors: list[str]) -> onnx.ModelProto:
-    """A copy of ``model`` whose outputs also include ``tensors`` (already-outputs are not repeated)."""
+    """A copy of ``model`` whose outputs also include ``tensors`` (already-outputs are not repeated).
+
+    Each new output declares the element type the model records for it and no shape; a tensor whose type
+    the model does not record is declared without one, and onnxruntime infers it (integer and float alike).
+    """
     out = onnx.ModelProto()
     out.CopyFrom(model)
     types = _elem_types(model)
     present = {o.name for o in out.graph.output}
     for name in tensors:
         if name not in present:
-            elem = types.get(name, TensorProto.FLOAT)
-            out.graph.output.append(helper.make_tensor_value_info(name, elem, None))
+            output = out.graph.output.add()
+            output.name = name
+            if name in types:
+                output.type.tensor_type.elem_type = types[name]
             present.add(name)
     return out

@@ -11,7 +11,7 @@ import numpy as np
 import onnx
 import pytest
 
-from onnxq.analysis.compare import plausibly_class_scores
+from onnxq.analysis.metrics import plausibly_class_scores
 from onnxq.cli import main
 from onnxq.collect.stats_file import load_stats
 from onnxq.preprocess import preprocess

@@ -9,12 +9,13 @@ import pytest
 from onnx import numpy_helper
 
 from onnxq import api
-from onnxq.analysis.compare import (
-    CompareReport, OutputComparison, Tolerances, check_tolerances, compare, dump_tensors, loss_pct,
-)
-from onnxq.analysis.metrics import ErrorSums, accumulate
+from onnxq.analysis.compare import compare
+from onnxq.analysis.dump import dump_tensors
+from onnxq.analysis.metrics import ErrorSums, accumulate, loss_pct
+from onnxq.analysis.tolerances import Tolerances, check_tolerances
 from onnxq.collect import data
 from onnxq.errors import ConfigError, UnsupportedModelError
+from onnxq.records.compare import CompareReport, OutputComparison
 from onnxq.testing import model_from_text
 
 NET = """
