@@ -1,4 +1,4 @@
-"""Build the five benchmark float models into the cache and print their paths and float metrics.
+"""Build the benchmark float models into the cache and print their paths and float metrics.
 
     python models/build_all.py [--only KEY ...] [--no-eval] [--cache DIR] [--data PATH]
 

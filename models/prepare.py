@@ -19,7 +19,10 @@ if __package__ in (None, ""):  # run as a script: make the namespace package ``m
 
 from models import common  # noqa: E402
 
-KEYS = ("efficientnet_lite0", "yolox_nano", "minilm_l6_v2", "ppocr_det", "ppocr_cls")
+KEYS = (
+    "efficientnet_lite0", "yolox_nano", "minilm_l6_v2", "ppocr_det", "ppocr_cls",  # BENCHMARKS.md's first five
+    "ppocrv6_rec", "vit_saliency",  # "More real models" (issue 14 item 6)
+)  # fmt: skip
 
 
 def recipe(key: str):
