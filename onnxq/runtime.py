@@ -18,7 +18,7 @@ import onnxruntime as ort
 from onnxq.errors import ConfigError, SessionLoadError, UnsupportedModelError
 from onnxq.graph.light import light_copy
 from onnxq.graph.size import fits_protobuf, tensor_bytes
-from onnxq.graph.usage import read_names
+from onnxq.graph.usage import all_nodes, read_names
 from onnxq.io import save_external
 
 log = logging.getLogger(__name__)
@@ -167,7 +167,7 @@ def unknown_ops(model: onnx.ModelProto) -> list[tuple[str, str, str]]:
         return []
     known = {(s.domain, s.name) for s in schemas} | {(f.domain, f.name) for f in model.functions}
     found = []
-    for node in _all_nodes(model.graph):
+    for node in all_nodes(model.graph):
         if node.domain not in ("", "ai.onnx") and (node.domain, node.op_type) not in known:
             found.append((node.name, node.domain, node.op_type))
     return found
@@ -222,15 +222,6 @@ def require_qdq_opset(model: onnx.ModelProto) -> None:
         "onnxruntime"
     )
 
-
-def _all_nodes(graph: onnx.GraphProto) -> list[onnx.NodeProto]:
-    nodes = []
-    for node in graph.node:
-        nodes.append(node)
-        for attr in node.attribute:
-            for sub in list(attr.graphs) + ([attr.g] if attr.HasField("g") else []):
-                nodes.extend(_all_nodes(sub))
-    return nodes
 
 
 def output_names(session: ort.InferenceSession) -> list[str]:

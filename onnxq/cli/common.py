@@ -14,7 +14,16 @@ from pathlib import Path
 from onnxq.collect import data as data_mod
 from onnxq.collect.folders import existing_dir
 from onnxq.collect.images import IMAGE_SUFFIXES, ImageSpec, from_images
-from onnxq.config import ActivationSpec, Method, QuantConfig, Target, WeightFormat, WeightMethod, WeightSpec, load_config
+from onnxq.config import (
+    ActivationSpec,
+    Method,
+    QuantConfig,
+    Target,
+    WeightFormat,
+    WeightMethod,
+    WeightSpec,
+    load_config,
+)
 from onnxq.errors import ConfigError
 
 log = logging.getLogger("onnxq")

@@ -16,6 +16,8 @@ import numpy as np
 import onnx
 from onnx import numpy_helper
 
+from onnxq.graph.usage import all_nodes
+
 # Ops whose presence means the model computes with integers (or fake-quantizes) already.
 QDQ = frozenset({"QuantizeLinear", "DequantizeLinear"})
 INTEGER_KERNELS = frozenset({
@@ -67,19 +69,9 @@ class ExistingQuantization:
         return f"{ops} ({'; '.join(parts)})"
 
 
-def _nodes(graph: onnx.GraphProto) -> list[onnx.NodeProto]:
-    out = []
-    for node in graph.node:
-        out.append(node)
-        for attr in node.attribute:
-            for sub in list(attr.graphs) + ([attr.g] if attr.HasField("g") else []):
-                out.extend(_nodes(sub))
-    return out
-
-
 def existing_quantization(model: onnx.ModelProto) -> ExistingQuantization | None:
     """The quantization ``model`` already carries, or None for a float model."""
-    nodes = _nodes(model.graph)
+    nodes = all_nodes(model.graph)
     ops = Counter(n.op_type for n in nodes if n.op_type in QUANTIZED_OPS)
     if not ops:
         return None

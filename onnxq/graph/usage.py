@@ -11,6 +11,17 @@ from __future__ import annotations
 import onnx
 
 
+def all_nodes(graph: onnx.GraphProto) -> list[onnx.NodeProto]:
+    """Every node of ``graph`` and of its subgraphs (If/Loop/Scan bodies, recursively), in graph order."""
+    nodes = []
+    for node in graph.node:
+        nodes.append(node)
+        for attr in node.attribute:
+            for sub in list(attr.graphs) + ([attr.g] if attr.HasField("g") else []):
+                nodes.extend(all_nodes(sub))
+    return nodes
+
+
 def read_names(graph: onnx.GraphProto) -> set[str]:
     """Every name a node of ``graph`` or of any subgraph (If, Loop, Scan bodies, recursively) reads as
     an input, plus the outputs of ``graph`` and of its subgraphs (an output may name an initializer

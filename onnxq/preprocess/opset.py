@@ -28,6 +28,7 @@ from onnx import helper, version_converter
 
 from onnxq.errors import UnsupportedModelError
 from onnxq.graph.size import tensor_bytes
+from onnxq.graph.usage import all_nodes
 from onnxq.preprocess import shapes
 
 logger = logging.getLogger(__name__)
@@ -114,20 +115,9 @@ def _reattach(converted: onnx.ModelProto, originals: dict[str, onnx.TensorProto]
         tensor.CopyFrom(originals[tensor.name])
 
 
-def _all_nodes(graph: onnx.GraphProto) -> list[onnx.NodeProto]:
-    """Every node of ``graph`` and of its subgraphs (If/Loop/Scan bodies)."""
-    nodes = []
-    for node in graph.node:
-        nodes.append(node)
-        for attr in node.attribute:
-            subgraphs = list(attr.graphs) + ([attr.g] if attr.HasField("g") else [])
-            for sub in subgraphs:
-                nodes.extend(_all_nodes(sub))
-    return nodes
-
 
 def _failure_message(model: onnx.ModelProto, current: int, target: int, error: str) -> str:
-    ops = sorted({n.op_type for n in _all_nodes(model.graph)})
+    ops = sorted({n.op_type for n in all_nodes(model.graph)})
     named = [op for op in ops if re.search(rf"\b(adapt_)?{re.escape(op)}\b", error, re.IGNORECASE)]
     if not named:
         named = _culprits(model, target)
@@ -167,7 +157,7 @@ def _culprits(model: onnx.ModelProto, target: int) -> list[str]:
 def _check_schemas(model: onnx.ModelProto, current: int, target: int) -> None:
     """Reject default-domain ops that do not exist (or are deprecated) at ``target``."""
     bad = set()
-    for node in _all_nodes(model.graph):
+    for node in all_nodes(model.graph):
         if node.domain not in DEFAULT_DOMAINS:
             continue
         try:
