@@ -83,6 +83,11 @@ def _folder_flag(prefix: str) -> str:
     return "--data" if prefix == "data" else f"--{prefix}-data"
 
 
+# The image flags and their defaults, declared once: add_data_args uses them, and a flag away from its
+# default was given (warn_default_normalisation, warn_image_flags_unused).
+IMAGE_DEFAULTS = {"image_size": None, "resize": "short-side", "short_side": None, "pad_value": [114.0],
+                  "pad_position": "center", "interpolation": "bilinear", "pixel_scale": 1 / 255, "mean": [0.0],
+                  "std": [1.0], "bgr": False, "nhwc": False}
 def add_data_args(p: argparse.ArgumentParser, prefix: str = "calib", required: bool = False) -> None:
     """--<prefix>-data DIR (npy/npz or images), --<prefix>-script FILE, --random N and image options.
 
@@ -99,15 +104,16 @@ def add_data_args(p: argparse.ArgumentParser, prefix: str = "calib", required: b
     g.add_argument("--max-samples", type=integer(1), metavar="N", help="use at most N samples (N >= 1)")
     i = p.add_argument_group("image preprocessing (when the data folder holds images)")
     i.add_argument("--image-size", type=integer(1), nargs=2, metavar=("H", "W"), help="model input size (default: from model)")
-    i.add_argument("--resize", choices=["stretch", "short-side", "letterbox"], default="short-side")
+    i.add_argument("--resize", choices=["stretch", "short-side", "letterbox"], default=IMAGE_DEFAULTS["resize"])
     i.add_argument("--short-side", type=integer(1), help="resize the short side to this before the centre crop")
-    i.add_argument("--pad-value", type=number(0, 255), nargs="+", default=[114.0], help="letterbox pad, 0-255 units")
-    i.add_argument("--pad-position", choices=["center", "top-left"], default="center",
+    i.add_argument("--pad-value", type=number(0, 255), nargs="+", default=IMAGE_DEFAULTS["pad_value"], help="letterbox pad, 0-255 units")
+    i.add_argument("--pad-position", choices=["center", "top-left"], default=IMAGE_DEFAULTS["pad_position"],
                    help="where the letterboxed image sits (YOLOX: top-left)")
-    i.add_argument("--interpolation", choices=["bilinear", "bicubic", "nearest"], default="bilinear")
-    i.add_argument("--pixel-scale", type=number(0, lo_open=True), default=1 / 255, help="multiply pixels by this first (default 1/255)")
-    i.add_argument("--mean", type=number(), nargs="+", default=[0.0], help="per-channel mean subtracted after scaling")
-    i.add_argument("--std", type=number(0, lo_open=True), nargs="+", default=[1.0], help="per-channel std divided after the mean")
+    i.add_argument("--interpolation", choices=["bilinear", "bicubic", "nearest"],
+                   default=IMAGE_DEFAULTS["interpolation"])
+    i.add_argument("--pixel-scale", type=number(0, lo_open=True), default=IMAGE_DEFAULTS["pixel_scale"], help="multiply pixels by this first (default 1/255)")
+    i.add_argument("--mean", type=number(), nargs="+", default=IMAGE_DEFAULTS["mean"], help="per-channel mean subtracted after scaling")
+    i.add_argument("--std", type=number(0, lo_open=True), nargs="+", default=IMAGE_DEFAULTS["std"], help="per-channel std divided after the mean")
     i.add_argument("--bgr", action="store_true", help="feed channels in BGR order")
     i.add_argument("--nhwc", action="store_true", help="feed NHWC instead of NCHW")
 
@@ -154,10 +160,6 @@ def build_source(args: argparse.Namespace, specs, prefix: str = "calib", seed: i
     return source
 
 
-# The image flags and their defaults (add_data_args): a flag away from its default was given.
-IMAGE_DEFAULTS = {"image_size": None, "resize": "short-side", "short_side": None, "pad_value": [114.0],
-                  "pad_position": "center", "interpolation": "bilinear", "pixel_scale": 1 / 255, "mean": [0.0],
-                  "std": [1.0], "bgr": False, "nhwc": False}
 _NORMALISATION = ("pixel_scale", "mean", "std", "bgr")
 
 
