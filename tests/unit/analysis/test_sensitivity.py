@@ -1,161 +1,43 @@
-"""Gated models, sensitivity ranking and automatic fallback, checked against numpy and plain QDQ models.
-
-Oracles: a numpy forward pass with hand-written fake quantization (MLP), and for every subset of units
-the ordinary ``insert_qdq`` model of the plan restricted to that subset, run exactly by onnxruntime.
+"""Sensitivity ranking and automatic fallback (onnxq.analysis.sensitivity, fallback, segmented), checked
+against plain QDQ models run by onnxruntime. The gated model they score: rewrite/test_gates.py.
 """
 
 from __future__ import annotations
 
-import dataclasses
-import itertools
 import re
 
 import numpy as np
-import onnxruntime as ort
 import pytest
-from onnx import numpy_helper
+from helpers import (
+    SMALL_CNN,
+    SMALL_CNN_WEIGHTS,
+    SMALL_MLP,
+    SMALL_MLP_WEIGHTS,
+    ort_run,
+    quantized_parts,
+    random_feeds,
+    ref_sqnr_db,
+    restrict_plan,
+)
 
-import onnxq
 from onnxq import api
 from onnxq.analysis.fallback import choose_float_layers
 from onnxq.analysis.sensitivity import GatedEvaluator, SensitivityOptions, sensitivity
-from onnxq.collect import data
 from onnxq.config import FallbackRule, QuantConfig
 from onnxq.errors import ConfigError
-from onnxq.records import QuantParams, QuantPlan, Role, exclude_patterns
+from onnxq.records import QuantParams, exclude_patterns
 from onnxq.rewrite import insert_qdq
-from onnxq.rewrite.gates import QuantForm, build_gated, corrections
+from onnxq.rewrite.gates import build_gated
 from onnxq.testing import dq_inputs, model_from_text
-
-MLP = """
-<ir_version: 8, opset_import: ["" : 17]>
-g (float[1,4] x) => (float[1,3] y) {
-  h = MatMul (x, W1)
-  r = Relu (h)
-  y = MatMul (r, W2)
-}
-"""
-
-# Residual Add, an activation shared by two convs, Concat (shared scales), int32 biases on ort-cpu.
-CNN = """
-<ir_version: 8, opset_import: ["" : 17]>
-g (float[1,3,8,8] x) => (float[1,6,8,8] y) {
-  c = Conv <pads=[1,1,1,1]> (x, W, B)
-  r = Relu (c)
-  d = Conv <pads=[1,1,1,1]> (r, W2, B2)
-  e = Conv <pads=[1,1,1,1]> (r, W3, B3)
-  a = Add (d, r)
-  y0 = Concat <axis=1> (a, e)
-  y = Conv (y0, W4, B4)
-}
-"""
-CNN_WEIGHTS = {"W": (4, 3, 3, 3), "B": (4,), "W2": (4, 4, 3, 3), "B2": (4,), "W3": (4, 4, 3, 3), "B3": (4,),
-               "W4": (6, 8, 1, 1), "B4": (6,)}
-
-
-def _exact(model, feed):
-    opts = ort.SessionOptions()
-    opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
-    return ort.InferenceSession(model.SerializeToString(), opts, providers=["CPUExecutionProvider"]).run(None, feed)
-
-
-def _feeds(shape, n, seed=0):
-    rng = np.random.default_rng(seed)
-    return [{"x": rng.standard_normal(shape).astype(np.float32)} for _ in range(n)]
-
-
-def _quantized(text, weights, shape, config=None, n=6):
-    model = model_from_text(text, weights=weights)
-    pre, _ = api.prepare(model)
-    config = config or QuantConfig()
-    qplan = onnxq.plan(pre, config)
-    feeds = _feeds(shape, n)
-    stats, _ = onnxq.collect(pre, qplan, data.from_iterable(feeds), config)
-    return pre, qplan, onnxq.solve(stats, qplan, pre, config), feeds
-
-
-def _restrict(plan: QuantPlan, units) -> QuantPlan:
-    """The plan with only the edges that feed ``units`` (an independent way to quantize a subset)."""
-    specs = []
-    for s in plan.specs:
-        consumers = tuple(c for c in s.consumers if c[0] in units)
-        if consumers:
-            specs.append(dataclasses.replace(s, consumers=consumers))
-    return QuantPlan(plan.target, tuple(specs), plan.skips, tuple(u for u in plan.quantized_nodes if u in units))
-
-
-def _fq(x, scale, axis=None):
-    """QuantizeLinear then DequantizeLinear as ONNX defines them (float32 division, half to even)."""
-    s = np.asarray(scale, np.float32)
-    if axis is not None:
-        shape = [1] * x.ndim
-        shape[axis] = -1
-        s = s.reshape(shape)
-    return (np.clip(np.rint(x.astype(np.float32) / s), -128, 127) * s).astype(np.float32)
-
-
-# ------------------------------------------------------------------------------------------ gated model
-
-def test_gated_mlp_matches_numpy_fake_quantization_for_every_subset():
-    w = {"W1": (4, 5), "W2": (5, 3)}
-    pre, qplan, params, feeds = _quantized(MLP, w, (1, 4))
-    gated = build_gated(pre, qplan, params)
-    assert set(gated.units) == {"MatMul_0", "MatMul_1"}
-    weights = {t.name: numpy_helper.to_array(t) for t in pre.graph.initializer}
-    p = params
-    w1_key, w2_key = (qplan.spec_for(w, Role.WEIGHT).key for w in ("W1", "W2"))
-    for subset in itertools.chain.from_iterable(itertools.combinations(gated.units, k) for k in range(3)):
-        for feed in feeds[:3]:
-            x = feed["x"]
-            w1, w2 = weights["W1"], weights["W2"]
-            if "MatMul_0" in subset:
-                x = _fq(x, p["x"].scale)
-                w1 = _fq(w1, p[w1_key].scale, p[w1_key].axis)
-            r = np.maximum(x @ w1, 0)
-            if "MatMul_1" in subset:
-                r = _fq(r, p["r"].scale)
-                w2 = _fq(w2, p[w2_key].scale, p[w2_key].axis)
-            got = _exact(gated.model, {**feed, **gated.feed(subset)})[0]
-            np.testing.assert_allclose(got, r @ w2, rtol=1e-5, atol=1e-5)
-
-
-@pytest.mark.parametrize("target", ["tensorrt", "ort-cpu"])
-def test_gated_cnn_equals_restricted_qdq_model_for_every_subset(target):
-    config = QuantConfig(target=target)
-    pre, qplan, params, feeds = _quantized(CNN, CNN_WEIGHTS, (1, 3, 8, 8), config)
-    dq_only = target == "ort-cpu"
-    gated = build_gated(pre, qplan, params, form=QuantForm(dq_only=dq_only))
-    units = gated.units
-    assert any(n.startswith("Add") for n in units)  # the residual Add is a unit (tensorrt) too
-    subsets = [()] + [(u,) for u in units] + [tuple(v for v in units if v != u) for u in units] + [units]
-    for subset in subsets:
-        reference = insert_qdq(pre, _restrict(qplan, set(subset)), params, dq_only=dq_only)
-        want = _exact(reference, feeds[0])[0]
-        got = _exact(gated.model, {**feeds[0], **gated.feed(subset)})[0]
-        np.testing.assert_array_equal(got, want, err_msg=f"subset {subset}")
-    assert np.array_equal(_exact(gated.model, {**feeds[0], **gated.feed(())})[0], _exact(pre, feeds[0])[0])
-
-
-def test_gated_feed_rejects_unknown_units():
-    pre, qplan, params, _ = _quantized(MLP, {"W1": (4, 5), "W2": (5, 3)}, (1, 4))
-    with pytest.raises(KeyError):
-        build_gated(pre, qplan, params).feed(["nope"])
-
 
 # ------------------------------------------------------------------------------------------ sensitivity
 
 def _bad_second_layer():
     """The MLP with the second layer's activation scale made 8x too coarse: clearly the sensitive one."""
-    pre, qplan, params, feeds = _quantized(MLP, {"W1": (4, 5), "W2": (5, 3)}, (1, 4), n=12)
+    pre, qplan, params, feeds = quantized_parts(SMALL_MLP, SMALL_MLP_WEIGHTS, (1, 4), n=12)
     p = params["r"]
     params = {**params, "r": QuantParams(p.scale * 8, p.zero_point, p.axis, p.dtype, p.lo, p.hi)}
     return pre, qplan, params, feeds
-
-
-def _pooled_sqnr(refs, outs):
-    a = np.concatenate([r.ravel() for r in refs]).astype(np.float64)
-    b = np.concatenate([o.ravel() for o in outs]).astype(np.float64)
-    return 10 * np.log10(np.sum(a * a) / np.sum((a - b) ** 2))
 
 
 @pytest.mark.parametrize("exact", [True, False])
@@ -164,12 +46,12 @@ def test_sensitivity_scores_match_reference_models_and_rank_the_bad_layer_first(
     report, evaluator = sensitivity(pre, qplan, params, feeds, SensitivityOptions(workers=2, exact=exact))
     assert [l.node for l in report.layers] == ["MatMul_1", "MatMul_0"]
     assert report.evaluations == 5 and report.measure == "sqnr_db" and report.samples == 12
-    refs = [_exact(pre, f)[0] for f in feeds]
+    refs = [ort_run(pre, f)[0] for f in feeds]
     for layer in report.layers:
-        only = insert_qdq(pre, _restrict(qplan, {layer.node}), params)
-        want = _pooled_sqnr(refs, [_exact(only, f)[0] for f in feeds])
+        only = insert_qdq(pre, restrict_plan(qplan, {layer.node}), params)
+        want = ref_sqnr_db(refs, [ort_run(only, f)[0] for f in feeds])
         assert layer.only.sqnr_db == pytest.approx(want, abs=1e-3)
-    full = _pooled_sqnr(refs, [_exact(insert_qdq(pre, qplan, params), f)[0] for f in feeds])
+    full = ref_sqnr_db(refs, [ort_run(insert_qdq(pre, qplan, params), f)[0] for f in feeds])
     assert report.all_quantized.sqnr_db == pytest.approx(full, abs=1e-3)
     by = {l.node: l for l in report.layers}
     # With two units, "all but MatMul_1" is "only MatMul_0".
@@ -312,10 +194,10 @@ def test_exclude_patterns_match_exactly_the_named_nodes():
 
 
 def test_quantize_with_fallback_writes_an_ordinary_plan_without_the_chosen_layer():
-    model = model_from_text(CNN, weights=CNN_WEIGHTS)
-    feeds = _feeds((1, 3, 8, 8), 6)
+    model = model_from_text(SMALL_CNN, weights=SMALL_CNN_WEIGHTS)
+    feeds = random_feeds((1, 3, 8, 8), 6)
     result, fb, ranking = api.quantize_with_fallback(
-        model, feeds, QuantConfig(), FallbackRule(max_float_layers=1), eval_data=_feeds((1, 3, 8, 8), 4, seed=9))
+        model, feeds, QuantConfig(), FallbackRule(max_float_layers=1), eval_data=random_feeds((1, 3, 8, 8), 4, seed=9))
     assert len(fb.steps) == 1 and fb.float_nodes[0] == ranking.layers[0].node
     node = fb.float_nodes[0]
     assert not any(dq_inputs(result.model)[node])  # no Q/DQ feeds the float layer
@@ -324,12 +206,12 @@ def test_quantize_with_fallback_writes_an_ordinary_plan_without_the_chosen_layer
     assert fb.verified.sqnr_db == pytest.approx(fb.final.sqnr_db, abs=1.0)
     # The recorded config reproduces the model.
     again = api.quantize(model, feeds, QuantConfig.from_dict(result.report.config))
-    a = _exact(again.model, feeds[0])[0]
-    np.testing.assert_array_equal(a, _exact(result.model, feeds[0])[0])
+    a = ort_run(again.model, feeds[0])[0]
+    np.testing.assert_array_equal(a, ort_run(result.model, feeds[0])[0])
 
 
 def test_evaluator_scores_a_rewritten_model_like_the_gated_one():
-    pre, qplan, params, feeds = _quantized(MLP, {"W1": (4, 5), "W2": (5, 3)}, (1, 4))
+    pre, qplan, params, feeds = quantized_parts(SMALL_MLP, SMALL_MLP_WEIGHTS, (1, 4))
     ev = GatedEvaluator(build_gated(pre, qplan, params), feeds, workers=1, exact=True)
     gated = ev.score(ev.units)
     # Last-bit differences only: MatMul pre-packs a constant B (the gated branch) but not a DQ output.
@@ -343,21 +225,21 @@ def test_evaluator_scores_a_rewritten_model_like_the_gated_one():
 def test_segments_chained_equal_the_whole_gated_model():
     from onnxq.analysis.segmented import SegmentRunner
 
-    pre, qplan, params, feeds = _quantized(CNN, CNN_WEIGHTS, (1, 3, 8, 8))
+    pre, qplan, params, feeds = quantized_parts(SMALL_CNN, SMALL_CNN_WEIGHTS, (1, 3, 8, 8))
     gated = build_gated(pre, qplan, params)
     runner = SegmentRunner(gated, 3, exact=True, threads=1)
     assert len(runner.segments) == 3 and [s.first_unit for s in runner.segments] == [0, 1, 3]
     rng = np.random.default_rng(4)
     for _ in range(6):
         subset = [u for u in gated.units if rng.random() < 0.5]
-        want = _exact(gated.model, {**feeds[0], **gated.feed(subset)})
+        want = ort_run(gated.model, {**feeds[0], **gated.feed(subset)})
         got = runner.finish(0, dict(feeds[0]), gated.feed(subset))
         assert all(np.array_equal(a, b) for a, b in zip(got, want))
 
 
 @pytest.mark.parametrize("memory_mb", [2048.0, 1e-6])  # the second cannot cache: whole-model runs
 def test_segmented_sensitivity_equals_whole_model_runs(memory_mb):
-    pre, qplan, params, feeds = _quantized(CNN, CNN_WEIGHTS, (1, 3, 8, 8))
+    pre, qplan, params, feeds = quantized_parts(SMALL_CNN, SMALL_CNN_WEIGHTS, (1, 3, 8, 8))
     whole, _ = sensitivity(pre, qplan, params, feeds, SensitivityOptions(segments=1, exact=True, workers=2))
     cut, _ = sensitivity(pre, qplan, params, feeds,
                          SensitivityOptions(segments=3, exact=True, workers=2, memory_mb=memory_mb))
@@ -366,47 +248,9 @@ def test_segmented_sensitivity_equals_whole_model_runs(memory_mb):
 
 
 def test_fallback_skips_the_ranking_when_the_quantized_model_already_meets_the_target():
-    model = model_from_text(CNN, weights=CNN_WEIGHTS)
-    feeds = _feeds((1, 3, 8, 8), 4)
+    model = model_from_text(SMALL_CNN, weights=SMALL_CNN_WEIGHTS)
+    feeds = random_feeds((1, 3, 8, 8), 4)
     result, fb, ranking = api.quantize_with_fallback(model, feeds, QuantConfig(), FallbackRule(min_sqnr_db=-100.0))
     assert ranking is None and fb.steps == () and fb.met and fb.verified_met and fb.evaluations == 1
     assert fb.verified == fb.start  # the gated model with every gate on computes the written model exactly
     assert result.report.config["exclude_nodes"] == []
-
-
-MLP_BIAS = """
-<ir_version: 8, opset_import: ["" : 17]>
-g (float[1,6] x) => (float[1,3] y) {
-  h = MatMul (x, W1)
-  hb = Add (h, B1)
-  r = Relu (hb)
-  c = Gemm <transB=1> (r, G)
-  y = MatMul (c, W2)
-}
-"""
-
-
-@pytest.mark.parametrize("net", ["cnn", "mlp"])
-def test_gated_model_follows_bias_correction_in_its_quantized_branches(net):
-    from onnxq.analysis.activation_means import bias_corrected
-
-    if net == "cnn":
-        pre, qplan, params, feeds = _quantized(CNN, CNN_WEIGHTS, (1, 3, 8, 8))
-    else:  # MatMul + Add bias, a Gemm without C (correction adds one), a MatMul with no bias to absorb it
-        w = {"W1": (6, 5), "B1": (5,), "G": (4, 5), "W2": (4, 3)}
-        pre, qplan, params, feeds = _quantized(MLP_BIAS, w, (1, 6))
-    corrected = bias_corrected(pre, qplan, params, feeds)
-    gated = build_gated(pre, qplan, params, form=QuantForm(corrected=corrected))
-    written = insert_qdq(corrected, qplan, params)
-    for feed in feeds[:3]:
-        want = _exact(written, feed)[0]
-        got = _exact(gated.model, {**feed, **gated.feed(gated.units)})[0]
-        np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-6)  # MatMul's shift: one more rounding
-        if net == "cnn":
-            np.testing.assert_array_equal(got, want)
-        np.testing.assert_array_equal(_exact(gated.model, {**feed, **gated.feed(())})[0], _exact(pre, feed)[0])
-    fix = corrections(pre, corrected)
-    if net == "mlp":  # the Gemm gains a C input; the MatMul's correction lives in the following Add
-        assert set(fix.inputs) == {("Gemm_0", 2)} and set(fix.after) == {"MatMul_0"}
-    else:
-        assert {n for n, _ in fix.inputs} == {n for n in qplan.quantized_nodes if n.startswith("Conv")}

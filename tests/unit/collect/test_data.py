@@ -4,12 +4,12 @@ what the model expects and what it got; geometry and normalisation are checked a
 from __future__ import annotations
 
 import logging
-import os
 from pathlib import Path
 
 import numpy as np
 import onnx
 import pytest
+from helpers import DATA
 from onnx import TensorProto, helper
 from PIL import Image
 
@@ -489,12 +489,8 @@ def test_image_description_and_count(tmp_path):
     assert "2 images in" in source.description and "short side 8 bicubic + centre crop 4x6" in source.description
 
 
-def _data_root() -> Path:
-    return Path(os.environ.get("ONNXQ_DATA", Path(__file__).resolve().parents[2].parent / "shared" / "data"))
-
-
 def test_real_imagenet_images_with_efficientnet_preprocessing():
-    folder = _data_root() / "imagenet-sample" / "calib"
+    folder = DATA / "imagenet-sample" / "calib"
     if not folder.is_dir():
         pytest.skip(f"real data not found at {folder} (set ONNXQ_DATA)")
     spec = InputSpec("input", ("batch", 3, 224, 224), F32)

@@ -6,7 +6,6 @@ what the model computes), the BN-folding formula recomputed in numpy, and onnx.c
 
 from __future__ import annotations
 
-import os
 from collections import Counter
 from pathlib import Path
 
@@ -14,6 +13,7 @@ import numpy as np
 import onnx
 import onnxruntime as ort
 import pytest
+from helpers import DATA
 from onnx import TensorProto, helper, numpy_helper
 
 from onnxq.errors import ConfigError, UnsupportedModelError
@@ -22,11 +22,10 @@ from onnxq.preprocess import (
     fold_batchnorms,
     fold_constants,
     preprocess,
+    shapes,
     upgrade_opset,
 )
-from onnxq.preprocess import shapes
 
-REPO = Path(__file__).resolve().parents[2]
 FLOAT = TensorProto.FLOAT
 
 
@@ -468,8 +467,7 @@ def test_min_opset_above_13_and_large_model_shapes(monkeypatch):
 
 
 def _yolox_path() -> Path:
-    data = Path(os.environ.get("ONNXQ_DATA", REPO.parent / "shared" / "data"))
-    return data.parent / "models" / "yolox_nano.onnx"
+    return DATA.parent / "models" / "yolox_nano.onnx"
 
 
 @pytest.mark.skipif(not _yolox_path().is_file(), reason="YOLOX-Nano model not found (set ONNXQ_DATA)")

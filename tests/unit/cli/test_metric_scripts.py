@@ -5,17 +5,14 @@ classifier scores 100, its inverse 0), so no model runs. Skipped without the rea
 from __future__ import annotations
 
 import json
-import os
-from pathlib import Path
 
 import numpy as np
 import pytest
+from helpers import DATA, REPO
 
 from onnxq.cli.scripts import load_metric_script
 from onnxq.errors import ConfigError
 
-REPO = Path(__file__).resolve().parents[2]
-DATA = Path(os.environ.get("ONNXQ_DATA", REPO.parent / "shared" / "data"))
 CLS = DATA / "ocr-synth" / "cls"
 
 

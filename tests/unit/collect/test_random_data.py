@@ -9,13 +9,12 @@ input when no bound can be read, and a ConfigError when no value can be valid.
 from __future__ import annotations
 
 import logging
-import os
-from pathlib import Path
 
 import numpy as np
 import onnx
 import onnxruntime as ort
 import pytest
+from helpers import MODELS
 
 from onnxq.cli import main
 from onnxq.collect.feeds import InputSpec, input_specs_from_model
@@ -191,7 +190,6 @@ def test_quantize_random_on_a_token_model_runs_end_to_end(tmp_path, capsys):
     assert out.exists()
 
 
-MODELS = Path(os.environ.get("ONNXQ_MODELS", Path(__file__).resolve().parents[2] / "models" / ".cache"))
 MINILM = MODELS / "minilm_l6_v2.onnx"
 
 
