@@ -173,7 +173,7 @@ def main(argv: list[str] | None = None) -> int:
         for method in args.methods:
             config = QuantConfig(activations=ActivationSpec(method=method), weights={"method": wm})
             qplan = plan(model, config)
-            params = solve(stats, qplan, model, config)
+            params = solve(stats, qplan, config)
             for mech in args.mechanisms:
                 qmodel, note = variant(mech, model, qplan, params, stats, moments, calib, args.guard_ratio)
                 s = scores(first_output(qmodel, evals), ref, labels)

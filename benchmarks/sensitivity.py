@@ -118,7 +118,7 @@ def timing(eval_images: int = 100) -> list[str]:
 
     def calibrate():
         stats, _ = collect(pre, qplan, api.as_source(calib, pre), config)
-        params = solve(stats, qplan, pre, config)
+        params = solve(stats, qplan, config)
         return params, quant_form(pre, qplan, params, config, calib)
 
     (params, form), cal_w, cal_c = timed(calibrate)
@@ -239,7 +239,7 @@ def probe(key: str, split: str = "calib", equalize: bool = False) -> list[str]:
     lines = []
     for method in ("minmax", "entropy", "mse", "percentile"):
         cfg = dataclasses.replace(config, activations=ActivationSpec(method=method))
-        ev = GatedEvaluator(build_gated(pre, qplan, solve(stats, qplan, pre, cfg)), search, metric=metric)
+        ev = GatedEvaluator(build_gated(pre, qplan, solve(stats, qplan, cfg)), search, metric=metric)
         s = ev.score(ev.units)
         lines.append(f"| {key} ({split} split) | {method} | {ev.float_metric:.2f} | {s.metric:.2f} | {s.sqnr_db:.2f} |")
         print(lines[-1], flush=True)

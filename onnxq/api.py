@@ -28,13 +28,14 @@ from onnxq.collect.stats import TensorStats
 from onnxq.config import FallbackRule, QuantConfig, Target, WeightFormat, exclusion_problems
 from onnxq.errors import ConfigError, InternalError, SessionLoadError, UnsupportedModelError, ValidationError
 from onnxq.graph.existing import existing_quantization
+from onnxq.graph.query import GraphIndex, import_graph
 from onnxq.graph.size import fits_protobuf
 from onnxq.placement import plan
 from onnxq.preprocess import preprocess
 from onnxq.preprocess.names import name_nodes
 from onnxq.records import QuantParams, QuantPlan, QuantReport, TensorRecord
-from onnxq.rewrite import insert_qdq
-from onnxq.rewrite.bias_correction import correct_biases
+from onnxq.rewrite.bias_correction import apply_bias_shifts, output_shifts
+from onnxq.rewrite.insert_qdq import export_model, insert_into
 from onnxq.rewrite.equalize import depthwise_inputs, equalize
 
 log = logging.getLogger(__name__)
@@ -135,6 +136,42 @@ def as_source(data: DataArg, model: onnx.ModelProto, batch_size: int | None = No
     return source if batch_size is not None and batch_size > 1 else data_mod.validated(source, specs)
 
 
+@dataclass(frozen=True)
+class _Measured:
+    """What the pass(es) over the data measured: statistics, and the bias-correction moments when asked."""
+
+    stats: dict[str, TensorStats]
+    samples: int  # data samples seen (0 when only given statistics were used)
+    moments: dict[str, Any]
+    runs: str = ""
+    moments_seconds: float = 0.0  # of a pass that measured only the moments (statistics were given)
+
+
+def _measure(pre: onnx.ModelProto, index: GraphIndex, qplan: QuantPlan, source: data_mod.DataSource | None,
+             config: QuantConfig, stats: dict[str, TensorStats] | None, progress: bool,
+             histograms: bool | None, notes: list[str]) -> _Measured:
+    """Statistics (collected, or ``stats`` as given) and the input moments bias correction needs.
+
+    Both come from one run of the model over the data; with statistics given, the moments need a pass of
+    their own (nothing else is collected in it), and without data bias correction is skipped.
+    """
+    nodes = correction_nodes(index, qplan) if config.weights.bias_correction else []
+    reducers = moment_reducers(nodes)
+    if stats is None:
+        if source is None:
+            raise data_mod.CalibrationDataError("give calibration data or precomputed statistics (--load-stats)")
+        run = collect_all(pre, qplan, source, config, reducers=reducers, progress=progress, histograms=histograms)
+        return _Measured(run.stats, run.samples, run.reduced, run.describe(config.batch_size))
+    if not reducers:
+        return _Measured(stats, 0, {})
+    if source is None:
+        notes.append("bias correction skipped: it needs the calibration data, not only statistics")
+        return _Measured(stats, 0, {})
+    t = time.perf_counter()
+    run = collect_all(pre, QuantPlan(qplan.target, (), (), ()), source, config, reducers=reducers)
+    return _Measured(stats, run.samples, run.reduced, moments_seconds=time.perf_counter() - t)
+
+
 @_onnxq_graphs
 def quantize(
     model: str | os.PathLike | onnx.ModelProto,
@@ -148,7 +185,12 @@ def quantize(
     """Quantize ``model`` with calibration ``data`` (or precomputed ``stats``) under ``config``.
 
     ``histograms``: keep histograms in ``result.stats`` even when the method needs none (True), so the
-    statistics can be saved and solved with any method later (default: as the method needs)."""
+    statistics can be saved and solved with any method later (default: as the method needs).
+
+    The preprocessed model is imported into one graph: the plan reads it, bias correction and the Q/DQ
+    rewrite change it in place, and it is exported once. The float model (``pre``) stays as it is for the
+    sessions that run it (calibration, the final comparison).
+    """
     config = config or QuantConfig()
     timings: dict[str, float] = {}
     t = time.perf_counter()
@@ -158,39 +200,23 @@ def quantize(
     check_exclusions(pre, config)
     source = as_source(data, pre, config.batch_size) if data is not None else None
     pre = equalized(pre, config, source, notes)
-    qplan = plan(pre, config)
+    graph = import_graph(pre)
+    index = GraphIndex.build(graph)
+    qplan = plan(index, config)
     timings["prepare"] = time.perf_counter() - t
     t = time.perf_counter()
-    samples, runs = 0, ""
-    correct = config.weights.bias_correction
-    moments = None
-    stats_given = stats
-    if stats is None:
-        if source is None:
-            raise data_mod.CalibrationDataError("give calibration data or precomputed statistics (--load-stats)")
-        # The bias-correction means come from the same run of the model as the statistics.
-        reducers = moment_reducers(correction_nodes(pre, qplan)) if correct else []
-        collected = collect_all(pre, qplan, source, config, reducers=reducers, progress=progress,
-                                histograms=histograms)
-        stats, samples, moments = collected.stats, collected.samples, collected.reduced
-        runs = collected.describe(config.batch_size)
-    timings["calibrate"] = time.perf_counter() - t
+    measured = _measure(pre, index, qplan, source, config, stats, progress, histograms, notes)
+    timings["calibrate"] = time.perf_counter() - t - measured.moments_seconds
+    if measured.moments_seconds:
+        timings["bias_correction"] = measured.moments_seconds
     t = time.perf_counter()
-    params = solve(stats, qplan, pre, config)
-    corrected = pre
-    if moments:  # measured in the calibration run above
-        corrected = correct_biases(pre, qplan, params, moments)
-    elif correct and moments is None:  # statistics were given: the means need their own pass over the data
-        if source is None:
-            notes.append("bias correction skipped: it needs the calibration data, not only statistics")
-        else:
-            t_bc = time.perf_counter()
-            corrected, samples = _bias_corrected(pre, qplan, params, source, config)
-            timings["bias_correction"] = time.perf_counter() - t_bc
+    params = solve(measured.stats, qplan, config)
+    apply_bias_shifts(graph, output_shifts(index, qplan, params, measured.moments), qplan)
     dq_only = config.weights.format is WeightFormat.DQ_ONLY or config.target is Target.ORT_CPU
-    qmodel = insert_qdq(corrected, qplan, params, dq_only=dq_only)
+    insert_into(graph, qplan, params, dq_only=dq_only)
+    qmodel = export_model(graph, pre)
     _stamp(qmodel, config)
-    timings["rewrite"] = time.perf_counter() - t - timings.get("bias_correction", 0.0)
+    timings["rewrite"] = time.perf_counter() - t
     t = time.perf_counter()
     sample = _first_sample(source, pre) if source is not None else None
     try:
@@ -206,35 +232,25 @@ def quantize(
         method=config.activations.method.value,
         config=config.to_dict(),
         preprocess=tuple(notes),
-        data=_data_description(source, data_used=stats_given is None),
-        samples=samples,
-        feeds=source.count if source is not None and samples else None,
+        data=_data_description(source, data_used=stats is None),
+        samples=measured.samples,
+        feeds=source.count if source is not None and measured.samples else None,
         quantized_nodes=qplan.quantized_nodes,
         skipped=qplan.skips,
         tensors=tuple(_records(qplan, params)),
         timings={k: round(v, 3) for k, v in timings.items()},
         check=check,
         check_samples=batch_size(sample) if sample is not None else 0,
-        runs=runs,
+        runs=measured.runs,
     )
     src = None if isinstance(model, onnx.ModelProto) else str(model)
-    return QuantResult(qmodel, report, qplan, params, stats, sample, src, checked.digest)
+    return QuantResult(qmodel, report, qplan, params, measured.stats, sample, src, checked.digest)
 
 
 def _data_description(source: data_mod.DataSource | None, data_used: bool) -> str:
     if source is None:
         return "precomputed statistics"
     return source.description if data_used else f"{source.description}, for bias correction (statistics given)"
-
-
-def _bias_corrected(pre: onnx.ModelProto, qplan: QuantPlan, params: dict[str, QuantParams],
-                    source: data_mod.DataSource, config: QuantConfig) -> tuple[onnx.ModelProto, int]:
-    """Biases corrected from the moments of one collector pass over ``source``: (model, samples seen)."""
-    nodes = correction_nodes(pre, qplan)
-    if not nodes:
-        return pre, 0
-    run = collect_all(pre, QuantPlan(qplan.target, (), (), ()), source, config, reducers=moment_reducers(nodes))
-    return correct_biases(pre, qplan, params, run.reduced), run.samples
 
 
 def check_exclusions(model: onnx.ModelProto, config: QuantConfig, *, warn: bool = True) -> None:
@@ -413,7 +429,7 @@ def quantize_with_fallback(
             raise data_mod.CalibrationDataError("give calibration data or precomputed statistics (--load-stats)")
         stats, samples = collect(pre, qplan, source, config, progress=progress, histograms=True)
     timings["calibrate"] = time.perf_counter() - t
-    params = solve(stats, qplan, pre, config)
+    params = solve(stats, qplan, config)
     evaluation = eval_data if eval_data is not None else data
     if evaluation is None:
         raise data_mod.CalibrationDataError("automatic fallback needs evaluation data: pass eval_data (--eval-data)")

@@ -65,10 +65,11 @@ class CorrectableNode:
     kernel: tuple[int, ...] = ()
 
 
-def correctable_nodes(model: onnx.ModelProto, names: Iterable[str] | None = None) -> list[CorrectableNode]:
+def correctable_nodes(model: onnx.ModelProto | GraphIndex, names: Iterable[str] | None = None
+                      ) -> list[CorrectableNode]:
     """Conv/Gemm/MatMul nodes (optionally only ``names``) with a constant weight and a variable input."""
-    graph = gs.import_onnx(model)
-    index = GraphIndex.build(graph)
+    index = model if isinstance(model, GraphIndex) else GraphIndex.build(gs.import_onnx(model))
+    graph = index.graph
     wanted = None if names is None else set(names)
     out = []
     for node in graph.nodes:
@@ -155,7 +156,7 @@ def output_means(model: onnx.ModelProto, axes: Mapping[str, int], feeds: Feeds) 
     return {name: sums[name] / counts[name] for name in tensors}
 
 
-def correction_nodes(model: onnx.ModelProto, plan: QuantPlan) -> list[CorrectableNode]:
+def correction_nodes(model: onnx.ModelProto | GraphIndex, plan: QuantPlan) -> list[CorrectableNode]:
     """The correctable nodes whose weight the plan quantizes."""
     wanted = {node for spec in plan.weights() for node, idx in spec.consumers if idx == 1}
     return correctable_nodes(model, wanted) if wanted else []

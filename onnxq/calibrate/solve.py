@@ -2,7 +2,8 @@
 
 Activations: a float range per tensor from its statistics and the chosen method, then one range per
 shared-scale group (the union of its members' ranges), then scale/zero-point for the target dtype.
-Weights: per-channel (or per-tensor) amax from the initializer values; no data needed.
+Weights: per-channel (or per-tensor) amax from the values the plan carries (``QuantPlan.values``); no data
+and no graph needed.
 Biases (onnxruntime CPU target): int32 with scale = input scale x weight scale, zero-point 0, as
 onnxruntime's integer kernels require.
 """
@@ -12,8 +13,6 @@ from __future__ import annotations
 from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
-import onnx
-import onnx_graphsurgeon as gs
 
 from onnxq.calibrate.guard import guarded
 from onnxq.calibrate.params import MIN_SCALE, asymmetric_params, symmetric_scale
@@ -23,7 +22,6 @@ from onnxq.collect.stats import TensorStats
 from onnxq.config import BatchStatistic, Method, QuantConfig, Target
 from onnxq.cores import usable_cores
 from onnxq.errors import CalibrationDataError
-from onnxq.graph.query import GraphIndex
 from onnxq.records import QuantParams, QuantPlan, Role, TensorQuantSpec
 
 
@@ -37,18 +35,19 @@ def activation_range(stats: TensorStats, config: QuantConfig, symmetric: bool) -
     return solve_range(stats, spec.method.value, symmetric=symmetric, **options)
 
 
-def solve(
-    stats: dict[str, TensorStats], plan: QuantPlan, model: onnx.ModelProto, config: QuantConfig
-) -> dict[str, QuantParams]:
-    """QuantParams for every spec of ``plan``, keyed by ``spec.key``."""
+def solve(stats: dict[str, TensorStats], plan: QuantPlan, config: QuantConfig) -> dict[str, QuantParams]:
+    """QuantParams for every spec of ``plan``, keyed by ``spec.key``: a function of its arguments only."""
     ranges = _activation_ranges(stats, plan, config)
     params: dict[str, QuantParams] = {}
     for spec in plan.activations():
         lo, hi = ranges[spec.group or spec.tensor]
         params[spec.key] = _activation_params(spec, lo, hi)
-    index = GraphIndex.build(gs.import_onnx(model))
     for spec in plan.weights():
-        params[spec.key] = _weight_params(spec, index, config)
+        value = plan.values.get(spec.tensor)
+        if value is None:
+            raise ValueError(f"the plan carries no values for weight {spec.tensor!r}: make it with "
+                             "onnxq.placement.plan (a plan read from JSON has no weights)")
+        params[spec.key] = _weight_params(spec, value, config)
     for spec in plan.biases():
         params[spec.key] = _bias_params(spec, plan, params)
     return params
@@ -115,8 +114,7 @@ def weight_qmax(config: QuantConfig) -> float:
     return 63.0 if reduce else 127.0
 
 
-def _weight_params(spec: TensorQuantSpec, index: GraphIndex, config: QuantConfig) -> QuantParams:
-    value = index.constant_value(index.tensors[spec.tensor])
+def _weight_params(spec: TensorQuantSpec, value: np.ndarray, config: QuantConfig) -> QuantParams:
     options = {"percentile": config.weights.percentile} if config.weights.method.value == "percentile" else {}
     amax = np.asarray(weight_amax(value, spec.axis, config.weights.method.value, **options), dtype=np.float64)
     scale = np.maximum(amax / weight_qmax(config), MIN_SCALE).astype(np.float32)

@@ -159,7 +159,7 @@ def _analyse(args: argparse.Namespace, model, config, calib, evaluation, metric)
                                 histograms=True if args.report else None)
         stats, runs = collected.stats, collected.describe(config.batch_size)
         calib_line = f"{calib.description} ({collected.samples} samples)" + (f"; {runs}" if runs else "")
-    params = solve(stats, qplan, pre, config)
+    params = solve(stats, qplan, config)
     feeds = list(api.as_source(evaluation, pre))
     options = SensitivityOptions(mode=args.mode, workers=args.workers, exact=args.exact)
     calibration = api.as_source(calib, pre, config.batch_size) if calib is not None else None

@@ -11,9 +11,20 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
+import onnx
 import onnx_graphsurgeon as gs
 
 from onnxq.graph.ops import FLOAT_DTYPES
+
+
+def import_graph(model: onnx.ModelProto) -> gs.Graph:
+    """``model`` as an onnx-graphsurgeon graph, without graphsurgeon's own logging (it prints to stdout).
+
+    A quantize run imports the preprocessed model once: every stage after that reads or changes this
+    graph, and the result is exported once (``onnxq.rewrite.insert_qdq.export_model``).
+    """
+    with gs.logger.G_LOGGER.suppress(gs.logger.G_LOGGER.ERROR):
+        return gs.import_onnx(model)
 
 
 @dataclass(frozen=True)
@@ -55,8 +66,8 @@ class GraphIndex:
         return None
 
     def dtype(self, tensor: gs.Tensor) -> np.dtype | None:
-        if isinstance(tensor, gs.Constant):
-            return np.asarray(tensor.values).dtype
+        # A constant's dtype without loading its values: a loaded constant is exported re-serialized
+        # (raw_data), one never loaded as it came (the model's bytes stay as they were).
         if tensor.dtype is None:
             return None
         try:

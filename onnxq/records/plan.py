@@ -9,9 +9,12 @@ below all of them, not in the stage that makes it.
 from __future__ import annotations
 
 import dataclasses
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 from enum import Enum
 from typing import Any
+
+import numpy as np
 
 
 class Role(str, Enum):
@@ -59,10 +62,18 @@ class Skip:
 
 @dataclass(frozen=True)
 class QuantPlan:
+    """Where Q/DQ goes (``specs``), which nodes stay float and why (``skips``).
+
+    ``values`` holds the float values of the weight tensors the specs quantize, by tensor name, so
+    solving needs the plan and the statistics only, not the graph. They are references to the graph's
+    arrays, not copies, and are neither compared nor serialized: a plan read back from JSON has none.
+    """
+
     target: str
     specs: tuple[TensorQuantSpec, ...]
     skips: tuple[Skip, ...]
     quantized_nodes: tuple[str, ...]
+    values: Mapping[str, np.ndarray] = field(default_factory=dict, repr=False, compare=False)
 
     def activations(self) -> list[TensorQuantSpec]:
         return [s for s in self.specs if s.role is Role.ACTIVATION]
