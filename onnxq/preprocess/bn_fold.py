@@ -46,6 +46,7 @@ import numpy as np
 import onnx
 import onnx_graphsurgeon as gs
 
+from onnxq.graph.names import UniqueNames
 from onnxq.preprocess import _gs
 
 logger = logging.getLogger(__name__)
@@ -68,7 +69,7 @@ def fold_batchnorms(model: onnx.ModelProto) -> onnx.ModelProto:
     if not any(n.op_type == "BatchNormalization" for n in model.graph.node):
         return model
     graph = _gs.to_graph(model)
-    names = set(graph.tensors())
+    names = UniqueNames.of_graph(graph, node_names=False)
     folded = 0
     for bn in [n for n in graph.nodes if n.op == "BatchNormalization"]:
         reason = _fold_one(graph, bn, names)
@@ -83,7 +84,7 @@ def fold_batchnorms(model: onnx.ModelProto) -> onnx.ModelProto:
     return _gs.to_model(graph, like=model)
 
 
-def _fold_one(graph: gs.Graph, bn: gs.Node, names: set[str]) -> str | None:
+def _fold_one(graph: gs.Graph, bn: gs.Node, names: UniqueNames) -> str | None:
     """Fold ``bn`` into its producer in place; return why not when it cannot be folded."""
     reason = _bn_unfoldable(graph, bn)
     if reason:
@@ -138,7 +139,7 @@ def _bn_params(bn: gs.Node) -> _BnParams:
     return _BnParams(scale=gamma / np.sqrt(var + eps), mean=mean, beta=beta)
 
 
-def _fold_conv(conv: gs.Node, bn: _BnParams, names: set[str]) -> str | None:
+def _fold_conv(conv: gs.Node, bn: _BnParams, names: UniqueNames) -> str | None:
     """W' = W * s per output channel (axis 0 for Conv, axis 1 within groups for ConvTranspose)."""
     weight = conv.inputs[1] if len(conv.inputs) > 1 else None
     if weight is None or not _is_float_constant(weight) or weight.values.ndim < 3:
@@ -170,7 +171,7 @@ def _fold_conv(conv: gs.Node, bn: _BnParams, names: set[str]) -> str | None:
     return None
 
 
-def _fold_gemm(gemm: gs.Node, bn: _BnParams, names: set[str]) -> str | None:
+def _fold_gemm(gemm: gs.Node, bn: _BnParams, names: UniqueNames) -> str | None:
     """B' = B * s per output column, C' = (beta_g * C - mean) * s + beta, Gemm beta = 1."""
     b_in = gemm.inputs[1]
     if not _is_float_constant(b_in) or b_in.values.ndim != 2:
@@ -201,7 +202,7 @@ def _optional_input(node: gs.Node, index: int) -> gs.Tensor | None:
     return None
 
 
-def _set_input(node: gs.Node, index: int, values: np.ndarray, new_name: str, names: set[str]) -> None:
+def _set_input(node: gs.Node, index: int, values: np.ndarray, new_name: str, names: UniqueNames) -> None:
     """Give ``node`` new constant values at ``index``.
 
     The existing initializer is updated (keeping its name) only when this node is its sole reader;
@@ -211,11 +212,7 @@ def _set_input(node: gs.Node, index: int, values: np.ndarray, new_name: str, nam
     if old is not None and len(old.outputs) == 1:
         old.values = values
         return
-    name, k = new_name, 1
-    while name in names:
-        name, k = f"{new_name}_{k}", k + 1
-    names.add(name)
-    const = gs.Constant(name, values)
+    const = gs.Constant(names.new(new_name), values)
     if len(node.inputs) > index:
         node.inputs[index] = const
     else:

@@ -22,6 +22,7 @@ import onnx_graphsurgeon as gs
 
 from onnxq.calibrate.bias_correction import CORRECTABLE_OPS, InputMoments, corrected_bias, output_shift
 from onnxq.formats import fake_quantize_as
+from onnxq.graph.names import UniqueNames
 from onnxq.graph.query import GraphIndex
 from onnxq.preprocess._gs import quiet_gs, to_model
 from onnxq.records import QuantParams, QuantPlan
@@ -143,8 +144,6 @@ def _shift_matmul_add(index: GraphIndex, node: gs.Node, shift: np.ndarray) -> in
 
 
 def _fresh(graph: gs.Graph, base: str) -> str:
-    used = set(graph.tensors())
-    name, k = base, 1
-    while name in used:
-        name, k = f"{base}_{k}", k + 1
-    return name
+    # The graph's tensor names as they are now (new constants join it as they are attached); a bias
+    # every reader of which was replaced already has left it, and its name is free again.
+    return UniqueNames.of_graph(graph, node_names=False).new(base)

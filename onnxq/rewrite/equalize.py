@@ -30,6 +30,7 @@ import numpy as np
 import onnx
 from onnx import helper, numpy_helper
 
+from onnxq.graph.names import UniqueNames
 from onnxq.graph.usage import drop_unread
 
 MIN_SCALE = 2.0**-12
@@ -101,7 +102,7 @@ def equalize(
     weights = {t.name: k for k, t in enumerate(graph.initializer)}
     nodes = {n.name: n for n in graph.node}
     position = {n.name: k for k, n in enumerate(graph.node)}
-    taken = {n for node in graph.node for n in (*node.input, *node.output)} | set(weights)
+    taken = UniqueNames.of_proto(graph, node_names=False)
     inserts: list[tuple[int, onnx.NodeProto]] = []
     replaced: set[str] = set()
     for item in inputs:
@@ -110,13 +111,13 @@ def equalize(
             raise ValueError(f"{item.tensor}: {scales.shape[0]} channel maxima for {item.channels} channels")
         if np.all(scales == 1.0):
             continue
-        inv_name = _fresh(f"{item.tensor}_equalize_scale", taken)
-        out_name = _fresh(f"{item.tensor}_equalized", taken)
+        inv_name = taken.new(f"{item.tensor}_equalize_scale")
+        out_name = taken.new(f"{item.tensor}_equalized")
         rank = _rank(model, item.tensor)
         inv = (1.0 / scales).reshape((1, -1) + (1,) * max(0, rank - 2))
         dtype = _dtype(model, item.tensor)
         graph.initializer.append(numpy_helper.from_array(inv.astype(dtype), inv_name))
-        mul = helper.make_node("Mul", [item.tensor, inv_name], [out_name], name=_fresh(f"{out_name}/Mul", taken))
+        mul = helper.make_node("Mul", [item.tensor, inv_name], [out_name], name=taken.new(f"{out_name}/Mul"))
         vi = _info(model, item.tensor)
         if vi is not None:  # same type and shape: later passes size the new tensor without re-inferring
             graph.value_info.append(helper.make_value_info(out_name, vi.type))
@@ -138,23 +139,15 @@ def equalize(
 
 
 def _scaled_weight(graph: onnx.GraphProto, weights: dict[str, int], name: str, scales: np.ndarray,
-                   taken: set[str]) -> str:
+                   taken: UniqueNames) -> str:
     """A new initializer: ``name``'s output channel ``o`` times ``scales[o // m]``; returns its name."""
     tensor = graph.initializer[weights[name]]
     w = numpy_helper.to_array(tensor)
     per_out = np.repeat(scales, w.shape[0] // scales.size).reshape((-1,) + (1,) * (w.ndim - 1))
-    new_name = _fresh(f"{name}_equalized", taken)
+    new_name = taken.new(f"{name}_equalized")
     graph.initializer.append(numpy_helper.from_array((w.astype(np.float64) * per_out).astype(w.dtype), new_name))
     weights[new_name] = len(graph.initializer) - 1
     return new_name
-
-
-def _fresh(base: str, taken: set[str]) -> str:
-    name, k = base, 1
-    while name in taken:
-        name, k = f"{base}_{k}", k + 1
-    taken.add(name)
-    return name
 
 
 def _info(model: onnx.ModelProto, tensor: str) -> onnx.ValueInfoProto | None:

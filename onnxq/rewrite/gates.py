@@ -39,9 +39,10 @@ import onnx_graphsurgeon as gs
 
 from onnxq.config import QuantConfig, Target, WeightFormat
 from onnxq.formats import fake_quantize_as, int_format
+from onnxq.graph.names import UniqueNames
 from onnxq.graph.query import GraphIndex
 from onnxq.records import QuantParams, QuantPlan, Role, TensorQuantSpec
-from onnxq.rewrite.insert_qdq import _copy_model_fields, _Names
+from onnxq.rewrite.insert_qdq import _copy_model_fields
 
 GATES_INPUT = "onnxq_gates"
 
@@ -143,7 +144,7 @@ def build_gated(
     missing = [u for u in units if u not in nodes]
     if missing:
         raise KeyError(f"units not in the graph: {missing[:3]}")
-    names = _Names(graph)
+    names = UniqueNames.of_graph(graph)
     gates = gs.Variable(names.new(GATES_INPUT), dtype=np.bool_, shape=[len(units)])
     graph.inputs.append(gates)
     edges: dict[str, list[tuple[int, TensorQuantSpec]]] = {}
@@ -165,14 +166,14 @@ def build_gated(
     return GatedModel(out, units, gates.name, if_nodes)
 
 
-def _gate(graph: gs.Graph, names: _Names, gates: gs.Variable, k: int) -> gs.Variable:
+def _gate(graph: gs.Graph, names: UniqueNames, gates: gs.Variable, k: int) -> gs.Variable:
     index = gs.Constant(names.new(f"onnxq_gate_index_{k}"), np.array(k, np.int64))
     out = gs.Variable(names.new(f"onnxq_gate_{k}"), dtype=np.bool_, shape=[])
     graph.nodes.append(gs.Node("Gather", names.new(f"onnxq_gate_{k}_Gather"), inputs=[gates, index], outputs=[out]))
     return out
 
 
-def _quantize_non_unit(graph: gs.Graph, names: _Names, index: GraphIndex, node: gs.Node,
+def _quantize_non_unit(graph: gs.Graph, names: UniqueNames, index: GraphIndex, node: gs.Node,
                        node_edges: list[tuple[int, TensorQuantSpec]], params: dict[str, QuantParams],
                        gate_of: dict[str, gs.Variable], shared: dict[tuple[str, str], gs.Variable],
                        dq_only: bool, fix: Corrections) -> None:
@@ -204,7 +205,7 @@ def _quantize_non_unit(graph: gs.Graph, names: _Names, index: GraphIndex, node: 
         graph.nodes.append(_shifted(names, node, fix.after[node.name]))
 
 
-def _gated_qdq(graph: gs.Graph, names: _Names, tensor: gs.Tensor, p: QuantParams,
+def _gated_qdq(graph: gs.Graph, names: UniqueNames, tensor: gs.Tensor, p: QuantParams,
                gate: gs.Variable) -> gs.Variable:
     """``If(gate) then DQ(Q(tensor)) else tensor``: one activation edge switched by a unit's gate."""
     q_nodes, dq_out = _qdq(names, tensor, p)
@@ -218,7 +219,7 @@ def _gated_qdq(graph: gs.Graph, names: _Names, tensor: gs.Tensor, p: QuantParams
     return out
 
 
-def _gate_node(graph: gs.Graph, names: _Names, index: GraphIndex, node: gs.Node,
+def _gate_node(graph: gs.Graph, names: UniqueNames, index: GraphIndex, node: gs.Node,
                node_edges: list[tuple[int, TensorQuantSpec]], params: dict[str, QuantParams],
                gate: gs.Variable, dq_only: bool, fix: Corrections) -> str:
     """Replace ``node`` by ``If(gate)`` whose branches hold its quantized and its float copy; the If's name."""
@@ -241,7 +242,7 @@ def _gate_node(graph: gs.Graph, names: _Names, index: GraphIndex, node: gs.Node,
     return name
 
 
-def _shifted(names: _Names, node: gs.Node, delta: np.ndarray) -> gs.Node:
+def _shifted(names: UniqueNames, node: gs.Node, delta: np.ndarray) -> gs.Node:
     """An Add of ``delta`` on ``node``'s output: the node writes a new tensor, the Add the old one."""
     out = node.outputs[0]
     raw = gs.Variable(names.new(f"{out.name}_uncorrected"), dtype=out.dtype, shape=out.shape)
@@ -250,7 +251,7 @@ def _shifted(names: _Names, node: gs.Node, delta: np.ndarray) -> gs.Node:
                    inputs=[raw, gs.Constant(names.new(f"{node.name}_bias_delta"), delta)], outputs=[out])
 
 
-def _quantized_inputs(names: _Names, index: GraphIndex, node: gs.Node,
+def _quantized_inputs(names: UniqueNames, index: GraphIndex, node: gs.Node,
                       node_edges: list[tuple[int, TensorQuantSpec]], params: dict[str, QuantParams],
                       dq_only: bool, fix: Corrections):
     """``node``'s inputs with its planned edges fake-quantized (and its corrected biases), and the Q/DQ
@@ -277,7 +278,7 @@ def _quantized_inputs(names: _Names, index: GraphIndex, node: gs.Node,
     return inputs, extra
 
 
-def _qdq(names: _Names, tensor: gs.Tensor, p: QuantParams) -> tuple[list[gs.Node], gs.Variable]:
+def _qdq(names: UniqueNames, tensor: gs.Tensor, p: QuantParams) -> tuple[list[gs.Node], gs.Variable]:
     base = tensor.name
     scale = gs.Constant(names.new(f"{base}_scale"), np.asarray(p.scale, dtype=np.float32))
     zero = gs.Constant(names.new(f"{base}_zero_point"), np.asarray(p.zero_point, dtype=int_format(p.dtype).numpy))

@@ -16,20 +16,9 @@ import onnx
 import onnx_graphsurgeon as gs
 
 from onnxq.formats import int_format, quantize_as
+from onnxq.graph.names import UniqueNames
 from onnxq.graph.query import GraphIndex
 from onnxq.records import QuantParams, QuantPlan, Role, TensorQuantSpec
-
-
-class _Names:
-    def __init__(self, graph: gs.Graph):
-        self.used = set(graph.tensors()) | {n.name for n in graph.nodes}
-
-    def new(self, base: str) -> str:
-        name, k = base, 1
-        while name in self.used:
-            name, k = f"{base}_{k}", k + 1
-        self.used.add(name)
-        return name
 
 
 def insert_qdq(
@@ -39,7 +28,7 @@ def insert_qdq(
     graph = gs.import_onnx(model)
     index = GraphIndex.build(graph)
     nodes = {n.name: n for n in graph.nodes}
-    names = _Names(graph)
+    names = UniqueNames.of_graph(graph)
     for spec in plan.specs:
         if spec.key not in params:
             raise KeyError(f"no quantization parameters for {spec.key!r}")
@@ -59,7 +48,7 @@ def insert_qdq(
     return out
 
 
-def _scale_constants(graph: gs.Graph, names: _Names, base: str, p: QuantParams) -> tuple[gs.Constant, gs.Constant]:
+def _scale_constants(graph: gs.Graph, names: UniqueNames, base: str, p: QuantParams) -> tuple[gs.Constant, gs.Constant]:
     scale = gs.Constant(names.new(f"{base}_scale"), np.asarray(p.scale, dtype=np.float32))
     zero = gs.Constant(names.new(f"{base}_zero_point"), np.asarray(p.zero_point, dtype=int_format(p.dtype).numpy))
     return scale, zero
@@ -69,7 +58,7 @@ def _attrs(p: QuantParams) -> dict:
     return {"axis": int(p.axis)} if p.axis is not None and np.ndim(p.scale) == 1 else {}
 
 
-def _qdq_pair(graph: gs.Graph, names: _Names, tensor: gs.Tensor, p: QuantParams) -> gs.Variable:
+def _qdq_pair(graph: gs.Graph, names: UniqueNames, tensor: gs.Tensor, p: QuantParams) -> gs.Variable:
     base = tensor.name
     scale, zero = _scale_constants(graph, names, base, p)
     q_out = gs.Variable(names.new(f"{base}_q"), dtype=int_format(p.dtype).numpy, shape=tensor.shape)
@@ -81,7 +70,7 @@ def _qdq_pair(graph: gs.Graph, names: _Names, tensor: gs.Tensor, p: QuantParams)
     return dq_out
 
 
-def _constant_dq(graph: gs.Graph, names: _Names, index: GraphIndex, tensor: gs.Tensor,
+def _constant_dq(graph: gs.Graph, names: UniqueNames, index: GraphIndex, tensor: gs.Tensor,
                  spec: TensorQuantSpec, p: QuantParams, prequantized: bool) -> gs.Variable:
     value = index.constant_value(tensor)
     if not prequantized:
