@@ -31,21 +31,24 @@ log = logging.getLogger(__name__)
 
 
 def output_shifts(
-    model: onnx.ModelProto,
+    index: GraphIndex,
     plan: QuantPlan,
     params: Mapping[str, QuantParams],
     means: Mapping[str, InputMoments],
 ) -> dict[str, np.ndarray]:
-    """Expected output error per output channel of every planned weight consumer that has input moments.
+    """Expected output error per output channel of every planned weight consumer that has input moments
+    (the measurement: node name -> shift). The weights are the float values the plan carries.
 
     The error covers the weight's quantization, and the input's when the moments carry ``mean_q``.
     """
-    graph = gs.import_onnx(model)
-    index = GraphIndex.build(graph)
-    nodes = {n.name: n for n in graph.nodes}
     shifts: dict[str, np.ndarray] = {}
+    if not means:
+        return shifts
+    nodes = {n.name: n for n in index.graph.nodes}
     for spec in plan.weights():
-        w = index.constant_value(index.tensors[spec.tensor])
+        w = plan.values.get(spec.tensor)
+        if w is None:
+            w = index.constant_value(index.tensors[spec.tensor])
         w_q = fake_quantize_as(w, params[spec.key])  # as QuantizeLinear in the graph: the full grid
         for node_name, idx in spec.consumers:
             node = nodes[node_name]
@@ -66,15 +69,16 @@ def correct_biases(
     ``means`` are the input moments of each weighted node (``analysis.activation_means.input_moments``);
     nodes without them are left alone.
     """
-    return apply_bias_shifts(model, output_shifts(model, plan, params, means), plan)
-
-
-def apply_bias_shifts(
-    model: onnx.ModelProto, shifts: Mapping[str, np.ndarray], plan: QuantPlan | None = None
-) -> onnx.ModelProto:
-    """A new model where node ``n``'s output bias is lowered by ``shifts[n]`` (one value per channel)."""
     with quiet_gs():
         graph = gs.import_onnx(model)
+    apply_bias_shifts(graph, output_shifts(GraphIndex.build(graph), plan, params, means), plan)
+    return to_model(graph, model)
+
+
+def apply_bias_shifts(graph: gs.Graph, shifts: Mapping[str, np.ndarray], plan: QuantPlan | None = None) -> None:
+    """Lower node ``n``'s output bias by ``shifts[n]`` (one value per channel), in ``graph`` (in place)."""
+    if not shifts:
+        return
     index = GraphIndex.build(graph)
     planned_biases = {s.tensor for s in plan.biases()} if plan is not None else set()
     nodes = {n.name: n for n in graph.nodes}
@@ -91,7 +95,6 @@ def apply_bias_shifts(
             done += _shift_bias_input(graph, index, node, shift, planned_biases)
     log.debug("bias correction changed %d of %d biases", done, len(shifts))
     graph.cleanup(remove_unused_graph_inputs=False)  # a replaced Constant-node bias has no reader left
-    return to_model(graph, model)
 
 
 def _shift_bias_input(

@@ -26,6 +26,12 @@ def insert_qdq(
 ) -> onnx.ModelProto:
     """Return a new model with Q/DQ inserted for every spec of ``plan``; ``model`` is not modified."""
     graph = gs.import_onnx(model)
+    insert_into(graph, plan, params, dq_only=dq_only)
+    return export_model(graph, model)
+
+
+def insert_into(graph: gs.Graph, plan: QuantPlan, params: dict[str, QuantParams], *, dq_only: bool = False) -> None:
+    """Insert Q/DQ for every spec of ``plan`` into ``graph`` (changed in place; then cleaned and sorted)."""
     index = GraphIndex.build(graph)
     nodes = {n.name: n for n in graph.nodes}
     names = UniqueNames.of_graph(graph)
@@ -43,8 +49,12 @@ def insert_qdq(
         for node_name, idx in spec.consumers:
             nodes[node_name].inputs[idx] = dq
     graph.cleanup(remove_unused_graph_inputs=False).toposort()
+
+
+def export_model(graph: gs.Graph, like: onnx.ModelProto) -> onnx.ModelProto:
+    """``graph`` as a model (types checked), with the model-level fields of ``like`` (the float model)."""
     out = gs.export_onnx(graph, do_type_check=True)
-    _copy_model_fields(model, out)
+    _copy_model_fields(like, out)
     return out
 
 
