@@ -11,6 +11,7 @@ from __future__ import annotations
 import dataclasses
 
 import numpy as np
+import onnx_graphsurgeon as gs
 import onnx
 import pytest
 from helpers import ort_run
@@ -87,7 +88,7 @@ def _mean_errors(model: onnx.ModelProto, x: np.ndarray, axis: int, *, activation
     stats = {}
     for spec in qplan.activations():
         stats[spec.tensor] = observe(new_stats(2048, histogram=False), x)
-    params = solve(stats, qplan, model, config)
+    params = solve(stats, qplan, config)
     nodes = correctable_nodes(model)
     feeds = [{"X": x[:3]}, {"X": x[3:]}]  # two batches: the streaming merge is exercised
     quantizers = input_quantizers(qplan, params) if activations else None
@@ -123,8 +124,10 @@ def test_correction_keeps_names_and_placement() -> None:
     config = QuantConfig()
     qplan = plan(model, config)
     x = np.random.default_rng(10).uniform(0, 1, (2, 8, 9, 9)).astype(np.float32)
-    params = solve({"X": observe(new_stats(2048, histogram=False), x)}, qplan, model, config)
-    corrected = apply_bias_shifts(model, {"conv": np.full(8, 0.25)}, qplan)
+    params = solve({"X": observe(new_stats(2048, histogram=False), x)}, qplan, config)
+    graph = gs.import_onnx(model)
+    apply_bias_shifts(graph, {"conv": np.full(8, 0.25)}, qplan)  # in place
+    corrected = gs.export_onnx(graph)
     assert [n.input for n in corrected.graph.node] == [n.input for n in model.graph.node]
     old = {t.name: numpy_helper.to_array(t) for t in model.graph.initializer}
     new = {t.name: numpy_helper.to_array(t) for t in corrected.graph.initializer}
@@ -147,7 +150,7 @@ def test_fake_quant_matches_qdq_of_onnxruntime() -> None:
     config = QuantConfig()
     qplan = plan(model, config)
     params = solve({"X": observe(new_stats(2048, histogram=False), np.ones((1, 8, 9, 9), np.float32))},
-                   qplan, model, config)
+                   qplan, config)
     w = numpy_helper.to_array(model.graph.initializer[0])
     p = params[qplan.weights()[0].key]
     scale = p.scale.reshape(-1, 1, 1, 1)
@@ -164,10 +167,10 @@ def test_bias_corrected_follows_the_plan() -> None:
     feeds = [{"X": x}]
     excluded = QuantConfig(exclude_nodes=("conv",))
     qplan = plan(model, excluded)
-    assert bias_corrected(model, qplan, solve(stats, qplan, model, excluded), feeds) is model
+    assert bias_corrected(model, qplan, solve(stats, qplan, excluded), feeds) is model
     config = QuantConfig()
     qplan = plan(model, config)
-    params = solve(stats, qplan, model, config)
+    params = solve(stats, qplan, config)
     got = bias_corrected(model, qplan, params, feeds)
     want = correct_biases(model, qplan, params, input_moments(model, correctable_nodes(model), feeds))
     bias = {t.name: numpy_helper.to_array(t) for t in got.graph.initializer}["B"]
@@ -199,7 +202,7 @@ def test_moments_from_the_collection_equal_a_separate_pass(memory_mb) -> None:
     from onnxq.api import quantize
 
     q = quantize(model, feeds, config)
-    params = solve(q.stats, qplan, model, config)
+    params = solve(q.stats, qplan, config)
     want = correct_biases(model, qplan, params, input_moments(model, nodes, feeds))
     got_bias, want_bias = (_conv_bias(m) for m in (q.model, want))
     np.testing.assert_allclose(got_bias, want_bias, rtol=1e-6, atol=1e-7)
