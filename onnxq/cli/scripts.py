@@ -8,12 +8,12 @@ scores the pair.
 
 from __future__ import annotations
 
-import importlib.util
 import inspect
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from onnxq.collect.user_files import load_user_file
 from onnxq.errors import ConfigError, one_line
 
 
@@ -23,15 +23,8 @@ def load_metric_script(path: str | Path) -> Callable[..., Any]:
     The returned function keeps ``metric``'s signature (callers read its arity) and turns a failure
     inside it into a one-line ConfigError."""
     script = Path(path)
-    if not script.is_file():
-        raise ConfigError(f"metric script '{script}' does not exist; pass a Python file defining metric()")
-    spec = importlib.util.spec_from_file_location(f"onnxq_metric_{abs(hash(str(script.resolve())))}", script)
-    module = importlib.util.module_from_spec(spec)
-    try:
-        spec.loader.exec_module(module)
-    except Exception as exc:
-        raise ConfigError(f"metric script '{script.name}' failed while loading: {type(exc).__name__}: "
-                          f"{one_line(exc)}; fix the script (run it with python)") from exc
+    module = load_user_file(script, what="metric script", error=ConfigError,
+                            missing_hint="pass a Python file defining metric()")
     fn = getattr(module, "metric", None)
     if not callable(fn):
         raise ConfigError(f"metric script '{script.name}' defines no metric() function; add "

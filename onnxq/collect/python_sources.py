@@ -6,10 +6,6 @@ file, the line and the message, never a traceback from deep inside onnxq.
 
 from __future__ import annotations
 
-import importlib.machinery
-import importlib.util
-import sys
-import traceback
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sized
 from pathlib import Path
 from typing import Any
@@ -17,39 +13,12 @@ from typing import Any
 import numpy as np
 
 from onnxq.collect.feeds import DataSource, Feed, PathArg
-from onnxq.errors import CalibrationDataError, one_line
+from onnxq.collect.user_files import load_user_file, user_code_error
+from onnxq.errors import CalibrationDataError
 
 
 def _script_error(script: Path, during: str, exc: BaseException) -> CalibrationDataError:
-    line = exc.lineno if isinstance(exc, SyntaxError) else None
-    for frame in traceback.extract_tb(exc.__traceback__):
-        if Path(frame.filename).resolve() == script.resolve():
-            line = frame.lineno
-    at = f" line {line}" if line else ""
-    return CalibrationDataError(
-        f"calibration script '{script.name}'{at} failed while {during}: {type(exc).__name__}: "
-        f"{one_line(exc)}; fix the script (run it with python to see the full traceback)")
-
-
-def _import_script(script: Path) -> Any:
-    """Execute ``script`` as a module. Its folder is put first on sys.path and the module is registered
-    in sys.modules only while it runs, so it can import its neighbours and define dataclasses."""
-    name = f"onnxq_calibration_script_{abs(hash(str(script.resolve())))}"
-    spec = importlib.util.spec_from_file_location(
-        name, script, loader=importlib.machinery.SourceFileLoader(name, str(script)))
-    module = importlib.util.module_from_spec(spec)
-    folder = str(script.resolve().parent)
-    sys.path.insert(0, folder)
-    sys.modules[name] = module
-    try:
-        spec.loader.exec_module(module)
-    except Exception as exc:
-        raise _script_error(script, "loading", exc) from exc
-    finally:
-        sys.modules.pop(name, None)
-        if folder in sys.path:
-            sys.path.remove(folder)
-    return module
+    return user_code_error(script, "calibration script", during, exc, CalibrationDataError)
 
 
 def from_script(path: PathArg) -> DataSource:
@@ -60,10 +29,9 @@ def from_script(path: PathArg) -> DataSource:
     code become a CalibrationDataError naming the file, the line and the message.
     """
     script = Path(path)
-    if not script.is_file():
-        raise CalibrationDataError(f"calibration script '{script}' does not exist; pass the path of a "
-                                   "Python file that defines load_data()")
-    load_data = getattr(_import_script(script), "load_data", None)
+    module = load_user_file(script, what="calibration script", error=CalibrationDataError,
+                            missing_hint="pass the path of a Python file that defines load_data()")
+    load_data = getattr(module, "load_data", None)
     if not callable(load_data):
         raise CalibrationDataError(
             f"calibration script '{script.name}' defines no load_data() function; add one that yields "
