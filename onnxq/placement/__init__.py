@@ -1,6 +1,13 @@
-"""Placement: decide, on the float graph, which tensors get Q/DQ and why (a QuantPlan)."""
+"""Placement: decide, on the float graph, which tensors get Q/DQ and why (a QuantPlan).
+
+Each rule returns proposals (``proposals``); ``resolve`` merges them in the target's rule order with
+one stated precedence; the targets are data (``targets``).
+"""
 
 from __future__ import annotations
+
+import dataclasses
+from types import MappingProxyType
 
 import onnx
 import onnx_graphsurgeon as gs
@@ -8,47 +15,33 @@ import onnx_graphsurgeon as gs
 from onnxq.config import QuantConfig, Target
 from onnxq.graph.query import GraphIndex
 from onnxq.placement.ignore import excluded_nodes
-from onnxq.placement.ort_rules import (
-    rule_float_consumers,
-    rule_integer_derived,
-    rule_normalization_inputs,
-    rule_output_tail,
-)
-from onnxq.placement.rules import (
-    PlanBuilder,
-    rule_op_inputs_outputs,
-    rule_residual_add,
-    rule_shared_scales,
-    rule_unsupported_nodes,
-    rule_weighted_inputs,
-)
+from onnxq.placement.proposals import Context
+from onnxq.placement.resolve import resolve
 from onnxq.placement.targets import ORT_CPU, TENSORRT, TargetSpec
 from onnxq.records import QuantPlan
 
-__all__ = ["plan", "TargetSpec", "TENSORRT", "ORT_CPU"]
-
-RULES = {
-    Target.TENSORRT: (rule_unsupported_nodes, rule_weighted_inputs, rule_residual_add, rule_shared_scales),
-    Target.ORT_CPU: (rule_unsupported_nodes, rule_integer_derived, rule_output_tail, rule_normalization_inputs,
-                     rule_float_consumers, rule_weighted_inputs, rule_op_inputs_outputs, rule_shared_scales),
-}
+__all__ = ["ORT_CPU", "TENSORRT", "TargetSpec", "plan"]
 
 
-def plan(model: onnx.ModelProto | gs.Graph, config: QuantConfig | None = None) -> QuantPlan:
+def plan(model: onnx.ModelProto | gs.Graph | GraphIndex, config: QuantConfig | None = None) -> QuantPlan:
     """Compute the QuantPlan of a preprocessed float model for ``config.target``.
 
-    User exclusions are computed first and every rule respects them, so they always win.
+    User exclusions are computed first and every rule respects them, so they always win. The plan
+    carries the values of the weights it quantizes (``QuantPlan.values``), read from the graph.
     """
     config = config or QuantConfig()
-    graph = model if isinstance(model, gs.Graph) else gs.import_onnx(model)
+    if isinstance(model, GraphIndex):
+        index = model
+    else:
+        index = GraphIndex.build(model if isinstance(model, gs.Graph) else gs.import_onnx(model))
+    graph = index.graph
     target = TENSORRT if config.target is Target.TENSORRT else ORT_CPU
-    index = GraphIndex.build(graph)
-    builder = PlanBuilder(
+    context = Context(
         index=index,
         target=target,
         weights=config.weights,
-        excluded=excluded_nodes(graph, config.exclude_nodes, config.exclude_ops),
+        excluded=MappingProxyType(excluded_nodes(graph, config.exclude_nodes, config.exclude_ops)),
     )
-    for rule in RULES[config.target]:
-        rule(builder)
-    return builder.build()
+    built = resolve(context, target.rules)
+    values = {s.tensor: index.constant_value(index.tensors[s.tensor]) for s in built.weights()}
+    return dataclasses.replace(built, values=values)

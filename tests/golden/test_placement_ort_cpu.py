@@ -8,19 +8,33 @@ rule prevents, and the integer cases check which QLinear kernels onnxruntime act
 
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 import onnx
 import onnxruntime as ort
 import pytest
 
-import onnxq.placement as placement
+from onnxq import placement
 from onnxq.api import quantize
 from onnxq.config import ActivationSpec, QuantConfig
 from onnxq.placement import plan
+from onnxq.placement.ort_rules import (
+    rule_float_consumers,
+    rule_integer_derived,
+    rule_normalization_inputs,
+    rule_output_tail,
+)
 from onnxq.testing import count_ops, model_from_text
 
 ORT = QuantConfig(target="ort-cpu")
 ORT_MINMAX = QuantConfig(target="ort-cpu", activations=ActivationSpec(method="minmax"))
+
+
+def without_rules(monkeypatch, *rules) -> None:
+    """Plan (and quantize) for ORT-CPU with ``rules`` switched off, to show what they prevent."""
+    kept = tuple(r for r in placement.ORT_CPU.rules if r not in rules)
+    monkeypatch.setattr(placement, "ORT_CPU", dataclasses.replace(placement.ORT_CPU, rules=kept))
 
 
 def act_tensors(p):
@@ -102,9 +116,7 @@ def test_mask_rule_fixes_attention_in_onnxruntime(monkeypatch):
     good = sqnr_db(ref, np.concatenate([run(fixed, f) for f in feeds]))
     # rule_float_consumers alone also keeps this Add float (Softmax reads it in float): drop both to
     # see what quantizing the mask does
-    off = (placement.rule_integer_derived, placement.rule_float_consumers)
-    rules = tuple(r for r in placement.RULES[placement.Target.ORT_CPU] if r not in off)
-    monkeypatch.setitem(placement.RULES, placement.Target.ORT_CPU, rules)
+    without_rules(monkeypatch, rule_integer_derived, rule_float_consumers)
     broken = quantize(model, calib, ORT_MINMAX).model
     assert "bias" in {s.tensor for s in plan(model, ORT).activations()}
     bad = sqnr_db(ref, np.concatenate([run(broken, f) for f in feeds]))
@@ -176,8 +188,7 @@ def test_output_tail_keeps_scores_precise_in_onnxruntime(tmp_path, monkeypatch):
     ref = np.concatenate([run(model, f) for f in calib])
     good = np.abs(ref[..., 4] - np.concatenate([run(q, f) for f in calib])[..., 4]).mean()
     assert optimized_ops(q, tmp_path)["QLinearConv"] == 2  # the trunk conv and the score conv
-    rules = tuple(r for r in placement.RULES[placement.Target.ORT_CPU] if r is not placement.rule_output_tail)
-    monkeypatch.setitem(placement.RULES, placement.Target.ORT_CPU, rules)
+    without_rules(monkeypatch, rule_output_tail)
     broken = quantize(model, calib, ORT_MINMAX).model
     bad = np.abs(ref[..., 4] - np.concatenate([run(broken, f) for f in calib])[..., 4]).mean()
     # probabilities keep their own resolution instead of the box offsets' shared uint8 step
@@ -246,9 +257,7 @@ def test_layernorm_rule_keeps_outlier_channels(monkeypatch):
     ref = np.concatenate([run(model, f) for f in feeds])
     good = sqnr_db(ref, np.concatenate([run(quantize(model, calib, ORT_MINMAX).model, f) for f in feeds]))
     # rule_float_consumers alone also keeps this residual Add float (only LayerNorm reads it)
-    off = (placement.rule_normalization_inputs, placement.rule_float_consumers)
-    rules = tuple(r for r in placement.RULES[placement.Target.ORT_CPU] if r not in off)
-    monkeypatch.setitem(placement.RULES, placement.Target.ORT_CPU, rules)
+    without_rules(monkeypatch, rule_normalization_inputs, rule_float_consumers)
     broken = quantize(model, calib, ORT_MINMAX).model
     bad = sqnr_db(ref, np.concatenate([run(broken, f) for f in feeds]))
     assert good > bad + 6.0, (good, bad)
