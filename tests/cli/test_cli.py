@@ -7,45 +7,14 @@ import json
 import numpy as np
 import onnx
 import pytest
+from helpers import error_line
 
 from onnxq.cli import main
-from onnxq.testing import model_from_text
-
-CONV = """
-<ir_version: 8, opset_import: ["" : 17]>
-g (float[1,3,8,8] x) => (float[1,4,8,8] y) {
-  c = Conv <pads=[1,1,1,1]> (x, W, B)
-  y = Relu (c)
-}
-"""
 
 
-@pytest.fixture()
-def model_path(tmp_path):
-    path = tmp_path / "model.onnx"
-    onnx.save(model_from_text(CONV, weights={"W": (4, 3, 3, 3), "B": (4,)}), str(path))
-    return path
-
-
-@pytest.fixture()
-def calib_dir(tmp_path):
-    folder = tmp_path / "calib"
-    folder.mkdir()
-    rng = np.random.default_rng(0)
-    for i in range(6):
-        np.save(folder / f"{i:03d}.npy", rng.standard_normal((3, 8, 8)).astype(np.float32))
-    return folder
-
-
-def one_error_line(err: str) -> str:
-    lines = [ln for ln in err.strip().splitlines() if ln.strip()]
-    assert lines and "Traceback" not in err
-    return lines[-1]
-
-
-def test_quantize_writes_a_valid_model_and_reports(model_path, calib_dir, tmp_path, capsys):
+def test_quantize_writes_a_valid_model_and_reports(conv_model, calib_dir, tmp_path, capsys):
     out = tmp_path / "q.onnx"
-    code = main(["quantize", str(model_path), "-o", str(out), "--calib-data", str(calib_dir), "--method", "entropy"])
+    code = main(["quantize", str(conv_model), "-o", str(out), "--calib-data", str(calib_dir), "--method", "entropy"])
     assert code == 0
     onnx.checker.check_model(onnx.load(str(out)), full_check=True)
     text = capsys.readouterr().out
@@ -53,20 +22,20 @@ def test_quantize_writes_a_valid_model_and_reports(model_path, calib_dir, tmp_pa
     assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".")] == []  # no temp leftovers
 
 
-def test_quantize_json_report_and_stats_round_trip(model_path, calib_dir, tmp_path, capsys):
+def test_quantize_json_report_and_stats_round_trip(conv_model, calib_dir, tmp_path, capsys):
     stats = tmp_path / "s.npz"
-    assert main(["calibrate", str(model_path), "--calib-data", str(calib_dir), "-o", str(stats)]) == 0
+    assert main(["calibrate", str(conv_model), "--calib-data", str(calib_dir), "-o", str(stats)]) == 0
     capsys.readouterr()
     out = tmp_path / "q.onnx"
-    code = main(["quantize", str(model_path), "-o", str(out), "--load-stats", str(stats), "--method", "mse",
+    code = main(["quantize", str(conv_model), "-o", str(out), "--load-stats", str(stats), "--method", "mse",
                  "--format", "json"])
     assert code == 0
     report = json.loads(capsys.readouterr().out)
     assert report["method"] == "mse" and report["data"] == "precomputed statistics"
 
 
-def test_inspect_lists_plan_and_reasons(model_path, capsys):
-    assert main(["inspect", str(model_path)]) == 0
+def test_inspect_lists_plan_and_reasons(conv_model, capsys):
+    assert main(["inspect", str(conv_model)]) == 0
     out = capsys.readouterr().out
     assert "weighted-op-input" in out and "Relu" in out and "left in float" in out
 
@@ -82,36 +51,36 @@ def test_inspect_lists_plan_and_reasons(model_path, capsys):
         (["quantize", "{model}", "-o", "{tmp}/o.onnx", "--random", "2", "--exclude-node", "("], "regular expression"),
     ],
 )
-def test_bad_input_exits_2_with_one_line(model_path, tmp_path, capsys, args, needle):
+def test_bad_input_exits_2_with_one_line(conv_model, tmp_path, capsys, args, needle):
     (tmp_path / "empty").mkdir()
-    argv = [a.format(model=model_path, tmp=tmp_path) for a in args]
-    before = model_path.read_bytes()
+    argv = [a.format(model=conv_model, tmp=tmp_path) for a in args]
+    before = conv_model.read_bytes()
     assert main(argv) == 2
-    line = one_error_line(capsys.readouterr().err)
+    line = error_line(capsys)
     assert needle in line
-    assert model_path.read_bytes() == before
+    assert conv_model.read_bytes() == before
     assert not (tmp_path / "o.onnx").exists()
 
 
 @pytest.mark.parametrize("value,ok", [("", True), (" 1 ", True), ("x", False), ("-2", False), ("1.5", False)])
-def test_onnxq_threads_is_checked_not_misreported(model_path, tmp_path, capsys, monkeypatch, value, ok):
+def test_onnxq_threads_is_checked_not_misreported(conv_model, tmp_path, capsys, monkeypatch, value, ok):
     """An unusable ONNXQ_THREADS is named as such (it used to surface as an opset error); empty = unset."""
     monkeypatch.setenv("ONNXQ_THREADS", value)
     out = tmp_path / "o.onnx"
-    code = main(["quantize", str(model_path), "-o", str(out), "--random", "2"])
+    code = main(["quantize", str(conv_model), "-o", str(out), "--random", "2"])
     if ok:
         assert code == 0 and out.exists()
     else:
         assert code == 2 and not out.exists()
-        assert "ONNXQ_THREADS" in one_error_line(capsys.readouterr().err)
+        assert "ONNXQ_THREADS" in error_line(capsys)
 
 
-def test_wrong_shape_data_names_input_expected_and_got(model_path, tmp_path, capsys):
+def test_wrong_shape_data_names_input_expected_and_got(conv_model, tmp_path, capsys):
     folder = tmp_path / "bad"
     folder.mkdir()
     np.save(folder / "a.npy", np.zeros((5, 8, 8), np.float32))
-    assert main(["quantize", str(model_path), "-o", str(tmp_path / "o.onnx"), "--calib-data", str(folder)]) == 2
-    line = one_error_line(capsys.readouterr().err)
+    assert main(["quantize", str(conv_model), "-o", str(tmp_path / "o.onnx"), "--calib-data", str(folder)]) == 2
+    line = error_line(capsys)
     assert "'x'" in line and "expected" in line and "got" in line
 
 

@@ -6,35 +6,20 @@ import json
 
 import numpy as np
 import onnx
-import onnxruntime as ort
 import pytest
+from helpers import ort_session, pooled_net, random_feeds, ref_sqnr_db, save_arrays
 
 from onnxq import api
 from onnxq.cli import main
 from onnxq.collect import data
-from onnxq.testing import model_from_text
-
-NET = """
-<ir_version: 8, opset_import: ["" : 17]>
-g (float[1,3,8,8] x) => (float[1,10] y) {
-  c = Conv <pads=[1,1,1,1]> (x, W, B)
-  r = Relu (c)
-  p = GlobalAveragePool (r)
-  f = Flatten (p)
-  y = Gemm <transB=1> (f, G, C)
-}
-"""
 
 
 @pytest.fixture(scope="module")
 def setup(tmp_path_factory):
     root = tmp_path_factory.mktemp("compare")
-    fm = model_from_text(NET, weights={"W": (8, 3, 3, 3), "B": (8,), "G": (10, 8), "C": (10,)})
-    rng = np.random.default_rng(2)
-    feeds = [{"x": rng.standard_normal((1, 3, 8, 8)).astype(np.float32)} for _ in range(5)]
-    (root / "data").mkdir()
-    for k, feed in enumerate(feeds):
-        np.save(root / "data" / f"{k:03d}.npy", feed["x"])
+    fm = pooled_net(batch=1)
+    feeds = random_feeds((1, 3, 8, 8), 5, seed=2)
+    save_arrays(root / "data", [feed["x"] for feed in feeds])
     onnx.save(fm, root / "f.onnx")
     api.quantize(fm, data.from_iterable(feeds)).save(root / "q.onnx")
     return root, feeds
@@ -45,9 +30,7 @@ def _cmd(root, *extra):
 
 
 def _outputs(path, feeds):
-    opts = ort.SessionOptions()
-    opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
-    s = ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
+    s = ort_session(path)
     return np.concatenate([s.run(None, f)[0] for f in feeds]).astype(np.float64)
 
 
@@ -66,7 +49,7 @@ def test_json_report_matches_numpy(setup, capsys):
     assert main(_cmd(root, "--format", "json", "--per-layer")) == 0
     report = json.loads(capsys.readouterr().out)
     f, q = _outputs(root / "f.onnx", feeds), _outputs(root / "q.onnx", feeds)
-    sqnr = 10 * np.log10(np.sum(f**2) / np.sum((f - q) ** 2))
+    sqnr = ref_sqnr_db([f], [q])
     (out,) = report["outputs"]
     assert out["sqnr_db"] == pytest.approx(sqnr, rel=1e-6) and report["samples"] == 5 and report["passed"]
     assert out["top1"] == pytest.approx(100 * np.mean(f.argmax(1) == q.argmax(1)))

@@ -10,7 +10,6 @@ or ``ONNXQ_DATA`` is absent; the embedded demo model always runs.
 
 from __future__ import annotations
 
-import os
 import re
 import runpy
 import shlex
@@ -20,15 +19,13 @@ from pathlib import Path
 import numpy as np
 import onnx
 import pytest
+from helpers import DATA, MODELS, REPO
 from PIL import Image
 
 from onnxq.cli import main
 from onnxq.testing import model_from_text
 
-ROOT = Path(__file__).resolve().parents[2]
-DATA = Path(os.environ.get("ONNXQ_DATA", ROOT.parent / "shared" / "data"))
-MODELS = Path(os.environ.get("ONNXQ_MODELS", ROOT / "models" / ".cache"))
-DOCS = [ROOT / "README.md", ROOT / "models" / "README.md", ROOT / "benchmarks" / "README.md"]
+DOCS = [REPO / "README.md", REPO / "models" / "README.md", REPO / "benchmarks" / "README.md"]
 
 # Lines of the CLI reference are synopses ("[data]", "A|B"), not commands; everything else is run below.
 COVERED = {
@@ -96,9 +93,9 @@ def test_every_documented_command_has_a_test():
 
 
 def test_ci_runs_the_readme_test_command():
-    ci = (ROOT / ".ci" / "run").read_text()
+    ci = (REPO / ".ci" / "run").read_text()
     command = 'python -m pip install -q -e ".[test]" && python -m pytest'
-    assert command in (ROOT / "README.md").read_text()
+    assert command in (REPO / "README.md").read_text()
     assert any(line.strip() == command for line in ci.splitlines())
 
 
@@ -160,13 +157,13 @@ def _local(command: str, tmp_path: Path) -> list[str] | None:
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("index", range(len(_sessions((ROOT / "README.md").read_text()))))
+@pytest.mark.parametrize("index", range(len(_sessions((REPO / "README.md").read_text()))))
 def test_readme_terminal_sessions(index, tmp_path, capsys, monkeypatch):
-    command, expected = _sessions((ROOT / "README.md").read_text())[index]
+    command, expected = _sessions((REPO / "README.md").read_text())[index]
     args = _local(command, tmp_path)
     if args is None:
         pytest.skip(f"inputs of `{command[:60]}...` absent (build models/, set ONNXQ_DATA)")
-    monkeypatch.chdir(ROOT)  # the README's relative paths
+    monkeypatch.chdir(REPO)  # the README's relative paths
     assert main(args) == 0
     actual = capsys.readouterr().out.splitlines()
     # the README prints paths as typed; the run prints the mapped ones
@@ -206,7 +203,7 @@ def _input_model(path: Path) -> Path:
 def test_example_load_data_script(tmp_path, capsys):
     model = _input_model(tmp_path / "m.onnx")
     out = tmp_path / "q.onnx"
-    code = main(["quantize", str(model), "-o", str(out), "--calib-script", str(ROOT / "examples" / "load_data.py"),
+    code = main(["quantize", str(model), "-o", str(out), "--calib-script", str(REPO / "examples" / "load_data.py"),
                  "--format", "json"])
     assert code == 0 and out.exists()
     assert '"samples": 16' in capsys.readouterr().out  # the script yields 16 samples
@@ -221,7 +218,7 @@ def test_example_quantize_from_python(tmp_path, capsys, monkeypatch):
         Image.fromarray(rng.integers(0, 255, (240, 260, 3), dtype=np.uint8)).save(images / f"{i}.jpg")
     out = tmp_path / "q.onnx"
     monkeypatch.setattr(sys, "argv", ["quantize_from_python.py", str(model), str(images), str(out)])
-    runpy.run_path(str(ROOT / "examples" / "quantize_from_python.py"), run_name="__main__")
+    runpy.run_path(str(REPO / "examples" / "quantize_from_python.py"), run_name="__main__")
     text = capsys.readouterr().out
     match = re.search(r"quantized (\d+) nodes; sample output cosine ([\d.]+); wrote", text)
     assert match and int(match.group(1)) == 1 and float(match.group(2)) > 0.99, text
@@ -230,8 +227,8 @@ def test_example_quantize_from_python(tmp_path, capsys, monkeypatch):
 
 def test_every_example_is_tested():
     tested = {"load_data.py", "quantize_from_python.py"}
-    metrics = {p.name for p in (ROOT / "examples" / "metrics").glob("*.py")}
-    assert {p.name for p in (ROOT / "examples").glob("*.py")} == tested
+    metrics = {p.name for p in (REPO / "examples" / "metrics").glob("*.py")}
+    assert {p.name for p in (REPO / "examples").glob("*.py")} == tested
     assert metrics <= set(METRIC_EXAMPLES), f"metric scripts without a test: {sorted(metrics - set(METRIC_EXAMPLES))}"
 
 
@@ -254,17 +251,17 @@ def test_metric_examples(script, tmp_path, capsys):
     model = MODELS / f"{key}.onnx"
     if not model.exists() or not DATA.exists():
         pytest.skip(f"{key} not built or ONNXQ_DATA absent")
-    sys.path.insert(0, str(ROOT))
+    sys.path.insert(0, str(REPO))
     try:
         from models.prepare import main as prepare
     finally:
-        sys.path.remove(str(ROOT))
+        sys.path.remove(str(REPO))
     data = tmp_path / "eval"
     limit = 8
     assert prepare([key, "--split", "eval", "--out", str(data), "--limit", str(limit)]) in (0, None)
     capsys.readouterr()
     code = main(["compare", str(model), str(model), "--data", str(data), "--metric-script",
-                 str(ROOT / "examples" / "metrics" / script), "--format", "json"])
+                 str(REPO / "examples" / "metrics" / script), "--format", "json"])
     assert code == 0
     import json
 
@@ -278,11 +275,11 @@ def test_models_readme_prepare_then_quantize(tmp_path, capsys):
     model = MODELS / "efficientnet_lite0.onnx"
     if not model.exists() or not DATA.exists():
         pytest.skip("efficientnet_lite0 not built or ONNXQ_DATA absent")
-    sys.path.insert(0, str(ROOT))
+    sys.path.insert(0, str(REPO))
     try:
         from models.prepare import main as prepare
     finally:
-        sys.path.remove(str(ROOT))
+        sys.path.remove(str(REPO))
     calib = tmp_path / "calib"
     assert prepare(["efficientnet_lite0", "--split", "calib", "--out", str(calib)]) in (0, None)
     assert len(list(calib.glob("*.npz"))) == 100
@@ -296,11 +293,11 @@ def test_models_readme_prepare_then_quantize(tmp_path, capsys):
 def test_models_readme_build_all(tmp_path, capsys):
     """``build_all.py``: the copy recipe (YOLOX-Nano, from the shared models) builds and evaluates; the torch
     recipes run where torch and their wheels are installed (models/README.md) and are skipped otherwise."""
-    sys.path.insert(0, str(ROOT))
+    sys.path.insert(0, str(REPO))
     try:
         from models.build_all import main as build_all
     finally:
-        sys.path.remove(str(ROOT))
+        sys.path.remove(str(REPO))
     if not (DATA.parent / "models" / "yolox_nano.onnx").exists():
         pytest.skip("shared YOLOX-Nano absent")
     assert build_all(["--only", "yolox_nano", "--no-eval", "--cache", str(tmp_path)]) == 0

@@ -17,6 +17,7 @@ from pathlib import Path
 import numpy as np
 import onnx
 import pytest
+from helpers import save_arrays
 from PIL import Image
 
 from onnxq.cli import build_parser, main
@@ -119,14 +120,12 @@ def ws(tmp_path_factory) -> Workspace:
     nhwc_model = root / "nhwc.onnx"
     onnx.save(model_from_text(NHWC_MODEL, weights={"W1": (4, 3, 3, 3), "B1": (4,)}), str(nhwc_model))
     rng = np.random.default_rng(0)
-    calib, calib3 = root / "calib", root / "calib3"
-    calib.mkdir()
-    calib3.mkdir()
+    xs = []
     for i in range(8):  # channel ranges differ (equalize has something to even out)
         x = (rng.standard_normal((3, 16, 16)) * np.array([1.0, 4.0, 0.2])[:, None, None]).astype(np.float32)
         x[0, 0, i] += 6.0 * (i % 3)  # batches differ in range (--batch-statistic)
-        np.save(calib / f"{i:03d}.npy", x)
-        np.save(calib3 / f"{i:03d}.npy", 3 * x)
+        xs.append(x)
+    calib, calib3 = save_arrays(root / "calib", xs), save_arrays(root / "calib3", [3 * x for x in xs])
     images, nhwc_images = root / "img", root / "img_nhwc"
     images.mkdir()
     nhwc_images.mkdir()

@@ -1,5 +1,5 @@
 """Issue 12, items 5 and 7: options that could not act were accepted silently, and CLI messages spoke in
-Python-API terms. Every case runs ``onnxq`` in-process on a tiny model built here."""
+Python-API terms. Every case runs ``onnxq`` in-process on a tiny model (helpers.CONV_RELU)."""
 
 from __future__ import annotations
 
@@ -10,18 +10,12 @@ import logging
 import numpy as np
 import onnx
 import pytest
+from helpers import conv_relu, error_line, save_onnx
 from PIL import Image
 
 from onnxq.cli import build_parser, main
 from onnxq.testing import model_from_text
 
-CONV = """
-<ir_version: 8, opset_import: ["" : 17]>
-g (float[N,3,8,8] x) => (float[N,4,8,8] y) {
-  c = Conv <pads=[1,1,1,1]> (x, W, B)
-  y = Relu (c)
-}
-"""
 NHWC = """
 <ir_version: 8, opset_import: ["" : 17]>
 g (float[1,8,8,3] x) => (float[1,4,8,8] y) {
@@ -29,29 +23,6 @@ g (float[1,8,8,3] x) => (float[1,4,8,8] y) {
   y = Conv <pads=[1,1,1,1]> (t, W, B)
 }
 """
-
-
-@pytest.fixture()
-def model(tmp_path):
-    path = tmp_path / "m.onnx"
-    onnx.save(model_from_text(CONV, weights={"W": (4, 3, 3, 3), "B": (4,)}), str(path))
-    return path
-
-
-@pytest.fixture()
-def calib(tmp_path):
-    folder = tmp_path / "calib"
-    folder.mkdir()
-    rng = np.random.default_rng(0)
-    for i in range(4):
-        np.save(folder / f"{i}.npy", rng.standard_normal((3, 8, 8)).astype(np.float32))
-    return folder
-
-
-def error_line(capsys) -> str:
-    err = capsys.readouterr().err
-    assert "Traceback" not in err
-    return err.strip().splitlines()[-1]
 
 
 def quantize(model, tmp_path, *extra: str, out: str = "q.onnx") -> int:
@@ -70,11 +41,11 @@ def weight_scale(path) -> np.ndarray:
 # --------------------------------------------------------------------------- item 5: silent options
 
 
-def test_weight_percentile_clips_and_differs_from_max(model, tmp_path):
+def test_weight_percentile_clips_and_differs_from_max(conv_model, tmp_path):
     """27 weights per channel: the old inverted-cdf percentile returned the max below 10 000 weights."""
-    assert quantize(model, tmp_path, "--weight-method", "max", out="max.onnx") == 0
-    assert quantize(model, tmp_path, "--weight-method", "percentile", out="p.onnx") == 0
-    assert quantize(model, tmp_path, "--weight-method", "percentile", "--weight-percentile", "90",
+    assert quantize(conv_model, tmp_path, "--weight-method", "max", out="max.onnx") == 0
+    assert quantize(conv_model, tmp_path, "--weight-method", "percentile", out="p.onnx") == 0
+    assert quantize(conv_model, tmp_path, "--weight-method", "percentile", "--weight-percentile", "90",
                     out="p90.onnx") == 0
     s_max, s_p, s_90 = (weight_scale(tmp_path / n) for n in ("max.onnx", "p.onnx", "p90.onnx"))
     assert np.all(s_p < s_max) and np.all(s_90 < s_p)
@@ -87,84 +58,84 @@ def test_weight_percentile_clips_and_differs_from_max(model, tmp_path):
     (["--percentile", "99.9"], "--percentile applies to --method percentile"),
     (["--weight-percentile", "99.9"], "--weight-percentile applies to --weight-method percentile"),
 ])
-def test_percentile_flags_without_their_method_are_refused(model, tmp_path, capsys, flags, needle):
-    assert quantize(model, tmp_path, *flags) == 2
+def test_percentile_flags_without_their_method_are_refused(conv_model, tmp_path, capsys, flags, needle):
+    assert quantize(conv_model, tmp_path, *flags) == 2
     assert needle in error_line(capsys)
     assert not (tmp_path / "q.onnx").exists()
 
 
-def test_weight_format_qdq_is_refused_for_ort_cpu_and_metadata_says_what_was_written(model, tmp_path, capsys):
-    assert quantize(model, tmp_path, "--target", "ort-cpu", "--weight-format", "qdq") == 2
+def test_weight_format_qdq_is_refused_for_ort_cpu_and_metadata_says_what_was_written(conv_model, tmp_path, capsys):
+    assert quantize(conv_model, tmp_path, "--target", "ort-cpu", "--weight-format", "qdq") == 2
     assert "--weight-format qdq is not available with --target ort-cpu" in error_line(capsys)
-    assert quantize(model, tmp_path, "--target", "ort-cpu") == 0
+    assert quantize(conv_model, tmp_path, "--target", "ort-cpu") == 0
     meta = {p.key: p.value for p in onnx.load(str(tmp_path / "q.onnx")).metadata_props}
     assert json.loads(meta["onnxq.config"])["weights"]["format"] == "dq-only"
     # a config recorded for tensorrt (format resolved to qdq) retargeted by --target: the ort-cpu form
     cfg = tmp_path / "c.json"
     cfg.write_text(json.dumps({"target": "tensorrt", "weights": {"format": "qdq"}}))
-    assert quantize(model, tmp_path, "--config", str(cfg), "--target", "ort-cpu") == 0
+    assert quantize(conv_model, tmp_path, "--config", str(cfg), "--target", "ort-cpu") == 0
     meta = {p.key: p.value for p in onnx.load(str(tmp_path / "q.onnx")).metadata_props}
     assert json.loads(meta["onnxq.config"])["weights"]["format"] == "dq-only"
     # a config file that asks for qdq on ort-cpu itself is refused, naming the key
     cfg.write_text(json.dumps({"target": "ort-cpu", "weights": {"format": "qdq"}}))
-    assert quantize(model, tmp_path, "--config", str(cfg)) == 2
+    assert quantize(conv_model, tmp_path, "--config", str(cfg)) == 2
     assert "weights format 'qdq' is not available for target 'ort-cpu'" in error_line(capsys)
 
 
-def test_equalize_with_ort_cpu_is_refused_and_from_a_config_file_warned(model, tmp_path, capsys, caplog):
-    assert quantize(model, tmp_path, "--equalize", "--target", "ort-cpu") == 2
+def test_equalize_with_ort_cpu_is_refused_and_from_a_config_file_warned(conv_model, tmp_path, capsys, caplog):
+    assert quantize(conv_model, tmp_path, "--equalize", "--target", "ort-cpu") == 2
     assert "--equalize works with --target tensorrt only" in error_line(capsys)
     cfg = tmp_path / "c.toml"
     cfg.write_text('target = "ort-cpu"\nequalize = true\n')
     with caplog.at_level(logging.WARNING):
-        assert quantize(model, tmp_path, "--config", str(cfg)) == 0
+        assert quantize(conv_model, tmp_path, "--config", str(cfg)) == 0
     assert "equalize = true" in caplog.text and "not applied" in caplog.text
 
 
-def test_inspect_does_not_take_equalize_and_a_config_asking_for_it_is_warned(model, tmp_path, capsys, caplog):
-    assert main(["inspect", str(model), "--equalize"]) == 2  # inspect reads no data to equalize with
+def test_inspect_does_not_take_equalize_and_a_config_asking_for_it_is_warned(conv_model, tmp_path, capsys, caplog):
+    assert main(["inspect", str(conv_model), "--equalize"]) == 2  # inspect reads no data to equalize with
     assert "onnxq inspect does not take --equalize" in error_line(capsys)
     config = tmp_path / "eq.toml"
     config.write_text("equalize = true\n")
     with caplog.at_level(logging.WARNING):
-        assert main(["inspect", str(model), "--config", str(config)]) == 0
+        assert main(["inspect", str(conv_model), "--config", str(config)]) == 0
     assert "without --equalize" in caplog.text and "calibration data" in caplog.text
 
 
-def test_exclude_op_in_the_wrong_case_is_an_error_naming_the_op(model, tmp_path, capsys):
-    assert quantize(model, tmp_path, "--exclude-op", "conv") == 2
+def test_exclude_op_in_the_wrong_case_is_an_error_naming_the_op(conv_model, tmp_path, capsys):
+    assert quantize(conv_model, tmp_path, "--exclude-op", "conv") == 2
     assert "did you mean --exclude-op Conv?" in error_line(capsys)
-    assert main(["inspect", str(model), "--exclude-op", "relu"]) == 2
+    assert main(["inspect", str(conv_model), "--exclude-op", "relu"]) == 2
     assert "did you mean --exclude-op Relu?" in error_line(capsys)
 
 
-def test_exclusions_that_match_nothing_are_warned(model, tmp_path, caplog):
+def test_exclusions_that_match_nothing_are_warned(conv_model, tmp_path, caplog):
     with caplog.at_level(logging.WARNING):
-        assert quantize(model, tmp_path, "--exclude-op", "LSTM", "--exclude-node", "^nope$",
+        assert quantize(conv_model, tmp_path, "--exclude-op", "LSTM", "--exclude-node", "^nope$",
                         "--exclude-node", "Conv") == 0
     assert "--exclude-op LSTM excludes nothing" in caplog.text
     assert "--exclude-node '^nope$' excludes nothing" in caplog.text
     assert "'Conv' excludes nothing" not in caplog.text  # it matches Conv_0
     with caplog.at_level(logging.WARNING):
-        assert main(["inspect", str(model), "--exclude-node", "^typo"]) == 0
+        assert main(["inspect", str(conv_model), "--exclude-node", "^typo"]) == 0
     assert "--exclude-node '^typo' excludes nothing" in caplog.text
 
 
-def test_dim_without_random_is_refused(model, tmp_path, calib, capsys):
-    assert main(["quantize", str(model), "-o", str(tmp_path / "q.onnx"), "--calib-data", str(calib),
+def test_dim_without_random_is_refused(conv_model, tmp_path, calib_dir, capsys):
+    assert main(["quantize", str(conv_model), "-o", str(tmp_path / "q.onnx"), "--calib-data", str(calib_dir),
                  "--dim", "N=2"]) == 2
     assert "--dim N=2 only applies to --random N" in error_line(capsys)
     stats = tmp_path / "s.npz"
-    assert main(["calibrate", str(model), "-o", str(stats), "--calib-data", str(calib)]) == 0
-    assert main(["quantize", str(model), "-o", str(tmp_path / "q.onnx"), "--load-stats", str(stats),
+    assert main(["calibrate", str(conv_model), "-o", str(stats), "--calib-data", str(calib_dir)]) == 0
+    assert main(["quantize", str(conv_model), "-o", str(tmp_path / "q.onnx"), "--load-stats", str(stats),
                  "--dim", "N=2"]) == 2
     assert "only applies to --random" in error_line(capsys)
-    assert quantize(model, tmp_path, "--dim", "N=0") == 2
+    assert quantize(conv_model, tmp_path, "--dim", "N=0") == 2
     assert "integer value >= 1" in error_line(capsys)
 
 
-def test_max_samples_zero_is_a_usage_error(model, tmp_path, capsys):
-    assert quantize(model, tmp_path, "--max-samples", "0") == 2
+def test_max_samples_zero_is_a_usage_error(conv_model, tmp_path, capsys):
+    assert quantize(conv_model, tmp_path, "--max-samples", "0") == 2
     assert "argument --max-samples: must be a positive integer (>= 1), got 0" in error_line(capsys)
 
 
@@ -184,19 +155,19 @@ def test_demo_calib_size_zero_is_a_usage_error(tmp_path, capsys):
     ('[weights]\nper_channel = 1\n', "config key 'weights.per_channel' must be true or false"),
     ('[activations]\npercentile = "99"\n', "config key 'activations.percentile' must be a number"),
 ])
-def test_config_type_errors_name_the_key_and_type(model, tmp_path, capsys, text, needle):
+def test_config_type_errors_name_the_key_and_type(conv_model, tmp_path, capsys, text, needle):
     cfg = tmp_path / "c.toml"
     cfg.write_text(text)
-    assert main(["inspect", str(model), "--config", str(cfg)]) == 2
+    assert main(["inspect", str(conv_model), "--config", str(cfg)]) == 2
     line = error_line(capsys)
     assert needle in line and "not supported between" not in line
 
 
-def test_config_file_settings_the_flags_do_not_name_are_kept(model, tmp_path, capsys):
+def test_config_file_settings_the_flags_do_not_name_are_kept(conv_model, tmp_path, capsys):
     """build_config rebuilt the specs from flags and dropped guard_ratio and bias_correction from the file."""
     cfg = tmp_path / "c.toml"
     cfg.write_text("[activations]\nguard_ratio = 3.0\n[weights]\nbias_correction = false\n")
-    assert quantize(model, tmp_path, "--config", str(cfg), "--method", "entropy", "--format", "json") == 0
+    assert quantize(conv_model, tmp_path, "--config", str(cfg), "--method", "entropy", "--format", "json") == 0
     config = json.loads(capsys.readouterr().out)["config"]
     assert config["activations"]["guard_ratio"] == 3.0 and config["weights"]["bias_correction"] is False
 
@@ -212,8 +183,7 @@ def test_image_layout_hints_name_the_flag(tmp_path, capsys):
     line = error_line(capsys)
     assert "add --nhwc" in line and "set layout=" not in line
     nchw = tmp_path / "nchw.onnx"
-    onnx.save(model_from_text(CONV.replace("N,3,8,8", "1,3,8,8").replace("N,4", "1,4"),
-                              weights={"W": (4, 3, 3, 3), "B": (4,)}), str(nchw))
+    save_onnx(conv_relu(batch=1), nchw)
     assert main(["quantize", str(nchw), "-o", str(tmp_path / "q.onnx"), "--calib-data", str(images),
                  "--nhwc"]) == 2
     assert "drop --nhwc" in error_line(capsys)
@@ -265,16 +235,16 @@ def test_every_numeric_flag_is_range_checked_at_parse_time():
     (["calibrate", "{m}", "-o", "{o}", "--random", "2", "--short-side", "0"], "--short-side"),
     (["demo", "--eval-size", "0"], "--eval-size"),
 ])
-def test_out_of_range_numbers_are_usage_errors_naming_the_flag(model, tmp_path, capsys, argv, flag):
-    argv = [a.format(m=model, o=tmp_path / "o.onnx") for a in argv]
+def test_out_of_range_numbers_are_usage_errors_naming_the_flag(conv_model, tmp_path, capsys, argv, flag):
+    argv = [a.format(m=conv_model, o=tmp_path / "o.onnx") for a in argv]
     assert main(argv) == 2
     line = error_line(capsys)
     assert f"argument {flag}" in line and "must be" in line
     assert not (tmp_path / "o.onnx").exists()
 
 
-def test_quiet_and_verbose_work_after_the_subcommand(model, tmp_path, capsys):
-    assert quantize(model, tmp_path, "-q") == 0
+def test_quiet_and_verbose_work_after_the_subcommand(conv_model, tmp_path, capsys):
+    assert quantize(conv_model, tmp_path, "-q") == 0
     assert capsys.readouterr().out == ""
     parser = build_parser()
     assert parser.parse_args(["inspect", "m.onnx", "-vv"]).verbose == 2
@@ -295,7 +265,7 @@ def test_usage_errors_are_one_line(capsys, argv):
 # --------------------------------------------------------------------------- image preprocessing
 
 
-def test_images_with_no_normalisation_flag_say_what_was_assumed(model, tmp_path, caplog):
+def test_images_with_no_normalisation_flag_say_what_was_assumed(conv_model, tmp_path, caplog):
     images = tmp_path / "img"
     images.mkdir()
     rng = np.random.default_rng(0)
@@ -303,16 +273,16 @@ def test_images_with_no_normalisation_flag_say_what_was_assumed(model, tmp_path,
         Image.fromarray(rng.integers(0, 255, (10, 12, 3), dtype=np.uint8)).save(images / f"{i}.png")
     out = str(tmp_path / "q.onnx")
     with caplog.at_level(logging.WARNING):
-        assert main(["quantize", str(model), "-o", out, "--calib-data", str(images)]) == 0
+        assert main(["quantize", str(conv_model), "-o", out, "--calib-data", str(images)]) == 0
     assert "read as RGB scaled to [0, 1]" in caplog.text
     caplog.clear()
     with caplog.at_level(logging.WARNING):
-        assert main(["quantize", str(model), "-o", out, "--calib-data", str(images), "--mean", "0.5"]) == 0
+        assert main(["quantize", str(conv_model), "-o", out, "--calib-data", str(images), "--mean", "0.5"]) == 0
     assert "read as RGB" not in caplog.text  # the user gave the preprocessing
 
 
-def test_image_flags_on_array_data_are_warned_as_ignored(model, calib, tmp_path, caplog):
+def test_image_flags_on_array_data_are_warned_as_ignored(conv_model, calib_dir, tmp_path, caplog):
     with caplog.at_level(logging.WARNING):
-        assert main(["quantize", str(model), "-o", str(tmp_path / "q.onnx"), "--calib-data", str(calib),
+        assert main(["quantize", str(conv_model), "-o", str(tmp_path / "q.onnx"), "--calib-data", str(calib_dir),
                      "--mean", "0.5", "--bgr"]) == 0
     assert "--mean, --bgr ignored" in caplog.text and "arrays" in caplog.text

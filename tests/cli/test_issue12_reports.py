@@ -1,5 +1,6 @@
 """Issue 12, items 6 and 8: counts and labels in reports, file permissions, and statistics saved by
-``quantize --save-stats`` serving any method later. Tiny models built here, ``onnxq`` run in-process."""
+``quantize --save-stats`` serving any method later. Tiny models (helpers.RESIDUAL_NET and here), ``onnxq``
+run in-process."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ import stat
 import numpy as np
 import onnx
 import pytest
+from helpers import residual_net, save_onnx, save_random_arrays
 
 from onnxq.analysis.metrics import plausibly_class_scores
 from onnxq.cli import main
@@ -19,18 +21,6 @@ from onnxq.records import QuantReport
 from onnxq.report.render import report_text
 from onnxq.testing import model_from_text
 
-NET = """
-<ir_version: 8, opset_import: ["" : 17]>
-g (float[N,3,8,8] x) => (float[N,10] y) {
-  c = Conv <pads=[1,1,1,1]> (x, W, B)
-  r = Relu (c)
-  c2 = Conv <pads=[1,1,1,1]> (r, W2, B2)
-  a = Add (c2, r)
-  p = GlobalAveragePool (a)
-  f = Flatten (p)
-  y = Gemm <transB=1> (f, G, C)
-}
-"""
 EMBED = """
 <ir_version: 8, opset_import: ["" : 17]>
 g (float[N,16] x) => (float[N,8] e, float[N,8] s) {
@@ -44,12 +34,8 @@ g (float[N,16] x) => (float[N,8] e, float[N,8] s) {
 @pytest.fixture(scope="module")
 def root(tmp_path_factory):
     root = tmp_path_factory.mktemp("issue12")
-    weights = {"W": (8, 3, 3, 3), "B": (8,), "W2": (8, 8, 3, 3), "B2": (8,), "G": (10, 8), "C": (10,)}
-    onnx.save(model_from_text(NET, weights=weights), str(root / "m.onnx"))
-    rng = np.random.default_rng(3)
-    (root / "calib").mkdir()
-    for k in range(6):
-        np.save(root / "calib" / f"{k}.npy", rng.standard_normal((1, 3, 8, 8)).astype(np.float32))
+    save_onnx(residual_net(), root / "m.onnx")
+    save_random_arrays(root / "calib", 6, (1, 3, 8, 8), seed=3)
     return root
 
 

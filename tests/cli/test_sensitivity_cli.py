@@ -8,35 +8,19 @@ import re
 import numpy as np
 import onnx
 import pytest
+from helpers import residual_net, save_onnx, save_random_arrays
 
 from onnxq.cli import main
-from onnxq.testing import dq_inputs, model_from_text
-
-NET = """
-<ir_version: 8, opset_import: ["" : 17]>
-g (float[1,3,8,8] x) => (float[1,10] y) {
-  c = Conv <pads=[1,1,1,1]> (x, W, B)
-  r = Relu (c)
-  c2 = Conv <pads=[1,1,1,1]> (r, W2, B2)
-  a = Add (c2, r)
-  p = GlobalAveragePool (a)
-  f = Flatten (p)
-  y = Gemm <transB=1> (f, G, C)
-}
-"""
+from onnxq.testing import dq_inputs
 
 
 @pytest.fixture(scope="module")
 def setup(tmp_path_factory):
     root = tmp_path_factory.mktemp("sens")
-    fm = model_from_text(NET, weights={"W": (8, 3, 3, 3), "B": (8,), "W2": (8, 8, 3, 3), "B2": (8,),
-                                       "G": (10, 8), "C": (10,)})
-    onnx.save(fm, root / "f.onnx")
+    save_onnx(residual_net(batch=1), root / "f.onnx")
     rng = np.random.default_rng(3)
     for split, n in (("calib", 6), ("eval", 4)):
-        (root / split).mkdir()
-        for k in range(n):
-            np.save(root / split / f"{k:03d}.npy", rng.standard_normal((1, 3, 8, 8)).astype(np.float32))
+        save_random_arrays(root / split, n, (1, 3, 8, 8), seed=rng)
     (root / "metric.py").write_text(
         "import numpy as np\n"
         "def metric(outputs):\n"

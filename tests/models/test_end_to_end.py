@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import numpy as np
 import onnx
-import onnxruntime as ort
 import pytest
+from helpers import ort_run, random_feeds
 
 import onnxq
 from onnxq.analysis.metrics import sqnr_db
@@ -63,19 +63,6 @@ MODELS = {
 }
 
 
-def feeds(shape, n=16, seed=0):
-    rng = np.random.default_rng(seed)
-    return [{"x": rng.standard_normal(shape).astype(np.float32)} for _ in range(n)]
-
-
-def run(path_or_model, feed, optimize=False):
-    opts = ort.SessionOptions()
-    if not optimize:
-        opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
-    payload = path_or_model.SerializeToString() if isinstance(path_or_model, onnx.ModelProto) else str(path_or_model)
-    return ort.InferenceSession(payload, opts).run(None, feed)[0]
-
-
 @pytest.mark.parametrize("name", sorted(MODELS))
 @pytest.mark.parametrize("target", ["tensorrt", "ort-cpu"])
 @pytest.mark.parametrize("method", ["minmax", "entropy", "mse", "percentile"])
@@ -83,21 +70,21 @@ def test_quantized_tiny_models_run_and_stay_close_to_float(tmp_path, name, targe
     text, weights, shape = MODELS[name]
     model = model_from_text(text, weights=weights)
     cfg = QuantConfig(target=target, activations=ActivationSpec(method=method))
-    result = quantize(model, feeds(shape), cfg)
+    result = quantize(model, random_feeds(shape, 16), cfg)
     path = result.save(tmp_path / "q.onnx")
     saved = onnx.load(str(path))
     onnx.checker.check_model(saved, full_check=True)
     assert saved.producer_name == "onnxq"
     assert {p.key for p in saved.metadata_props} >= {"onnxq.version", "onnxq.config"}
-    for feed in feeds(shape, n=4, seed=7):
-        ref = run(model, feed)
-        assert sqnr_db(ref, run(saved, feed)) > 20.0
-        assert sqnr_db(ref, run(saved, feed, optimize=(target == "ort-cpu"))) > 20.0
+    for feed in random_feeds(shape, 4, seed=7):
+        ref = ort_run(model, feed)[0]
+        assert sqnr_db(ref, ort_run(saved, feed)[0]) > 20.0
+        assert sqnr_db(ref, ort_run(saved, feed, optimize=(target == "ort-cpu"))[0]) > 20.0
 
 
 def test_every_weighted_node_reads_dequantized_inputs():
     text, weights, shape = MODELS["resnet_block"]
-    result = quantize(model_from_text(text, weights=weights), feeds(shape))
+    result = quantize(model_from_text(text, weights=weights), random_feeds(shape, 16))
     flags = dq_inputs(result.model)
     for node in result.model.graph.node:
         if node.op_type in ("Conv", "Gemm"):
@@ -110,8 +97,8 @@ def test_same_inputs_give_identical_bytes(tmp_path):
     text, weights, shape = MODELS["resnet_block"]
     model = model_from_text(text, weights=weights)
     cfg = QuantConfig(activations=ActivationSpec(method="entropy"))
-    a = quantize(model, feeds(shape), cfg).save(tmp_path / "a.onnx").read_bytes()
-    b = quantize(model, feeds(shape), cfg).save(tmp_path / "b.onnx").read_bytes()
+    a = quantize(model, random_feeds(shape, 16), cfg).save(tmp_path / "a.onnx").read_bytes()
+    b = quantize(model, random_feeds(shape, 16), cfg).save(tmp_path / "b.onnx").read_bytes()
     assert a == b
 
 
@@ -119,7 +106,7 @@ def test_input_model_object_is_not_modified():
     text, weights, shape = MODELS["mlp"]
     model = model_from_text(text, weights=weights)
     before = model.SerializeToString()
-    quantize(model, feeds(shape))
+    quantize(model, random_feeds(shape, 16))
     assert model.SerializeToString() == before
 
 

@@ -10,13 +10,12 @@ the serialized bytes. Skips without the shared model or data (``ONNXQ_DATA``, se
 from __future__ import annotations
 
 import itertools
-import os
 from pathlib import Path
 
 import numpy as np
 import onnx
-import onnxruntime as ort
 import pytest
+from helpers import DATA, MODELS, ort_session
 
 from onnxq.analysis.metrics import sqnr_db
 from onnxq.cli import main
@@ -25,9 +24,6 @@ from onnxq.collect.images import ImageSpec, from_images
 from onnxq.graph.usage import unused_initializers
 from onnxq.io import load_model
 
-ROOT = Path(__file__).resolve().parents[2]
-DATA = Path(os.environ.get("ONNXQ_DATA", ROOT.parent / "shared" / "data"))
-MODELS = Path(os.environ.get("ONNXQ_MODELS", ROOT / "models" / ".cache"))
 IMAGES = DATA / "coco128" / "images" / "train2017"
 CALIBRATION = 16
 # Output SQNR vs float on images 16..23, measured with onnxruntime CPU: 10.6 dB with --equalize, 6.7 dB
@@ -40,12 +36,6 @@ def _model() -> Path | None:
         if path.exists():
             return path
     return None
-
-
-def _session(path: Path) -> ort.InferenceSession:
-    opts = ort.SessionOptions()
-    opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL  # Q/DQ as exact fake quant
-    return ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
 
 
 @pytest.mark.slow
@@ -69,7 +59,7 @@ def test_yolox_nano_quantizes_with_equalize_near_float(tmp_path) -> None:
     model = load_model(model_path)
     images = from_images(IMAGES, input_specs_from_model(model), spec)
     held_out = list(itertools.islice(iter(images), CALIBRATION, CALIBRATION + 8))
-    float_session, quant_session = _session(model_path), _session(out)
+    float_session, quant_session = ort_session(model_path), ort_session(out)  # Q/DQ as exact fake quant
     want = np.concatenate([float_session.run(None, feed)[0] for feed in held_out])
     got = np.concatenate([quant_session.run(None, feed)[0] for feed in held_out])
     assert got.shape == want.shape and np.isfinite(got).all()

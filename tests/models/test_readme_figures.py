@@ -15,16 +15,14 @@ fallback 24.9).
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 
 import pytest
+from helpers import DATA, REPO
 
 from onnxq import demo
 from onnxq.cli import main
 
-ROOT = Path(__file__).resolve().parents[2]
-DATA = Path(os.environ.get("ONNXQ_DATA", ROOT.parent / "shared" / "data"))
 CLS = DATA / "ocr-synth" / "cls"
 IMAGES = ["--image-size", "48", "192", "--resize", "stretch", "--mean", "0.5", "--std", "0.5", "--bgr"]
 CALIB = ["--calib-data", str(CLS / "calib"), *IMAGES, "--max-samples", "32"]
@@ -75,7 +73,7 @@ def test_metric_fallback_with_the_example_metric(tmp_path, capsys, monkeypatch):
     monkeypatch.setenv("ONNXQ_METRIC_SPLIT", "calib")  # search on calibration crops, as the README says
     out = tmp_path / "q.onnx"
     assert main(["quantize", str(demo.model_path()), "-o", str(out), *CALIB, "--method", "percentile",
-                 "--auto-fallback", "--metric-script", str(ROOT / "examples" / "metrics" / "ppocr_cls_accuracy.py"),
+                 "--auto-fallback", "--metric-script", str(REPO / "examples" / "metrics" / "ppocr_cls_accuracy.py"),
                  "--max-metric-drop", "1", "--max-float-layers", "2", "--eval-data", str(CLS / "calib"),
                  "--eval-samples", "32", "--format", "json"]) == 0
     fallback = json.loads(capsys.readouterr().out)["fallback"]

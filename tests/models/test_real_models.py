@@ -6,13 +6,10 @@ YOLOX-Nano comes with the shared data (`$ONNXQ_DATA/../models`); EfficientNet-Li
 
 from __future__ import annotations
 
-import os
-from pathlib import Path
-
 import numpy as np
 import onnx
-import onnxruntime as ort
 import pytest
+from helpers import DATA, MODELS, ort_run
 
 from onnxq.api import quantize
 from onnxq.collect.batching import take
@@ -20,10 +17,6 @@ from onnxq.collect.feeds import input_specs_from_model
 from onnxq.collect.images import ImageSpec, from_images
 from onnxq.io import load_model
 from onnxq.testing import dq_inputs
-
-ROOT = Path(__file__).resolve().parents[2]
-DATA = Path(os.environ.get("ONNXQ_DATA", ROOT.parent / "shared" / "data"))
-MODELS = Path(os.environ.get("ONNXQ_MODELS", ROOT / "models" / ".cache"))
 
 
 def check_tensorrt_structure(model: onnx.ModelProto) -> None:
@@ -61,9 +54,7 @@ def test_yolox_nano_opset11_gives_valid_per_channel_qdq_model(tmp_path):
     onnx.checker.check_model(saved, full_check=True)
     check_tensorrt_structure(saved)
     feed = next(iter(source))
-    opts = ort.SessionOptions()
-    opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
-    y = ort.InferenceSession(str(out), opts).run(None, feed)[0]
+    y = ort_run(out, feed)[0]
     assert y.shape == (1, 3549, 85) and np.isfinite(y).all()
     assert model_path.read_bytes() == before
 

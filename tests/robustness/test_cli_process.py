@@ -15,8 +15,7 @@ import numpy as np
 import onnx
 import pytest
 import robust_models as rm
-
-REPO = Path(__file__).resolve().parents[2]
+from helpers import REPO
 
 
 def _run(*argv: str, cwd: Path) -> subprocess.CompletedProcess:

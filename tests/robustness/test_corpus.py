@@ -27,6 +27,7 @@ import onnx
 import onnxruntime as ort
 import pytest
 import robust_models as rm
+from helpers import save_arrays, save_onnx
 
 import onnxq
 from onnxq import api, runtime
@@ -66,17 +67,11 @@ class Case:
 
 
 def _save(model: onnx.ModelProto, folder: Path, name: str = "m.onnx") -> Path:
-    path = folder / name
-    onnx.save(model, str(path))
-    return path
+    return save_onnx(model, folder / name)
 
 
 def _npy_dir(folder: Path, arrays: list[np.ndarray], name: str = "calib") -> Path:
-    out = folder / name
-    out.mkdir()
-    for i, a in enumerate(arrays):
-        np.save(out / f"{i:03d}.npy", a)
-    return out
+    return save_arrays(folder / name, arrays)
 
 
 def _npz_dir(folder: Path, feeds: list[dict[str, np.ndarray]], name: str = "calib") -> Path:

@@ -9,14 +9,12 @@ import subprocess
 import sys
 from pathlib import Path
 
-import numpy as np
 import onnx
 import pytest
 import robust_models as rm
+from helpers import REPO, save_random_arrays
 
 from onnxq.cli import main
-
-REPO = Path(__file__).resolve().parents[2]
 
 
 @pytest.fixture(scope="module")
@@ -24,12 +22,7 @@ def inputs(tmp_path_factory) -> tuple[Path, Path]:
     folder = tmp_path_factory.mktemp("det")
     model = folder / "m.onnx"
     onnx.save(rm.residual_concat_model(), str(model))
-    calib = folder / "calib"
-    calib.mkdir()
-    rng = np.random.default_rng(0)
-    for i in range(8):
-        np.save(calib / f"{i:03d}.npy", rng.standard_normal((3, 8, 8)).astype(np.float32))
-    return model, calib
+    return model, save_random_arrays(folder / "calib", 8, (3, 8, 8))
 
 
 def _quantize(model: Path, calib: Path, out: Path, *options: str) -> bytes:

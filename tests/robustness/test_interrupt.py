@@ -21,8 +21,8 @@ from pathlib import Path
 import onnx
 import pytest
 import robust_models as rm
+from helpers import REPO
 
-REPO = Path(__file__).resolve().parents[2]
 pytestmark = pytest.mark.skipif(sys.platform == "win32", reason="needs a POSIX pseudo-terminal and SIGINT")
 
 

@@ -14,6 +14,7 @@ import numpy as np
 import onnx
 import pytest
 import robust_models as rm
+from helpers import save_random_arrays
 
 import onnxq
 from onnxq.cli import main
@@ -134,11 +135,7 @@ def test_scripts_beside_the_data_or_model_never_run(tmp_path: Path) -> None:
     """A load_data.py in the data folder or next to the model is ignored unless named with --calib-script."""
     marker = tmp_path / "ran"
     payload = f"open({str(marker)!r}, 'w')\ndef load_data():\n    open({str(marker)!r}, 'w')\n    return []\n"
-    calib = tmp_path / "calib"
-    calib.mkdir()
-    rng = np.random.default_rng(0)
-    for i in range(3):
-        np.save(calib / f"{i:03d}.npy", rng.standard_normal((3, 8, 8)).astype(np.float32))
+    calib = save_random_arrays(tmp_path / "calib", 3, (3, 8, 8))
     for where in (
         calib / "load_data.py",
         calib / "__init__.py",

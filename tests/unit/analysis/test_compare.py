@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import numpy as np
 import onnx
-import onnxruntime as ort
 import pytest
+from helpers import POOLED_NET, POOLED_NET_WEIGHTS, ort_run, pooled_net, random_feeds, ref_sqnr_db
 from onnx import numpy_helper
 
 from onnxq import api
@@ -18,23 +18,6 @@ from onnxq.errors import ConfigError, UnsupportedModelError
 from onnxq.records.compare import CompareReport, OutputComparison
 from onnxq.testing import model_from_text
 
-NET = """
-<ir_version: 8, opset_import: ["" : 17]>
-g (float[N,3,8,8] x) => (float[N,10] y) {
-  c = Conv <pads=[1,1,1,1]> (x, W, B)
-  r = Relu (c)
-  p = GlobalAveragePool (r)
-  f = Flatten (p)
-  y = Gemm <transB=1> (f, G, C)
-}
-"""
-
-
-def _ref_sqnr(a, b):
-    a, b = np.concatenate([np.ravel(x) for x in a]).astype(np.float64), np.concatenate(
-        [np.ravel(x) for x in b]).astype(np.float64)
-    return 10 * np.log10(np.sum(a * a) / np.sum((a - b) ** 2))
-
 
 def _ref_cos(a, b):
     a, b = np.concatenate([np.ravel(x) for x in a]).astype(np.float64), np.concatenate(
@@ -42,19 +25,10 @@ def _ref_cos(a, b):
     return a @ b / np.linalg.norm(a) / np.linalg.norm(b)
 
 
-def _run(model, feed, names=None):
-    """onnxruntime with graph optimizations off (as compare runs), independent of onnxq.runtime."""
-    opts = ort.SessionOptions()
-    opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
-    s = ort.InferenceSession(model.SerializeToString(), opts, providers=["CPUExecutionProvider"])
-    return s.run(names, feed)
-
-
 @pytest.fixture(scope="module")
 def models():
-    fm = model_from_text(NET, weights={"W": (8, 3, 3, 3), "B": (8,), "G": (10, 8), "C": (10,)})
-    rng = np.random.default_rng(1)
-    feeds = [{"x": rng.standard_normal((1, 3, 8, 8)).astype(np.float32)} for _ in range(6)]
+    fm = pooled_net()
+    feeds = random_feeds((1, 3, 8, 8), 6, seed=1)
     qm = api.quantize(fm, data.from_iterable(feeds)).model
     return fm, qm, feeds
 
@@ -69,7 +43,7 @@ def test_error_sums_match_numpy_over_concatenated_batches():
     s = ErrorSums()
     for r, x in zip(refs, xs):
         s = accumulate(s, r, x, top1=True)
-    assert s.sqnr_db == pytest.approx(_ref_sqnr(refs, xs), rel=1e-12)
+    assert s.sqnr_db == pytest.approx(ref_sqnr_db(refs, xs), rel=1e-12)
     assert s.cosine == pytest.approx(_ref_cos(refs, xs), rel=1e-12)
     assert s.max_abs == pytest.approx(max(np.max(np.abs(r - x)) for r, x in zip(refs, xs)))
     agree = np.mean(np.concatenate(refs).argmax(1) == np.concatenate(xs).argmax(1))
@@ -83,7 +57,7 @@ def test_float32_fast_path_matches_float64_reference():
     ref = (rng.standard_normal(3 * 4096 + 77) * 5 + 2).astype(np.float32)  # chunks plus a tail
     x = (ref + 0.01 * rng.standard_normal(ref.size)).astype(np.float32)
     s = accumulate(ErrorSums(), ref, x)
-    assert s.sqnr_db == pytest.approx(_ref_sqnr([ref], [x]), rel=1e-6)
+    assert s.sqnr_db == pytest.approx(ref_sqnr_db([ref], [x]), rel=1e-6)
     assert s.cosine == pytest.approx(_ref_cos([ref], [x]), rel=1e-9)
     assert s.max_abs == np.abs(ref.astype(np.float64) - x).max()
 
@@ -94,7 +68,7 @@ def test_float32_overflow_falls_back_to_float64():
     ref[::2] = np.finfo(np.float32).min
     x = np.where(ref < 0, np.float32(-20.0), ref).astype(np.float32)  # the mask clipped by a quantizer
     s = accumulate(ErrorSums(), ref, x)
-    assert np.isfinite(s.ref_sq) and s.sqnr_db == pytest.approx(_ref_sqnr([ref], [x]), abs=1e-6)
+    assert np.isfinite(s.ref_sq) and s.sqnr_db == pytest.approx(ref_sqnr_db([ref], [x]), abs=1e-6)
     assert s.sqnr_db < 1.0  # wrecked, not "200 dB"
 
 
@@ -126,11 +100,11 @@ def test_loss_pct():
 def test_outputs_match_onnxruntime_reference(models):
     fm, qm, feeds = models
     report = compare(fm, qm, data.from_iterable(feeds))
-    f = [_run(fm, feed)[0] for feed in feeds]
-    q = [_run(qm, feed)[0] for feed in feeds]
+    f = [ort_run(fm, feed)[0] for feed in feeds]
+    q = [ort_run(qm, feed)[0] for feed in feeds]
     (out,) = report.outputs
     assert out.name == "y" and out.shape == (1, 10) and report.samples == len(feeds)
-    assert out.sqnr_db == pytest.approx(_ref_sqnr(f, q), rel=1e-9)
+    assert out.sqnr_db == pytest.approx(ref_sqnr_db(f, q), rel=1e-9)
     assert out.cosine == pytest.approx(_ref_cos(f, q), rel=1e-9)
     assert out.max_abs == pytest.approx(max(np.abs(a - b).max() for a, b in zip(f, q)), rel=1e-6)
     agree = 100 * np.mean([a.argmax() == b.argmax() for a, b in zip(f, q)])
@@ -165,16 +139,16 @@ def test_per_layer_against_numpy_fake_quantization(models):
     # input x: its own Q/DQ is the only error; numpy fake quantization with the model's scale
     xs = [f["x"] for f in feeds]
     xq = [_fake_quant(x.astype(np.float64), inits["x_scale"].astype(np.float64), 0.0) for x in xs]
-    assert rows["x"].sqnr_db == pytest.approx(_ref_sqnr(xs, xq), abs=1e-3)
+    assert rows["x"].sqnr_db == pytest.approx(ref_sqnr_db(xs, xq), abs=1e-3)
     assert rows["x"].pre_qdq_sqnr_db == 200.0
     # weight W: per-channel (axis 0), narrow or not, the numpy reference gives the same SQNR
     wq = _fake_quant(inits["W"].astype(np.float64), inits["W_scale"].astype(np.float64),
                      np.zeros(8), axis=0)
-    assert rows["W"].sqnr_db == pytest.approx(_ref_sqnr([inits["W"]], [wq]), abs=1e-3)
+    assert rows["W"].sqnr_db == pytest.approx(ref_sqnr_db([inits["W"]], [wq]), abs=1e-3)
     # a float tensor: SQNR of the quantized model's own value, fetched independently
-    c_f = [_run(_with_output(fm, "c"), f, ["c"])[0] for f in feeds]
-    c_q = [_run(_with_output(qm, "c"), f, ["c"])[0] for f in feeds]
-    assert rows["c"].sqnr_db == pytest.approx(_ref_sqnr(c_f, c_q), rel=1e-6)
+    c_f = [ort_run(_with_output(fm, "c"), f, ["c"])[0] for f in feeds]
+    c_q = [ort_run(_with_output(qm, "c"), f, ["c"])[0] for f in feeds]
+    assert rows["c"].sqnr_db == pytest.approx(ref_sqnr_db(c_f, c_q), rel=1e-6)
 
 
 def _with_output(model, name):
@@ -194,7 +168,7 @@ def test_optimized_mode_and_metric(models):
 
     report = compare(fm, qm, data.from_iterable(feeds), optimize=True, metric=metric)
     assert report.optimized and seen["shape"] == (len(feeds), 1, (1, 10))
-    f_mean = np.mean([_run(fm, f)[0].mean() for f in feeds])
+    f_mean = np.mean([ort_run(fm, f)[0].mean() for f in feeds])
     assert report.metric.float_score == pytest.approx(f_mean, rel=1e-6)
     m = report.metric
     assert m.loss_pct == pytest.approx(abs(m.quant_score - m.float_score) / abs(m.float_score) * 100)
@@ -211,12 +185,12 @@ def test_batched_feeds_count_samples(models):
 
 def test_mismatched_models_are_rejected(models):
     fm, qm, feeds = models
-    other = model_from_text(NET.replace("x)", "z)").replace("(x,", "(z,"),
-                            weights={"W": (8, 3, 3, 3), "B": (8,), "G": (10, 8), "C": (10,)})
+    other = model_from_text(POOLED_NET.replace("x)", "z)").replace("(x,", "(z,"),
+                            weights=POOLED_NET_WEIGHTS)
     with pytest.raises(UnsupportedModelError, match="different inputs"):
         compare(fm, other, data.from_iterable(feeds))
-    renamed = model_from_text(NET.replace("y)", "out)").replace("y = ", "out = "),
-                              weights={"W": (8, 3, 3, 3), "B": (8,), "G": (10, 8), "C": (10,)})
+    renamed = model_from_text(POOLED_NET.replace("y)", "out)").replace("y = ", "out = "),
+                              weights=POOLED_NET_WEIGHTS)
     with pytest.raises(UnsupportedModelError, match="no output name"):
         compare(fm, renamed, data.from_iterable(feeds))
 
@@ -250,4 +224,4 @@ def test_dump_tensors_gives_every_node_output(models):
     assert set(f_vals) == {o for n in fm.graph.node for o in n.output}
     assert set(q_vals) == {o for n in qm.graph.node for o in n.output}
     assert q_vals["x_q"].dtype == np.int8
-    np.testing.assert_array_equal(f_vals["y"], _run(fm, feeds[1])[0])
+    np.testing.assert_array_equal(f_vals["y"], ort_run(fm, feeds[1])[0])

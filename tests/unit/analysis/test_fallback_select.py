@@ -6,18 +6,16 @@ unit (``insert_qdq`` on a restricted plan, run by onnxruntime), and hand-written
 
 from __future__ import annotations
 
-import dataclasses
-
 import numpy as np
-import onnxruntime as ort
 import pytest
+from helpers import ort_run, random_feeds, ref_sqnr_db, restrict_plan
 
 import onnxq
 from onnxq import api
 from onnxq.analysis.fallback import SQNR_LOOKAHEAD, choose_float_layers, run_fallback
 from onnxq.collect import data
 from onnxq.config import FallbackRule, QuantConfig
-from onnxq.records import LayerSensitivity, QuantParams, QuantPlan, Score, SensitivityReport
+from onnxq.records import LayerSensitivity, QuantParams, Score, SensitivityReport
 from onnxq.rewrite import insert_qdq
 from onnxq.testing import model_from_text
 
@@ -33,35 +31,13 @@ g (float[1,4] x) => (float[1,3] y) {
 """
 
 
-def _run(model, feed):
-    opts = ort.SessionOptions()
-    opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
-    return ort.InferenceSession(model.SerializeToString(), opts, providers=["CPUExecutionProvider"]).run(None, feed)
-
-
-def _restrict(plan: QuantPlan, units) -> QuantPlan:
-    specs = []
-    for s in plan.specs:
-        consumers = tuple(c for c in s.consumers if c[0] in units)
-        if consumers:
-            specs.append(dataclasses.replace(s, consumers=consumers))
-    return QuantPlan(plan.target, tuple(specs), plan.skips, tuple(u for u in plan.quantized_nodes if u in units))
-
-
-def _sqnr(refs, outs):
-    a = np.concatenate([r.ravel() for r in refs]).astype(np.float64)
-    b = np.concatenate([o.ravel() for o in outs]).astype(np.float64)
-    return 10 * np.log10(np.sum(a * a) / np.sum((a - b) ** 2))
-
-
 def _chain():
     """Three layers; the activation scales of the 2nd and 3rd made 4x and 16x too coarse."""
     model = model_from_text(CHAIN, weights={"W1": (4, 6), "W2": (6, 5), "W3": (5, 3)})
     pre, _ = api.prepare(model)
     config = QuantConfig()
     qplan = onnxq.plan(pre, config)
-    rng = np.random.default_rng(3)
-    feeds = [{"x": rng.standard_normal((1, 4)).astype(np.float32)} for _ in range(10)]
+    feeds = random_feeds((1, 4), 10, seed=3)
     stats, _ = onnxq.collect(pre, qplan, data.from_iterable(feeds), config)
     params = onnxq.solve(stats, qplan, pre, config)
     for tensor, k in (("r1", 4), ("r2", 16)):
@@ -82,11 +58,11 @@ def test_select_sqnr_ranks_one_at_a_time_by_sqnr_even_with_a_metric():
     result, ranking, _ = run_fallback(pre, qplan, params, feeds, rule, metric=metric)
     assert ranking is not None and ranking.measure == "sqnr_db"
     assert all(l.only is not None and l.all_but is None and l.only.metric is None for l in ranking.layers)
-    refs = [_run(pre, f)[0] for f in feeds]
+    refs = [ort_run(pre, f)[0] for f in feeds]
     want = {}
     for unit in qplan.quantized_nodes:
-        only = insert_qdq(pre, _restrict(qplan, {unit}), params)
-        want[unit] = _sqnr(refs, [_run(only, f)[0] for f in feeds])
+        only = insert_qdq(pre, restrict_plan(qplan, {unit}), params)
+        want[unit] = ref_sqnr_db(refs, [ort_run(only, f)[0] for f in feeds])
     for layer in ranking.layers:
         assert layer.only.sqnr_db == pytest.approx(want[layer.node], abs=0.05)  # optimized float kernels
     assert [l.node for l in ranking.layers] == sorted(want, key=want.get)  # worst alone first

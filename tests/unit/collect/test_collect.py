@@ -8,8 +8,8 @@ import logging
 
 import numpy as np
 import onnx
-import onnxruntime as ort
 import pytest
+from helpers import ort_session
 
 from onnxq import runtime
 from onnxq.cli import common as cli_common
@@ -72,10 +72,7 @@ def planned(model: onnx.ModelProto, cfg: QuantConfig) -> list[str]:
 
 def activations(model: onnx.ModelProto, names: list[str], data: list[dict]) -> dict[str, np.ndarray]:
     """Every named tensor over all feeds, from onnxruntime (the test's own unoptimised session)."""
-    opts = ort.SessionOptions()
-    opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
-    sess = ort.InferenceSession(augment.expose(model, names).SerializeToString(), opts,
-                                providers=["CPUExecutionProvider"])
+    sess = ort_session(augment.expose(model, names))
     runs = [sess.run(names, f) for f in data]
     return {n: np.concatenate([r[k].reshape(-1) for r in runs]) for k, n in enumerate(names)}
 

@@ -12,9 +12,8 @@ import logging
 
 import numpy as np
 import onnx
-import onnxruntime as ort
 import pytest
-from helpers import MODELS
+from helpers import MODELS, ort_run
 
 from onnxq.cli import main
 from onnxq.collect.feeds import InputSpec, input_specs_from_model
@@ -66,10 +65,6 @@ def _specs(text, weights):
     return model, {s.name: s for s in input_specs_from_model(model)}
 
 
-def _run(model, feed):
-    return ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"]).run(None, feed)
-
-
 def test_token_ids_stay_below_the_rows_of_the_table_they_index_and_the_model_runs():
     model, specs = _specs(BERTISH, BERTISH_WEIGHTS)
     assert (specs["ids"].values.kind, specs["ids"].values.high) == ("index", 50)
@@ -82,7 +77,7 @@ def test_token_ids_stay_below_the_rows_of_the_table_they_index_and_the_model_run
     assert set(np.unique(types)) == {0, 1}
     for feed in feeds:
         assert feed["ids"].dtype == np.int64 and feed["ids"].shape == (3, 16)
-        _run(model, feed)  # onnxruntime rejects an index outside the table
+        ort_run(model, feed, optimize=True)  # onnxruntime rejects an index outside the table
 
 
 def test_masks_are_zero_one_rows_that_start_with_a_one():
@@ -96,7 +91,7 @@ def test_masks_are_zero_one_rows_that_start_with_a_one():
         assert (np.diff(masks, axis=-1) <= 0).all()  # a padding mask: ones, then zeros
         assert (masks == 0).any()  # the masked positions are exercised too
     for feed in random_data(list(attention.values()), 3, dims={"batch": 2, "seq": 5}):
-        assert np.isfinite(_run(model, feed)[0]).all()
+        assert np.isfinite(ort_run(model, feed, optimize=True)[0]).all()
 
 
 def test_mask_compared_or_cast_to_bool_is_a_mask_and_an_index_use_wins():

@@ -12,6 +12,7 @@ from __future__ import annotations
 import numpy as np
 import onnxruntime as ort
 import pytest
+from helpers import ort_session
 from onnx import TensorProto, helper, numpy_helper
 
 from onnxq.errors import ConfigError
@@ -44,9 +45,7 @@ def _session(op: str, x: np.ndarray, scale: np.ndarray, zp: np.ndarray, axis: in
     )
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", opset)])
     model.ir_version = 7 if opset == 13 else 10
-    opts = ort.SessionOptions()
-    opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
-    return ort.InferenceSession(model.SerializeToString(), opts, providers=["CPUExecutionProvider"])
+    return ort_session(model)
 
 
 def ort_quantize(x: np.ndarray, scale: np.ndarray, zp: np.ndarray, axis: int | None = None,

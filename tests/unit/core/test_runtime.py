@@ -9,6 +9,7 @@ import numpy as np
 import onnx
 import onnxruntime as ort
 import pytest
+from helpers import save_random_arrays
 from onnx import TensorProto, helper, numpy_helper
 
 from onnxq import runtime
@@ -141,13 +142,9 @@ def _cli(tmp_path, model: onnx.ModelProto) -> tuple[list[str], Path]:
     """``model`` saved in ``tmp_path`` and the flags of a calibration folder of 4 random samples for it."""
     path = tmp_path / "m.onnx"
     onnx.save(model, str(path))
-    calib = tmp_path / "calib"
-    calib.mkdir(exist_ok=True)
     shape = [d.dim_value for d in model.graph.input[0].type.tensor_type.shape.dim][1:]
     dtype = helper.tensor_dtype_to_np_dtype(model.graph.input[0].type.tensor_type.elem_type)
-    rng = np.random.default_rng(0)
-    for k in range(4):
-        np.save(calib / f"{k}.npy", rng.standard_normal(shape).astype(dtype))
+    calib = save_random_arrays(tmp_path / "calib", 4, shape, dtype=dtype)
     return ["--calib-data", str(calib)], path
 
 

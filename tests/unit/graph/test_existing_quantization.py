@@ -7,6 +7,7 @@ import json
 import numpy as np
 import onnx
 import pytest
+from helpers import conv_relu
 from onnx import TensorProto, helper, numpy_helper
 from onnxruntime.quantization import QuantType, quantize_dynamic
 
@@ -14,13 +15,6 @@ from onnxq.cli import main
 from onnxq.graph.existing import existing_quantization
 from onnxq.testing import model_from_text
 
-CONV = """
-<ir_version: 8, opset_import: ["" : 17]>
-g (float[N,3,8,8] x) => (float[N,4,8,8] y) {
-  c = Conv <pads=[1,1,1,1]> (x, W, B)
-  y = Relu (c)
-}
-"""
 MLP = """
 <ir_version: 8, opset_import: ["" : 17]>
 g (float[N,16] x) => (float[N,8] y) {
@@ -30,22 +24,15 @@ g (float[N,16] x) => (float[N,8] y) {
 """
 
 
-@pytest.fixture()
-def float_model(tmp_path):
-    path = tmp_path / "f.onnx"
-    onnx.save(model_from_text(CONV, weights={"W": (4, 3, 3, 3), "B": (4,)}), str(path))
-    return path
-
-
-def _onnxq(float_model, tmp_path, target: str):
+def _onnxq(conv_model, tmp_path, target: str):
     out = tmp_path / f"{target}.onnx"
-    assert main(["-q", "quantize", str(float_model), "-o", str(out), "--random", "4", "--target", target]) == 0
+    assert main(["-q", "quantize", str(conv_model), "-o", str(out), "--random", "4", "--target", target]) == 0
     return out
 
 
 @pytest.mark.parametrize("target,act,weights_kind", [("tensorrt", "int8", "weight"), ("ort-cpu", "uint8", "weight")])
-def test_onnxq_output_is_recognised_shown_and_refused(float_model, tmp_path, capsys, target, act, weights_kind):
-    quant = _onnxq(float_model, tmp_path, target)
+def test_onnxq_output_is_recognised_shown_and_refused(conv_model, tmp_path, capsys, target, act, weights_kind):
+    quant = _onnxq(conv_model, tmp_path, target)
     found = existing_quantization(onnx.load(str(quant)))
     assert found is not None and found.ops["DequantizeLinear"] >= 2
     weights = [t for t in found.tensors if t.kind == "weight"]
@@ -92,5 +79,4 @@ def test_integer_kernels_are_recognised():
     found = existing_quantization(_qlinear_conv())
     assert found.ops == {"QuantizeLinear": 1, "QLinearConv": 1, "DequantizeLinear": 1}
     assert "QLinearConv x1" in found.summary()
-    text = CONV.replace("Conv <pads=[1,1,1,1]> (x, W, B)", "Conv <pads=[1,1,1,1]> (x, W, B)")
-    assert existing_quantization(model_from_text(text, weights={"W": (4, 3, 3, 3), "B": (4,)})) is None
+    assert existing_quantization(conv_relu()) is None

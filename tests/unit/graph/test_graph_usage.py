@@ -7,6 +7,7 @@ from __future__ import annotations
 import numpy as np
 import onnx
 import pytest
+from helpers import random_feeds
 from onnx import TensorProto, helper, numpy_helper
 
 import onnxq
@@ -42,8 +43,7 @@ def net() -> onnx.ModelProto:
 
 
 def feeds(n: int) -> list[dict[str, np.ndarray]]:
-    rng = np.random.default_rng(1)
-    return [{"x": rng.standard_normal((1, 3, 8, 8)).astype(np.float32)} for _ in range(n)]
+    return random_feeds((1, 3, 8, 8), n, seed=1)
 
 
 def test_read_names_sees_subgraphs_and_outputs() -> None:

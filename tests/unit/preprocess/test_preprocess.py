@@ -11,9 +11,8 @@ from pathlib import Path
 
 import numpy as np
 import onnx
-import onnxruntime as ort
 import pytest
-from helpers import DATA
+from helpers import DATA, ort_run
 from onnx import TensorProto, helper, numpy_helper
 
 from onnxq.errors import ConfigError, UnsupportedModelError
@@ -52,8 +51,7 @@ def _vi(name: str, shape, elem=FLOAT) -> onnx.ValueInfoProto:
 
 
 def _run(model: onnx.ModelProto, feeds: dict[str, np.ndarray]) -> list[np.ndarray]:
-    session = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
-    return session.run(None, feeds)
+    return ort_run(model, feeds, optimize=True)
 
 
 def _ops(model: onnx.ModelProto) -> Counter:

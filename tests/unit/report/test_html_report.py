@@ -10,26 +10,14 @@ from html.parser import HTMLParser
 
 import numpy as np
 import pytest
+from helpers import random_feeds, residual_net
 
 from onnxq import api
 from onnxq.analysis.fallback import choose_float_layers
 from onnxq.analysis.sensitivity import SensitivityOptions, sensitivity
 from onnxq.config import ActivationSpec, FallbackRule, QuantConfig
 from onnxq.report.html import HIST_BARS, render_html
-from onnxq.testing import model_from_text
 
-NET = """
-<ir_version: 8, opset_import: ["" : 17]>
-g (float[1,3,8,8] x) => (float[1,10] y) {
-  c = Conv <pads=[1,1,1,1]> (x, W, B)
-  r = Relu (c)
-  c2 = Conv <pads=[1,1,1,1]> (r, W2, B2)
-  a = Add (c2, r)
-  p = GlobalAveragePool (a)
-  f = Flatten (p)
-  y = Gemm <transB=1> (f, G, C)
-}
-"""
 VOID = {"meta", "br", "img", "input", "link", "hr", "path", "line", "rect"}
 
 
@@ -61,10 +49,8 @@ class _Checker(HTMLParser):
 
 @pytest.fixture(scope="module")
 def page():
-    model = model_from_text(NET, weights={"W": (8, 3, 3, 3), "B": (8,), "W2": (8, 8, 3, 3), "B2": (8,),
-                                          "G": (10, 8), "C": (10,)})
-    rng = np.random.default_rng(5)
-    feeds = [{"x": rng.standard_normal((1, 3, 8, 8)).astype(np.float32)} for _ in range(8)]
+    model = residual_net(batch=1)
+    feeds = random_feeds((1, 3, 8, 8), 8, seed=5)
     config = QuantConfig(activations=ActivationSpec(method="percentile", percentile=99.0))
     result = api.quantize(model, feeds, config)
     pre, _ = api.prepare(model)

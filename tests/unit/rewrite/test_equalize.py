@@ -6,8 +6,8 @@ from __future__ import annotations
 
 import numpy as np
 import onnx
-import onnxruntime as ort
 import pytest
+from helpers import ort_run, random_feeds, save_arrays
 from onnx import numpy_helper
 
 from onnxq import api
@@ -47,17 +47,12 @@ def net() -> onnx.ModelProto:
 
 
 def feeds(n: int, seed: int = 1) -> list[dict[str, np.ndarray]]:
-    rng = np.random.default_rng(seed)
-    return [{"x": rng.standard_normal((1, 3, 8, 8)).astype(np.float32)} for _ in range(n)]
+    return random_feeds((1, 3, 8, 8), n, seed)
 
 
 def run(model: onnx.ModelProto, feed: dict, outputs: list[str] | None = None) -> list[np.ndarray]:
     """onnxruntime's reference kernels; ``outputs`` may name internal tensors."""
-    opts = ort.SessionOptions()
-    opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
-    exposed = expose(model, outputs) if outputs else model
-    sess = ort.InferenceSession(exposed.SerializeToString(), opts, providers=["CPUExecutionProvider"])
-    return sess.run(outputs, feed)
+    return ort_run(expose(model, outputs) if outputs else model, feed, outputs)
 
 
 def test_finds_depthwise_convs_only() -> None:
@@ -237,9 +232,6 @@ def test_cli_quantize_with_equalize_on_a_real_sized_depthwise_conv(tmp_path) -> 
 
     path, out = tmp_path / "m.onnx", tmp_path / "q.onnx"
     onnx.save(big_net(), str(path))
-    calib = tmp_path / "calib"
-    calib.mkdir()
-    for k, feed in enumerate(feeds(8)):
-        np.save(calib / f"{k:03d}.npy", feed["x"][0])
+    calib = save_arrays(tmp_path / "calib", [feed["x"][0] for feed in feeds(8)])
     assert main(["quantize", str(path), "-o", str(out), "--calib-data", str(calib), "--equalize"]) == 0
     onnx.checker.check_model(onnx.load(str(out)), full_check=True)

@@ -13,8 +13,8 @@ import dataclasses
 
 import numpy as np
 import onnx_graphsurgeon as gs
-import onnxruntime as ort
 import pytest
+from helpers import ort_run
 
 import onnxq
 from onnxq import api
@@ -56,13 +56,9 @@ EXCLUSIONS = [
 
 
 def _run(model, feed):
-    opts = ort.SessionOptions()
-    opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
     # A constant Gemm weight is pre-packed, a dequantized one is not: the sums then differ in the last
     # bit. Without pre-packing both run the same kernel, so the comparisons can be exact.
-    opts.add_session_config_entry("session.disable_prepacking", "1")
-    session = ort.InferenceSession(model.SerializeToString(), opts, providers=["CPUExecutionProvider"])
-    return session.run(None, feed)
+    return ort_run(model, feed, prepack=False)
 
 
 def _restrict(pre, plan: QuantPlan, on: set[str], units: tuple[str, ...]) -> QuantPlan:

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import numpy as np
 import onnx
-import onnxruntime as ort
 import pytest
+from helpers import fake_quant, ort_run
 
 from onnxq.calibrate.solve import solve
 from onnxq.collect.stats import new_stats, observe
@@ -23,18 +23,7 @@ g (float[1,3,6,6] x) => (float[1,4,6,6] y) { y = Conv <pads=[1,1,1,1]> (x, W, B)
 
 
 def run(model: onnx.ModelProto, feed: dict) -> np.ndarray:
-    opts = ort.SessionOptions()
-    opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
-    return ort.InferenceSession(model.SerializeToString(), opts).run(None, feed)[0]
-
-
-def fake_quant(x: np.ndarray, scale, axis=None, qmin=-128, qmax=127) -> np.ndarray:
-    scale = np.asarray(scale, np.float32)
-    if axis is not None:
-        shape = [1] * x.ndim
-        shape[axis] = -1
-        scale = scale.reshape(shape)
-    return (np.clip(np.rint(x / scale), qmin, qmax) * scale).astype(np.float32)
+    return ort_run(model, feed)[0]
 
 
 def conv2d(x: np.ndarray, w: np.ndarray, b: np.ndarray) -> np.ndarray:
