@@ -89,6 +89,7 @@ def test_usage_error_exits_2(capsys):
     assert main([]) == 2
 
 
+@pytest.mark.slow  # a real model quantized and evaluated (a cheaper demo: test_issue12_reports.py)
 def test_demo_runs_on_embedded_model(tmp_path, capsys):
     out = tmp_path / "demo.onnx"
     assert main(["demo", "-o", str(out), "--calib-size", "8", "--eval-size", "20"]) == 0

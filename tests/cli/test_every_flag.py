@@ -88,6 +88,7 @@ class Workspace:
     config: Path
     stats: Path
     nobc: Path  # a config without bias correction
+    bases: dict[tuple[str, ...], Run] = field(default_factory=dict)  # base runs, shared by the cases
 
     def fmt(self, args: list[str], out: Path) -> list[str]:
         values = {k: str(v) for k, v in vars(self).items()} | {"out": str(out)}
@@ -181,13 +182,21 @@ class Run:
             return {k: data[k] for k in data.files}
 
 
-def _run(ws: Workspace, tmp_path: Path, capsys, command: str, args: list[str], tag: str) -> Run:
-    folder = tmp_path / tag
+def _run(ws: Workspace, folder: Path, capsys, command: str, args: list[str]) -> Run:
     folder.mkdir()
     capsys.readouterr()
     code = main([command, *ws.fmt(args, folder / "out")])
     captured = capsys.readouterr()
     return Run(code, captured.out, captured.err, folder)
+
+
+def _base_run(ws: Workspace, capsys, command: str, args: list[str]) -> Run:
+    """The run without the flag: the same for every case with the same arguments, so run once (in its own
+    folder of the module's workspace, which no check writes to)."""
+    key = (command, *args)
+    if key not in ws.bases:
+        ws.bases[key] = _run(ws, ws.root / f"base{len(ws.bases)}", capsys, command, args)
+    return ws.bases[key]
 
 
 # Base arguments per subcommand; {out} is a path in the run's own folder ("out.onnx", "out.npz", ...).
@@ -856,7 +865,7 @@ def test_every_flag_has_a_case():
 def test_flag_acts_as_documented(case: Case, ws: Workspace, tmp_path: Path, capsys):
     base = case.base if case.base is not None else BASES[case.command]
     flagged = case.args if case.replace else base + case.args
-    before = _run(ws, tmp_path, capsys, case.command, list(base), "base")
-    after = _run(ws, tmp_path, capsys, case.command, list(flagged), "flag")
+    before = _base_run(ws, capsys, case.command, list(base))
+    after = _run(ws, tmp_path / "flag", capsys, case.command, list(flagged))
     case.check(before, after)
 

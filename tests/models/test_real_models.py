@@ -41,6 +41,7 @@ def check_tensorrt_structure(model: onnx.ModelProto) -> None:
     assert max(o.version for o in model.opset_import if o.domain in ("", "ai.onnx")) >= 13
 
 
+@pytest.mark.slow  # a real model quantized end to end
 @pytest.mark.skipif(not (DATA.parent / "models" / "yolox_nano.onnx").exists(), reason="shared YOLOX-Nano absent")
 def test_yolox_nano_opset11_gives_valid_per_channel_qdq_model(tmp_path):
     model_path = DATA.parent / "models" / "yolox_nano.onnx"
@@ -59,6 +60,7 @@ def test_yolox_nano_opset11_gives_valid_per_channel_qdq_model(tmp_path):
     assert model_path.read_bytes() == before
 
 
+@pytest.mark.slow  # a real model quantized end to end
 @pytest.mark.skipif(not (MODELS / "efficientnet_lite0.onnx").exists(), reason="EfficientNet-Lite0 not built")
 def test_efficientnet_lite0_structure_and_similarity(tmp_path):
     model = load_model(MODELS / "efficientnet_lite0.onnx")

@@ -188,6 +188,7 @@ def test_quantize_random_on_a_token_model_runs_end_to_end(tmp_path, capsys):
 MINILM = MODELS / "minilm_l6_v2.onnx"
 
 
+@pytest.mark.slow  # a real model quantized end to end
 @pytest.mark.skipif(not MINILM.exists(), reason="MiniLM is built by models/minilm_l6_v2.py (ONNXQ_MODELS)")
 def test_quantize_random_on_minilm(tmp_path, capsys):
     out = tmp_path / "m.onnx"
