@@ -195,7 +195,7 @@ def quantized_parts(text: str, weights: dict, shape: Sequence[int], config=None,
     qplan = onnxq.plan(pre, config)
     feeds = random_feeds(shape, n)
     stats, _ = onnxq.collect(pre, qplan, from_iterable(feeds), config)
-    return pre, qplan, onnxq.solve(stats, qplan, pre, config), feeds
+    return pre, qplan, onnxq.solve(stats, qplan, config), feeds
 
 
 def restrict_plan(plan, units):

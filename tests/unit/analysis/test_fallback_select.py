@@ -39,7 +39,7 @@ def _chain():
     qplan = onnxq.plan(pre, config)
     feeds = random_feeds((1, 4), 10, seed=3)
     stats, _ = onnxq.collect(pre, qplan, data.from_iterable(feeds), config)
-    params = onnxq.solve(stats, qplan, pre, config)
+    params = onnxq.solve(stats, qplan, config)
     for tensor, k in (("r1", 4), ("r2", 16)):
         p = params[tensor]
         params[tensor] = QuantParams(p.scale * k, p.zero_point, p.axis, p.dtype, p.lo, p.hi)

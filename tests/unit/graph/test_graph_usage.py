@@ -88,6 +88,6 @@ def test_quantized_equalized_and_gated_graphs_leave_no_dead_initializers(target:
     assert unused_initializers(result.model) == []
     qplan = onnxq.plan(eq, config)
     stats, _ = onnxq.collect(eq, qplan, from_iterable(data), config)
-    gated = build_gated(eq, qplan, onnxq.solve(stats, qplan, eq, config))
+    gated = build_gated(eq, qplan, onnxq.solve(stats, qplan, config))
     assert unused_initializers(gated.model) == []
     assert all(unused_initializers(s.model) == [] for s in split_gated(gated, 2))

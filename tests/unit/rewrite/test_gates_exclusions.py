@@ -91,7 +91,7 @@ def test_gated_model_with_exclusions_equals_insert_qdq_and_float(target, exclusi
     rng = np.random.default_rng(0)
     feeds = [{"x": rng.standard_normal((1, 3, 8, 8)).astype(np.float32)} for _ in range(4)]
     stats, _ = onnxq.collect(pre, qplan, data.from_iterable(feeds), config)
-    params = onnxq.solve(stats, qplan, pre, config)
+    params = onnxq.solve(stats, qplan, config)
     dq_only = target == "ort-cpu"
     gated = build_gated(pre, qplan, params, form=QuantForm(dq_only=dq_only))
     assert not excluded & set(gated.units)
@@ -119,7 +119,7 @@ def test_excluded_reader_of_a_quantized_output_is_switched_by_its_producer():
     into_add = [s for s in qplan.activations() if any(c[0] == add for c in s.consumers)]
     assert into_add and all(index.producer[s.tensor].name in qplan.quantized_nodes for s in into_add)
     feeds = [{"x": np.random.default_rng(1).standard_normal((1, 3, 8, 8)).astype(np.float32)}]
-    params = onnxq.solve(onnxq.collect(pre, qplan, data.from_iterable(feeds), config)[0], qplan, pre, config)
+    params = onnxq.solve(onnxq.collect(pre, qplan, data.from_iterable(feeds), config)[0], qplan, config)
     gated = build_gated(pre, qplan, params, form=QuantForm(dq_only=True))
     ifs = [n for n in gated.model.graph.node if n.op_type == "If"]
     assert len(ifs) == len(gated.units) + len({s.tensor for s in into_add})

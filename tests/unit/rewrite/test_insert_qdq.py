@@ -45,7 +45,7 @@ def test_conv_qdq_matches_numpy_fake_quantization(dq_only: bool) -> None:
     x = rng.standard_normal((1, 3, 6, 6)).astype(np.float32)
     qplan = plan(m)
     stats = {"x": observe(new_stats(histogram=False), x)}
-    params = solve(stats, qplan, m, QuantConfig())
+    params = solve(stats, qplan, QuantConfig())
     q = insert_qdq(m, qplan, params, dq_only=dq_only)
     onnx.checker.check_model(q, full_check=True)
     w = onnx.numpy_helper.to_array(next(i for i in m.graph.initializer if i.name == "W"))
@@ -67,7 +67,7 @@ def test_conv_qdq_matches_numpy_fake_quantization(dq_only: bool) -> None:
 def test_qdq_names_are_deterministic_and_original_tensors_kept() -> None:
     m = model_from_text(CONV, weights={"W": (4, 3, 3, 3), "B": (4,)})
     qplan = plan(m)
-    params = solve({"x": observe(new_stats(histogram=False), np.ones((1, 3, 6, 6), np.float32))}, qplan, m,
+    params = solve({"x": observe(new_stats(histogram=False), np.ones((1, 3, 6, 6), np.float32))}, qplan,
                    QuantConfig())
     a = insert_qdq(m, qplan, params).SerializeToString(deterministic=True)
     b = insert_qdq(m, qplan, params).SerializeToString(deterministic=True)
@@ -83,7 +83,7 @@ def test_uint8_activation_and_int32_bias_for_ort_cpu_target() -> None:
     cfg = QuantConfig(target="ort-cpu")
     qplan = plan(m, cfg)
     stats = {s.tensor: observe(new_stats(histogram=False), x) for s in qplan.activations()}
-    params = solve(stats, qplan, m, cfg)
+    params = solve(stats, qplan, cfg)
     q = insert_qdq(m, qplan, params, dq_only=True)
     onnx.checker.check_model(q, full_check=True)
     px = params["x"]
@@ -107,7 +107,7 @@ def test_written_integers_are_what_quantizelinear_computes() -> None:
     qplan = plan(m, cfg)
     x = np.random.default_rng(2).uniform(0, 2, (1, 3, 6, 6)).astype(np.float32)
     stats = {s.tensor: observe(new_stats(histogram=False), x) for s in qplan.activations()}
-    params = solve(stats, qplan, m, cfg)
+    params = solve(stats, qplan, cfg)
     q = insert_qdq(m, qplan, params, dq_only=True)
     inits = {i.name: onnx.numpy_helper.to_array(i) for i in q.graph.initializer}
     w = onnx.numpy_helper.to_array(next(i for i in m.graph.initializer if i.name == "W"))
@@ -132,5 +132,5 @@ def test_per_tensor_weights_option_gives_scalar_scale() -> None:
     m = model_from_text(CONV, weights={"W": (4, 3, 3, 3), "B": (4,)})
     cfg = QuantConfig(weights=WeightSpec(per_channel=False))
     qplan = plan(m, cfg)
-    params = solve({"x": observe(new_stats(histogram=False), np.ones((1, 3, 6, 6), np.float32))}, qplan, m, cfg)
+    params = solve({"x": observe(new_stats(histogram=False), np.ones((1, 3, 6, 6), np.float32))}, qplan, cfg)
     assert params[qplan.weights()[0].key].scale.ndim == 0
