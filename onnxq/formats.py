@@ -10,7 +10,7 @@ with ``axis``, one scale and zero point per slice along that axis:
     QuantizeLinear    q = saturate(round_half_even(x / scale) + zero_point)       x / scale in float32
     DequantizeLinear  y = (q - zero_point) * scale                                in float32
 
-Established against onnxruntime's CPU kernels (MLAS), which ``tests/unit/test_formats.py`` runs on
+Established against onnxruntime's CPU kernels (MLAS), which ``tests/unit/core/test_formats.py`` runs on
 random tensors and near-ties, bit for bit:
 
 * ``x / scale`` is a float32 division. Neither ``x * (1 / scale)`` (what a reciprocal would give) nor a

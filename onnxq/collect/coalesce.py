@@ -16,7 +16,7 @@ When. Only where it is safe, and checked rather than assumed:
   input) fails that check, or fails to run, and is calibrated one feed at a time.
 
 Statistics do not depend on the batching (histograms and means are batch-invariant by construction,
-tests/unit/test_stats.py); values differ from single runs by kernel rounding only, like the optimised
+tests/unit/collect/test_stats.py); values differ from single runs by kernel rounding only, like the optimised
 calibration graph (see onnxq.collect.collectors).
 """
 
