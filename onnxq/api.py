@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import itertools
 import json
 import logging
 import os
@@ -18,14 +19,18 @@ import onnx
 
 from onnxq import __version__, io, runtime
 from onnxq.analysis.activation_means import channel_maxima, correction_nodes, moment_reducers
+from onnxq.analysis.auto import choose
+from onnxq.analysis.heldout import split_feeds
 from onnxq.analysis.metrics import output_similarity
+from onnxq.calibrate.choose import candidate_configs
 from onnxq.calibrate.solve import solve
 from onnxq.check import check_input_model, check_model, save_model, validation_problem
 from onnxq.collect import data as data_mod
+from onnxq.collect.batching import select
 from onnxq.collect.collectors import collect, collect_all
 from onnxq.collect.feeds import batch_size
 from onnxq.collect.stats import TensorStats
-from onnxq.config import FallbackRule, QuantConfig, Target, WeightFormat, exclusion_problems
+from onnxq.config import FallbackRule, Method, QuantConfig, Target, WeightFormat, exclusion_problems
 from onnxq.errors import ConfigError, InternalError, SessionLoadError, UnsupportedModelError, ValidationError
 from onnxq.graph.existing import existing_quantization
 from onnxq.graph.query import GraphIndex, import_graph
@@ -33,10 +38,10 @@ from onnxq.graph.size import fits_protobuf
 from onnxq.placement import plan
 from onnxq.preprocess import preprocess
 from onnxq.preprocess.names import name_nodes
-from onnxq.records import QuantParams, QuantPlan, QuantReport, TensorRecord
+from onnxq.records import MethodChoice, QuantParams, QuantPlan, QuantReport, TensorRecord
 from onnxq.rewrite.bias_correction import apply_bias_shifts, output_shifts
-from onnxq.rewrite.insert_qdq import export_model, insert_into
 from onnxq.rewrite.equalize import depthwise_inputs, equalize
+from onnxq.rewrite.insert_qdq import export_model, insert_into, insert_qdq
 
 log = logging.getLogger(__name__)
 
@@ -205,16 +210,36 @@ def quantize(
     qplan = plan(index, config)
     timings["prepare"] = time.perf_counter() - t
     t = time.perf_counter()
-    measured = _measure(pre, index, qplan, source, config, stats, progress, histograms, notes)
+    auto = config.activations.method is Method.AUTO
+    scoring = _scoring_feeds(source, stats is not None) if auto else None
+    measured = _measure(pre, index, qplan, scoring.estimate if scoring else source, config, stats, progress,
+                        histograms, notes)
     timings["calibrate"] = time.perf_counter() - t - measured.moments_seconds
     if measured.moments_seconds:
         timings["bias_correction"] = measured.moments_seconds
     t = time.perf_counter()
-    params = solve(measured.stats, qplan, config)
-    apply_bias_shifts(graph, output_shifts(index, qplan, params, measured.moments), qplan)
+    candidates = [(name, cfg, solve(measured.stats, qplan, cfg))
+                  for name, cfg in (_candidates(config, measured.stats) if auto else [(None, config)])]
+    apply_bias_shifts(graph, output_shifts(index, qplan, candidates[0][2], measured.moments), qplan)
     dq_only = config.weights.format is WeightFormat.DQ_ONLY or config.target is Target.ORT_CPU
-    insert_into(graph, qplan, params, dq_only=dq_only)
-    qmodel = export_model(graph, pre)
+    choice = None
+    if len(candidates) > 1 and scoring is not None and scoring.feeds:
+        def build(p: dict[str, QuantParams]) -> onnx.ModelProto:
+            copy = graph.copy()
+            insert_into(copy, qplan, p, dq_only=dq_only)
+            return export_model(copy, pre)
+
+        k, qmodel, choice = choose(candidates, build, pre, scoring.feeds, scoring.description, scoring.held_out)
+        timings["choose"] = time.perf_counter() - t
+        t = time.perf_counter()
+        params = candidates[k][2]
+    else:
+        k = _blind_choice(candidates)
+        params = candidates[k][2]
+        if auto:
+            choice = MethodChoice(candidates[k][0], (), "", False, reason=_blind_reason(candidates, scoring))
+        insert_into(graph, qplan, params, dq_only=dq_only)
+        qmodel = export_model(graph, pre)
     _stamp(qmodel, config)
     timings["rewrite"] = time.perf_counter() - t
     t = time.perf_counter()
@@ -229,12 +254,12 @@ def quantize(
     report = QuantReport(
         model=str(model) if not isinstance(model, onnx.ModelProto) else "<in-memory model>",
         target=config.target.value,
-        method=config.activations.method.value,
+        method=config.activations.method.value if choice is None else f"auto: {choice.chosen}",
         config=config.to_dict(),
         preprocess=tuple(notes),
         data=_data_description(source, data_used=stats is None),
         samples=measured.samples,
-        feeds=source.count if source is not None and measured.samples else None,
+        feeds=_feeds_used(source, scoring) if measured.samples else None,
         quantized_nodes=qplan.quantized_nodes,
         skipped=qplan.skips,
         tensors=tuple(_records(qplan, params)),
@@ -242,9 +267,95 @@ def quantize(
         check=check,
         check_samples=batch_size(sample) if sample is not None else 0,
         runs=measured.runs,
+        choice=choice,
     )
     src = None if isinstance(model, onnx.ModelProto) else str(model)
     return QuantResult(qmodel, report, qplan, params, measured.stats, sample, src, checked.digest)
+
+
+@dataclass(frozen=True)
+class _Scoring:
+    """How ``auto`` splits the calibration data: feeds for range estimation, feeds that score candidates."""
+
+    estimate: data_mod.DataSource | None
+    feeds: list[dict[str, np.ndarray]]
+    description: str
+    held_out: bool
+
+
+def _scoring_feeds(source: data_mod.DataSource | None, stats_given: bool) -> _Scoring | None:
+    """The held-out split of ``source`` (see analysis.heldout.split_feeds).
+
+    Scored in-sample instead (the report says so) when the statistics were given (they saw every feed)
+    or when the source does not know its length (a load_data() script): splitting it would mean running
+    the user's loader once more just to count.
+    """
+    if source is None:
+        return None
+    if source.count is None:
+        feeds = list(itertools.islice(source, IN_SAMPLE_FEEDS))
+        return _Scoring(source, feeds, f"the first {len(feeds)} calibration feeds (in-sample: the source does "
+                        "not say how many feeds it holds)", False)
+    split = split_feeds(source.count)
+    feeds = list(select(source, split.scoring, "scoring"))
+    if stats_given:
+        return _Scoring(source, feeds, f"{len(feeds)} calibration feeds (in-sample: statistics given)", False)
+    if not split.held_out:
+        return _Scoring(source, feeds, split.describe(), False)
+    estimate = select(source, split.estimation, f"{len(split.estimation)} for range estimation")
+    return _Scoring(estimate, feeds, split.describe(), True)
+
+
+IN_SAMPLE_FEEDS = 16  # feeds scored when none can be held out
+
+
+def _feeds_used(source: data_mod.DataSource | None, scoring: _Scoring | None) -> int | None:
+    """Feeds the statistics came from: the source's, less those held out for scoring."""
+    if scoring is not None and scoring.estimate is not None:
+        return scoring.estimate.count
+    return source.count if source is not None else None
+
+
+def _candidates(config: QuantConfig, stats: dict[str, TensorStats]) -> list[tuple[str, QuantConfig]]:
+    """The methods auto tries: all of them when every tensor has a histogram, else minmax only."""
+    options = candidate_configs(config)
+    if all(s.has_histogram for s in stats.values()):
+        return options
+    return [(name, cfg) for name, cfg in options if cfg.activations.method is Method.MINMAX]
+
+
+_BLIND = (Method.MSE, Method.MINMAX)  # without samples to score: mse (the MSE-optimal range per tensor)
+
+
+def _blind_choice(candidates: list[tuple[str | None, QuantConfig, dict[str, QuantParams]]]) -> int:
+    methods = [cfg.activations.method for _, cfg, _ in candidates]
+    return next((methods.index(m) for m in _BLIND if m in methods), 0)
+
+
+def _blind_reason(candidates: list, scoring: _Scoring | None) -> str:
+    if len(candidates) == 1:
+        return "the statistics have no histograms: minmax is the only method they allow"
+    return "no calibration data to score the candidates (statistics given without data)"
+
+
+def resolve_method(pre: onnx.ModelProto, qplan: QuantPlan, stats: dict[str, TensorStats], config: QuantConfig,
+                   source: data_mod.DataSource | None) -> tuple[QuantConfig, MethodChoice | None]:
+    """``config`` with one activation method: itself unless ``auto``; for ``auto``, every candidate is solved
+    from ``stats`` and scored on the split's scoring feeds of ``source`` (in-sample: the statistics saw
+    them), without bias correction. For analyses (sensitivity, fallback) that need the method
+    ``quantize`` would choose before they solve; ``quantize`` itself scores on held-out feeds."""
+    if config.activations.method is not Method.AUTO:
+        return config, None
+    candidates = [(name, cfg, solve(stats, qplan, cfg)) for name, cfg in _candidates(config, stats)]
+    scoring = _scoring_feeds(source, stats_given=True) if source is not None else None
+    if len(candidates) > 1 and scoring is not None and scoring.feeds:
+        dq_only = config.weights.format is WeightFormat.DQ_ONLY or config.target is Target.ORT_CPU
+        k, _, choice = choose(candidates, lambda p: insert_qdq(pre, qplan, p, dq_only=dq_only), pre,
+                              scoring.feeds, scoring.description, False)
+    else:
+        k = _blind_choice(candidates)
+        choice = MethodChoice(candidates[k][0], (), "", False, reason=_blind_reason(candidates, scoring))
+    return candidates[k][1], choice
 
 
 def _data_description(source: data_mod.DataSource | None, data_used: bool) -> str:
@@ -429,6 +540,7 @@ def quantize_with_fallback(
             raise data_mod.CalibrationDataError("give calibration data or precomputed statistics (--load-stats)")
         stats, samples = collect(pre, qplan, source, config, progress=progress, histograms=True)
     timings["calibrate"] = time.perf_counter() - t
+    config, choice = resolve_method(pre, qplan, stats, config, source)
     params = solve(stats, qplan, config)
     evaluation = eval_data if eval_data is not None else data
     if evaluation is None:
@@ -444,6 +556,9 @@ def quantize_with_fallback(
     stats = _complete_stats(pre, plan(pre, final), stats, source, final, progress)
     result = quantize(model, source, final, stats=stats, progress=progress)
     timings = {**result.report.timings, **{k: round(v, 3) for k, v in timings.items()}}
+    if choice is not None:
+        result = dataclasses.replace(result, report=dataclasses.replace(
+            result.report, method=f"auto: {choice.chosen}", choice=choice))
     report = dataclasses.replace(
         result.report, samples=samples or result.report.samples, timings=timings,
         data=source.description if samples else result.report.data,

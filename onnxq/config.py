@@ -34,6 +34,7 @@ class Target(str, Enum):
 
 
 class Method(str, Enum):
+    AUTO = "auto"  # every method below from one collection, kept by held-out score (onnxq.analysis.auto)
     MINMAX = "minmax"
     ENTROPY = "entropy"
     MSE = "mse"
@@ -116,7 +117,7 @@ def _enum(enum_type: type[Enum], value: Any, what: str) -> Enum:
 class ActivationSpec:
     """How activation ranges are calibrated."""
 
-    method: Method = Method.MINMAX
+    method: Method = Method.AUTO
     num_bins: int = 2048
     percentile: float = 99.99
     batch_statistic: BatchStatistic = BatchStatistic.NONE
@@ -137,7 +138,7 @@ class ActivationSpec:
 
     @property
     def needs_histogram(self) -> bool:
-        return self.method is not Method.MINMAX
+        return self.method is not Method.MINMAX  # auto solves every method from the same statistics
 
 
 @dataclass(frozen=True)

@@ -27,7 +27,7 @@ from onnxq.records import QuantParams, QuantPlan, Role, TensorQuantSpec
 
 def activation_range(stats: TensorStats, config: QuantConfig, symmetric: bool) -> tuple[float, float]:
     spec = config.activations
-    if spec.batch_statistic is not BatchStatistic.NONE:
+    if spec.batch_statistic is not BatchStatistic.NONE and spec.method is Method.MINMAX:
         from onnxq.calibrate.minmax import aggregate_batch_ranges
 
         return aggregate_batch_ranges(stats.batch_ranges, spec.batch_statistic.value)
@@ -36,7 +36,13 @@ def activation_range(stats: TensorStats, config: QuantConfig, symmetric: bool) -
 
 
 def solve(stats: dict[str, TensorStats], plan: QuantPlan, config: QuantConfig) -> dict[str, QuantParams]:
-    """QuantParams for every spec of ``plan``, keyed by ``spec.key``: a function of its arguments only."""
+    """QuantParams for every spec of ``plan``, keyed by ``spec.key``: a function of its arguments only.
+
+    ``config``'s activation method must be a method, not ``auto`` (which chooses among methods by solving
+    with each: onnxq.analysis.auto).
+    """
+    if config.activations.method is Method.AUTO:
+        raise ValueError("solve needs one activation method; auto chooses among them (onnxq.api.quantize)")
     ranges = _activation_ranges(stats, plan, config)
     params: dict[str, QuantParams] = {}
     for spec in plan.activations():

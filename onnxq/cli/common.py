@@ -229,7 +229,9 @@ def add_quant_args(p: argparse.ArgumentParser, scope: str = "all") -> None:
 
     add("--config", metavar="FILE", help="QuantConfig as .toml or .json; flags override it")
     add("--target", choices=["tensorrt", "ort-cpu"], help="runtime to place Q/DQ for (default tensorrt)")
-    add("--method", choices=["minmax", "entropy", "mse", "percentile"], help="activation calibration")
+    add("--method", choices=["auto", "minmax", "entropy", "mse", "percentile"],
+        help="activation calibration (default auto: every method from one collection, the one whose outputs "
+             "stay closest to float on held-out calibration samples)")
     add("--percentile", type=number(50, 100, lo_open=True), metavar="P",
         help="percentile of |x| for --method percentile, in (50, 100] (default 99.99); activations only "
              "(weights: --weight-percentile)")
@@ -315,9 +317,12 @@ def _check_flags(args: argparse.Namespace, base: QuantConfig, target: Target) ->
 
 def _check_effective(args: argparse.Namespace, config: QuantConfig) -> None:
     """Options that the effective config leaves without effect: an error when given as a flag."""
-    if args.percentile is not None and config.activations.method is not Method.PERCENTILE:
+    if args.percentile is not None and config.activations.method not in (Method.PERCENTILE, Method.AUTO):
         raise ConfigError(f"--percentile applies to --method percentile, not {config.activations.method.value}: "
                           "add --method percentile (for weights: --weight-method percentile --weight-percentile P)")
+    if args.batch_statistic not in (None, "none") and config.activations.method not in (Method.MINMAX, Method.AUTO):
+        raise ConfigError(f"--batch-statistic applies to --method minmax (and auto's minmax candidate), not "
+                          f"{config.activations.method.value}: drop it or use --method minmax")
     if args.weight_percentile is not None and config.weights.method is not WeightMethod.PERCENTILE:
         raise ConfigError(f"--weight-percentile applies to --weight-method percentile, not "
                           f"{config.weights.method.value}: add --weight-method percentile")

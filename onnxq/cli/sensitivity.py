@@ -159,10 +159,11 @@ def _analyse(args: argparse.Namespace, model, config, calib, evaluation, metric)
                                 histograms=True if args.report else None)
         stats, runs = collected.stats, collected.describe(config.batch_size)
         calib_line = f"{calib.description} ({collected.samples} samples)" + (f"; {runs}" if runs else "")
+    calibration = api.as_source(calib, pre, config.batch_size) if calib is not None else None
+    config, _ = api.resolve_method(pre, qplan, stats, config, calibration)
     params = solve(stats, qplan, config)
     feeds = list(api.as_source(evaluation, pre))
     options = SensitivityOptions(mode=args.mode, workers=args.workers, exact=args.exact)
-    calibration = api.as_source(calib, pre, config.batch_size) if calib is not None else None
     if calibration is None and config.weights.bias_correction:
         log.warning("bias correction is not applied: it measures means on the calibration data, and only "
                     "--load-stats was given; add --calib-data to analyse the model quantize would write")

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import itertools
 import logging
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -26,6 +26,23 @@ def take(source: DataSource, limit: int) -> DataSource:
         return source  # nothing to cut: no ", first N" in the description either
     return DataSource(lambda: itertools.islice(source, limit),
                       f"{source.description}, first {limit}", limit if source.count is not None else None)
+
+
+def select(source: DataSource, indices: Sequence[int], what: str) -> DataSource:
+    """The feeds of ``source`` at ``indices`` (in source order), described as ``what`` of it.
+
+    The source is read through once per iteration, feeds not selected are dropped as they come, so a
+    selection costs no memory beyond the feeds it yields.
+    """
+    wanted = frozenset(indices)
+    last = max(wanted, default=-1)
+
+    def opener() -> Iterable[Feed]:
+        for i, feed in enumerate(itertools.islice(source, last + 1)):
+            if i in wanted:
+                yield feed
+
+    return DataSource(opener, f"{source.description}, {what}", len(wanted))
 
 
 def batched(source: DataSource, batch_size: int, specs: Sequence[InputSpec] | None = None) -> DataSource:

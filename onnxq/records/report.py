@@ -6,6 +6,7 @@ import dataclasses
 from dataclasses import dataclass, field
 from typing import Any
 
+from onnxq.records.choice import MethodChoice
 from onnxq.records.plan import Skip
 
 
@@ -43,6 +44,7 @@ class QuantReport:
     feeds: int | None = None
     check_samples: int = 1  # samples the check ran (its first feed's batch)
     runs: str = ""  # how calibration ran the data when not one feed per run in one pass (Collection.describe)
+    choice: MethodChoice | None = None  # what --method auto chose and why (None for an explicit method)
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)

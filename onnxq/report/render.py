@@ -6,7 +6,7 @@ import json
 from collections import Counter
 from typing import Any
 
-from onnxq.records import QuantPlan, QuantReport
+from onnxq.records import MethodChoice, QuantPlan, QuantReport
 
 
 def _table(headers: list[str], rows: list[list[str]]) -> list[str]:
@@ -22,6 +22,8 @@ def report_text(report: QuantReport, *, verbose: bool = False) -> str:
         f"target     {report.target}   method {report.method}",
         f"data       {report.data}{sample_count(report)}" + (f"; {report.runs}" if report.runs else ""),
     ]
+    if report.choice is not None:
+        lines.append(choice_line(report.choice))
     for note in report.preprocess:
         lines.append(f"preprocess {note}")
     lines.append(
@@ -46,6 +48,15 @@ def report_text(report: QuantReport, *, verbose: bool = False) -> str:
         ]
         lines += _table(["tensor", "role", "dtype", "rule", "axis", "scale", "range", "group"], rows)
     return "\n".join(lines)
+
+
+def choice_line(choice: MethodChoice) -> str:
+    """What ``--method auto`` kept, each candidate's worst-slice score, and on which samples."""
+    if not choice.scores:
+        return f"method     auto kept {choice.chosen} without scoring: {choice.reason}"
+    others = ", ".join(f"{name} {score:.1f}" for name, score in choice.scores)
+    return (f"method     auto kept {choice.chosen}: worst output slice {choice.score_db:.1f} dB SQNR on "
+            f"{choice.scoring} ({others})")
 
 
 def sample_count(report: QuantReport) -> str:

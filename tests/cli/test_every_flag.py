@@ -379,10 +379,12 @@ def data_cases(command: str) -> list[Case]:
         Case(command, "--nhwc", ["--nhwc"], _nhwc,
              base=[a.replace("{model}", "{nhwc_model}").replace("{quant}", "{nhwc_model}") for a in img_base]),
     ]
-    if command == "quantize":  # the precise effects, once
+    if command == "quantize":  # the precise effects, once (minmax: a range scales with the data exactly)
         by_flag = {c.flag: c for c in cases}
-        by_flag[prefix].check = _scaled(3.0)
-        by_flag["--pixel-scale"].check = _scaled(255.0)  # 1 instead of the default 1/255
+        for flag, factor in ((prefix, 3.0), ("--pixel-scale", 255.0)):  # pixel scale 1 instead of 1/255
+            case = by_flag[flag]
+            case.check = _scaled(factor)
+            case.base = (case.base or list(base)) + ["--method", "minmax"]
     return cases
 
 
@@ -510,7 +512,7 @@ def quant_cases(command: str) -> list[Case]:
             Case(command, "--num-bins", ["--num-bins", "256"], changed(_ranges),
                  base=QUANTIZE + ["--method", "entropy"]),
             Case(command, "--batch-statistic", ["--batch-statistic", "mean"], _smaller_range,
-                 base=QUANTIZE + ["--batch-size", "1"]),
+                 base=QUANTIZE + ["--batch-size", "1", "--method", "minmax"]),
             Case(command, "--weight-method", ["--weight-method", "mse"], _clipped_weights),
             Case(command, "--weight-method", ["--weight-method", "percentile"], _clipped_weights,
                  id="quantize --weight-method percentile"),
@@ -527,7 +529,7 @@ def quant_cases(command: str) -> list[Case]:
             Case(command, "--percentile", ["--percentile", "90"], sqnr, base=SENSITIVITY + ["--method", "percentile"]),
             Case(command, "--num-bins", ["--num-bins", "256"], sqnr, base=SENSITIVITY + ["--method", "entropy"]),
             Case(command, "--batch-statistic", ["--batch-statistic", "mean"], sqnr,
-                 base=SENSITIVITY + ["--batch-size", "1"]),
+                 base=SENSITIVITY + ["--batch-size", "1", "--method", "minmax"]),
             Case(command, "--weight-method", ["--weight-method", "percentile", "--weight-percentile", "60"], sqnr),
             Case(command, "--weight-percentile", ["--weight-percentile", "60"], sqnr,
                  base=SENSITIVITY + ["--weight-method", "percentile"]),
@@ -771,10 +773,11 @@ def sensitivity_cases() -> list[Case]:
              lambda a, b: _eq((ok(a).json()["float_metric"], ok(b).json()["float_metric"] is not None), (None, True))),
         # statistics from `onnxq calibrate` solve to the same model as calibrating here (bias correction off:
         # with --load-stats alone there are no calibration samples to measure means on)
+        # (one method: auto scores its candidates on calibration data, which --load-stats alone does not give)
         Case(s, "--load-stats", ["{model}", "--load-stats", "{stats}", "--eval-data", "{calib}", "--format", "json",
-                                 "--config", "{nobc}"],
+                                 "--config", "{nobc}", "--method", "mse"],
              lambda a, b: _eq(ok(b).json()["all_quantized"]["sqnr_db"], ok(a).json()["all_quantized"]["sqnr_db"]),
-             base=SENSITIVITY + ["--config", "{nobc}"], replace=True),
+             base=SENSITIVITY + ["--config", "{nobc}", "--method", "mse"], replace=True),
         Case(s, "--mode", ["--mode", "one"], _mode_one),
         Case(s, "--top", ["--top", "1"], lambda a, b: _eq(len(_text_rows(b)), 1),
              base=["{model}", "--calib-data", "{calib}"]),

@@ -55,13 +55,21 @@ def test_weight_percentile_clips_and_differs_from_max(conv_model, tmp_path):
 
 
 @pytest.mark.parametrize("flags,needle", [
-    (["--percentile", "99.9"], "--percentile applies to --method percentile"),
+    (["--method", "minmax", "--percentile", "99.9"], "--percentile applies to --method percentile"),
     (["--weight-percentile", "99.9"], "--weight-percentile applies to --weight-method percentile"),
 ])
 def test_percentile_flags_without_their_method_are_refused(conv_model, tmp_path, capsys, flags, needle):
     assert quantize(conv_model, tmp_path, *flags) == 2
     assert needle in error_line(capsys)
     assert not (tmp_path / "q.onnx").exists()
+
+
+def test_percentile_acts_with_auto_through_its_percentile_candidate(conv_model, tmp_path, capsys):
+    """The default, auto, solves a percentile candidate: --percentile sets it (recorded in the config)."""
+    assert quantize(conv_model, tmp_path, "--percentile", "99.9") == 0
+    meta = {p.key: p.value for p in onnx.load(str(tmp_path / "q.onnx")).metadata_props}
+    config = json.loads(meta["onnxq.config"])
+    assert (config["activations"]["method"], config["activations"]["percentile"]) == ("auto", 99.9)
 
 
 def test_weight_format_qdq_is_refused_for_ort_cpu_and_metadata_says_what_was_written(conv_model, tmp_path, capsys):

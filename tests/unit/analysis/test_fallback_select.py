@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from helpers import ort_run, random_feeds, ref_sqnr_db, restrict_plan
+from helpers import MINMAX, ort_run, random_feeds, ref_sqnr_db, restrict_plan
 
 import onnxq
 from onnxq import api
@@ -35,7 +35,7 @@ def _chain():
     """Three layers; the activation scales of the 2nd and 3rd made 4x and 16x too coarse."""
     model = model_from_text(CHAIN, weights={"W1": (4, 6), "W2": (6, 5), "W3": (5, 3)})
     pre, _ = api.prepare(model)
-    config = QuantConfig()
+    config = QuantConfig(activations=MINMAX)
     qplan = onnxq.plan(pre, config)
     feeds = random_feeds((1, 4), 10, seed=3)
     stats, _ = onnxq.collect(pre, qplan, data.from_iterable(feeds), config)

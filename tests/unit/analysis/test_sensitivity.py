@@ -9,6 +9,7 @@ import re
 import numpy as np
 import pytest
 from helpers import (
+    MINMAX,
     SMALL_CNN,
     SMALL_CNN_WEIGHTS,
     SMALL_MLP,
@@ -197,7 +198,7 @@ def test_quantize_with_fallback_writes_an_ordinary_plan_without_the_chosen_layer
     model = model_from_text(SMALL_CNN, weights=SMALL_CNN_WEIGHTS)
     feeds = random_feeds((1, 3, 8, 8), 6)
     result, fb, ranking = api.quantize_with_fallback(
-        model, feeds, QuantConfig(), FallbackRule(max_float_layers=1), eval_data=random_feeds((1, 3, 8, 8), 4, seed=9))
+        model, feeds, QuantConfig(activations=MINMAX), FallbackRule(max_float_layers=1), eval_data=random_feeds((1, 3, 8, 8), 4, seed=9))
     assert len(fb.steps) == 1 and fb.float_nodes[0] == ranking.layers[0].node
     node = fb.float_nodes[0]
     assert not any(dq_inputs(result.model)[node])  # no Q/DQ feeds the float layer
@@ -250,7 +251,7 @@ def test_segmented_sensitivity_equals_whole_model_runs(memory_mb):
 def test_fallback_skips_the_ranking_when_the_quantized_model_already_meets_the_target():
     model = model_from_text(SMALL_CNN, weights=SMALL_CNN_WEIGHTS)
     feeds = random_feeds((1, 3, 8, 8), 4)
-    result, fb, ranking = api.quantize_with_fallback(model, feeds, QuantConfig(), FallbackRule(min_sqnr_db=-100.0))
+    result, fb, ranking = api.quantize_with_fallback(model, feeds, QuantConfig(activations=MINMAX), FallbackRule(min_sqnr_db=-100.0))
     assert ranking is None and fb.steps == () and fb.met and fb.verified_met and fb.evaluations == 1
     assert fb.verified == fb.start  # the gated model with every gate on computes the written model exactly
     assert result.report.config["exclude_nodes"] == []

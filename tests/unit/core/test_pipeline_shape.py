@@ -7,7 +7,7 @@ from __future__ import annotations
 import numpy as np
 import onnx_graphsurgeon as gs
 import pytest
-from helpers import residual_net
+from helpers import MINMAX, residual_net
 
 import onnxq
 from onnxq.api import prepare
@@ -42,7 +42,7 @@ class _Counter:
 @pytest.mark.parametrize("bias_correction", [False, True])
 def test_quantize_imports_and_exports_the_graph_once(monkeypatch, target, bias_correction):
     model = residual_net(1)
-    config = QuantConfig(target=target, weights=WeightSpec(bias_correction=bias_correction))
+    config = QuantConfig(activations=MINMAX, target=target, weights=WeightSpec(bias_correction=bias_correction))
     counter = _Counter(monkeypatch)
     prepare(model)  # preprocessing's own passes, counted apart
     imports, exports = counter.imports, counter.exports
@@ -53,7 +53,7 @@ def test_quantize_imports_and_exports_the_graph_once(monkeypatch, target, bias_c
 
 def test_solve_reads_no_graph(monkeypatch):
     model, _ = prepare(residual_net(1))
-    config = QuantConfig()
+    config = QuantConfig(activations=MINMAX)
     qplan = plan(model, config)
     stats = onnxq.collect(model, qplan, onnxq.data.from_iterable(_feeds()), config)[0]
     expected = solve(stats, qplan, config)
@@ -78,7 +78,7 @@ def test_plan_from_json_has_no_weights_and_solve_says_so():
     again = type(qplan).from_dict(qplan.to_dict())
     assert again == qplan and not again.values
     with pytest.raises(ValueError, match="carries no values"):
-        solve({}, type(qplan)(qplan.target, tuple(qplan.weights()), (), ()), QuantConfig())
+        solve({}, type(qplan)(qplan.target, tuple(qplan.weights()), (), ()), QuantConfig(activations=MINMAX))
 
 
 @pytest.mark.parametrize("target", [Target.TENSORRT, Target.ORT_CPU])
@@ -86,11 +86,11 @@ def test_bias_correction_from_given_statistics_is_the_same_model(target):
     """The moments come from the calibration run, or from a pass of their own when statistics are given:
     the same data gives the same corrected model, byte for byte."""
     model = residual_net(1)
-    config = QuantConfig(target=target, weights=WeightSpec(bias_correction=True))
+    config = QuantConfig(activations=MINMAX, target=target, weights=WeightSpec(bias_correction=True))
     feeds = _feeds(6)
     collected = onnxq.quantize(model, feeds, config)
     given = onnxq.quantize(model, feeds, config, stats=collected.stats)
-    plain = onnxq.quantize(model, feeds, QuantConfig(target=target, weights=WeightSpec(bias_correction=False)))
+    plain = onnxq.quantize(model, feeds, QuantConfig(activations=MINMAX, target=target, weights=WeightSpec(bias_correction=False)))
     assert given.model.SerializeToString() == collected.model.SerializeToString()
     assert plain.model.SerializeToString() != collected.model.SerializeToString()  # the correction did act
     assert given.report.samples == collected.report.samples == 6

@@ -7,7 +7,7 @@ from __future__ import annotations
 import numpy as np
 import onnx
 import pytest
-from helpers import random_feeds
+from helpers import MINMAX, random_feeds
 from onnx import TensorProto, helper, numpy_helper
 
 import onnxq
@@ -80,7 +80,7 @@ def test_preprocess_leaves_no_dead_initializers() -> None:
 @pytest.mark.parametrize("target", [Target.TENSORRT, Target.ORT_CPU])
 def test_quantized_equalized_and_gated_graphs_leave_no_dead_initializers(target: Target) -> None:
     model, data = net(), feeds(8)
-    config = QuantConfig(target=target, equalize=target is Target.TENSORRT)
+    config = QuantConfig(activations=MINMAX, target=target, equalize=target is Target.TENSORRT)
     pre, _ = api.prepare(model)
     eq = api.equalized(pre, config, from_iterable(data))
     assert unused_initializers(eq) == []

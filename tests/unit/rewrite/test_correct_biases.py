@@ -11,10 +11,10 @@ from __future__ import annotations
 import dataclasses
 
 import numpy as np
-import onnx_graphsurgeon as gs
 import onnx
+import onnx_graphsurgeon as gs
 import pytest
-from helpers import ort_run
+from helpers import MINMAX, ort_run
 from onnx import TensorProto, helper, numpy_helper
 
 from onnxq.analysis.activation_means import correctable_nodes, input_moments, input_quantizers, output_means
@@ -82,7 +82,7 @@ def _channel_mean(y: np.ndarray, axis: int) -> np.ndarray:
 
 def _mean_errors(model: onnx.ModelProto, x: np.ndarray, axis: int, *, activations: bool):
     """(uncorrected, corrected) per-channel mean output error of the quantized model on ``x``."""
-    config = QuantConfig()
+    config = QuantConfig(activations=MINMAX)
     full = plan(model, config)
     qplan = full if activations else dataclasses.replace(full, specs=tuple(full.weights()))
     stats = {}
@@ -121,7 +121,7 @@ def test_corrected_mean_output_matches_float(name, build, shape, axis, activatio
 
 def test_correction_keeps_names_and_placement() -> None:
     model = _conv_model(True, 1)
-    config = QuantConfig()
+    config = QuantConfig(activations=MINMAX)
     qplan = plan(model, config)
     x = np.random.default_rng(10).uniform(0, 1, (2, 8, 9, 9)).astype(np.float32)
     params = solve({"X": observe(new_stats(2048, histogram=False), x)}, qplan, config)
@@ -147,7 +147,7 @@ def test_output_means_per_channel() -> None:
 
 def test_fake_quant_matches_qdq_of_onnxruntime() -> None:
     model = _conv_model(True, 1)
-    config = QuantConfig()
+    config = QuantConfig(activations=MINMAX)
     qplan = plan(model, config)
     params = solve({"X": observe(new_stats(2048, histogram=False), np.ones((1, 8, 9, 9), np.float32))},
                    qplan, config)
@@ -165,10 +165,10 @@ def test_bias_corrected_follows_the_plan() -> None:
     x = np.random.default_rng(13).uniform(0, 1, (4, 8, 9, 9)).astype(np.float32)
     stats = {"X": observe(new_stats(2048, histogram=False), x)}
     feeds = [{"X": x}]
-    excluded = QuantConfig(exclude_nodes=("conv",))
+    excluded = QuantConfig(activations=MINMAX, exclude_nodes=("conv",))
     qplan = plan(model, excluded)
     assert bias_corrected(model, qplan, solve(stats, qplan, excluded), feeds) is model
-    config = QuantConfig()
+    config = QuantConfig(activations=MINMAX)
     qplan = plan(model, config)
     params = solve(stats, qplan, config)
     got = bias_corrected(model, qplan, params, feeds)
@@ -188,7 +188,7 @@ def test_moments_from_the_collection_equal_a_separate_pass(memory_mb) -> None:
     model = _conv_model(True, 2)
     x = np.random.default_rng(14).uniform(0, 1, (5, 8, 9, 9)).astype(np.float32)
     feeds = [{"X": x[i:i + 1]} for i in range(5)]
-    config = QuantConfig()
+    config = QuantConfig(activations=MINMAX)
     qplan = plan(model, config)
     nodes = correction_nodes(model, qplan)
     assert [n.node for n in nodes] == ["conv"]

@@ -7,7 +7,7 @@ from __future__ import annotations
 import numpy as np
 import onnx
 import pytest
-from helpers import ort_run, random_feeds, save_arrays
+from helpers import MINMAX, ort_run, random_feeds, save_arrays
 from onnx import numpy_helper
 
 from onnxq import api
@@ -93,7 +93,7 @@ def test_equalized_model_computes_the_same_and_evens_the_channels() -> None:
 def test_collected_maxima_equal_numpy() -> None:
     model = net()
     data = feeds(5)
-    got = channel_maxima(model, ["s"], from_iterable(data), QuantConfig())
+    got = channel_maxima(model, ["s"], from_iterable(data), QuantConfig(activations=MINMAX))
     want = np.max([np.abs(run(model, f, ["s"])[0]).max(axis=(0, 2, 3)) for f in data], axis=0)
     np.testing.assert_allclose(got["s"], want, rtol=1e-5)
 
@@ -110,22 +110,22 @@ def _worst_channel_sqnr(model: onnx.ModelProto, quant: onnx.ModelProto, data: li
 def test_quantize_with_equalize_is_closer_to_float() -> None:
     model = net()
     calib, check = feeds(16), feeds(8, seed=2)
-    plain = api.quantize(model, calib, QuantConfig())
-    eq = api.quantize(model, calib, QuantConfig(equalize=True))
+    plain = api.quantize(model, calib, QuantConfig(activations=MINMAX))
+    eq = api.quantize(model, calib, QuantConfig(activations=MINMAX, equalize=True))
     assert any("equalized" in note for note in eq.report.preprocess)
     assert sum(n.op_type == "Mul" for n in eq.model.graph.node) == sum(n.op_type == "Mul" for n in model.graph.node) + 1
     assert _worst_channel_sqnr(model, eq.model, check) > _worst_channel_sqnr(model, plain.model, check) + 10
     # deterministic bytes
-    again = api.quantize(model, calib, QuantConfig(equalize=True))
+    again = api.quantize(model, calib, QuantConfig(activations=MINMAX, equalize=True))
     assert again.model.SerializeToString() == eq.model.SerializeToString()
 
 
 def test_ort_cpu_target_and_missing_data() -> None:
     model = net()
-    same = api.quantize(model, feeds(4), QuantConfig(target=Target.ORT_CPU, equalize=True))
+    same = api.quantize(model, feeds(4), QuantConfig(activations=MINMAX, target=Target.ORT_CPU, equalize=True))
     assert not any("equalized" in note for note in same.report.preprocess)
     with pytest.raises(ConfigError, match="equalize needs calibration data"):
-        api.equalized(api.prepare(model)[0], QuantConfig(equalize=True), None)
+        api.equalized(api.prepare(model)[0], QuantConfig(activations=MINMAX, equalize=True), None)
 
 
 def test_weights_are_scaled_per_output_channel_with_multiplier() -> None:
@@ -148,7 +148,7 @@ def test_scales_come_from_every_calibration_sample() -> None:
     data = feeds(40)
     pre, _ = api.prepare(model)
     loud = {"x": data[-1]["x"] * 50.0}  # the last sample drives every channel far past the others
-    eq = api.equalized(pre, QuantConfig(equalize=True), from_iterable(data[:-1] + [loud]))
+    eq = api.equalized(pre, QuantConfig(activations=MINMAX, equalize=True), from_iterable(data[:-1] + [loud]))
     inv = next(numpy_helper.to_array(t) for t in eq.graph.initializer if t.name.startswith("s_equalize_scale"))
     want = np.max([np.abs(run(model, f, ["s"])[0]).max(axis=(0, 2, 3)) for f in data[:-1] + [loud]], axis=0)
     np.testing.assert_allclose(inv.ravel(), 1.0 / channel_scales(want), rtol=1e-5)
@@ -190,10 +190,10 @@ def test_quantize_with_equalize_on_weights_over_a_kilobyte() -> None:
     model = big_net()
     assert numpy_helper.to_array(next(t for t in model.graph.initializer if t.name == "W1")).nbytes > 1024
     calib, check = feeds(16), feeds(8, seed=2)
-    eq = api.quantize(model, calib, QuantConfig(equalize=True))  # raised UnsupportedModelError (exit 2)
+    eq = api.quantize(model, calib, QuantConfig(activations=MINMAX, equalize=True))  # raised UnsupportedModelError (exit 2)
     assert any("equalized" in note for note in eq.report.preprocess)
     assert unused_initializers(eq.model) == []
-    plain = api.quantize(model, calib, QuantConfig())
+    plain = api.quantize(model, calib, QuantConfig(activations=MINMAX))
     assert _worst_channel_sqnr(model, eq.model, check) > _worst_channel_sqnr(model, plain.model, check) + 10
 
 
@@ -202,7 +202,7 @@ def test_equalize_removes_the_original_weight_unless_another_node_reads_it() -> 
         model = big_net(weight_read_elsewhere=shared)
         data = [{**f, **({"k": np.array([0.5], np.float32)} if shared else {})} for f in feeds(4)]
         pre, _ = api.prepare(model)
-        eq = api.equalized(pre, QuantConfig(equalize=True), from_iterable(data))
+        eq = api.equalized(pre, QuantConfig(activations=MINMAX, equalize=True), from_iterable(data))
         assert unused_initializers(eq) == []
         assert ("W1" in {t.name for t in eq.graph.initializer}) is shared
         for want, got in zip(run(model, data[0]), run(eq, data[0]), strict=True):

@@ -13,6 +13,7 @@ import itertools
 import numpy as np
 import pytest
 from helpers import (
+    MINMAX,
     SMALL_CNN,
     SMALL_CNN_WEIGHTS,
     SMALL_MLP,
@@ -54,7 +55,7 @@ def test_gated_mlp_matches_numpy_fake_quantization_for_every_subset():
 
 @pytest.mark.parametrize("target", ["tensorrt", "ort-cpu"])
 def test_gated_cnn_equals_restricted_qdq_model_for_every_subset(target):
-    config = QuantConfig(target=target)
+    config = QuantConfig(activations=MINMAX, target=target)
     pre, qplan, params, feeds = quantized_parts(SMALL_CNN, SMALL_CNN_WEIGHTS, (1, 3, 8, 8), config)
     dq_only = target == "ort-cpu"
     gated = build_gated(pre, qplan, params, form=QuantForm(dq_only=dq_only))

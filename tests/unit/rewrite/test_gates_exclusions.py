@@ -83,7 +83,7 @@ def _restrict(pre, plan: QuantPlan, on: set[str], units: tuple[str, ...]) -> Qua
 @pytest.mark.parametrize("target", ["ort-cpu", "tensorrt"])
 @pytest.mark.parametrize("exclusion", EXCLUSIONS, ids=lambda e: "+".join(sum(e.values(), [])) or "none")
 def test_gated_model_with_exclusions_equals_insert_qdq_and_float(target, exclusion):
-    config = QuantConfig.from_dict({"target": target, **exclusion})
+    config = QuantConfig.from_dict({"target": target, "activations": {"method": "minmax"}, **exclusion})
     pre, _ = api.prepare(model_from_text(NET, weights=WEIGHTS))
     qplan = onnxq.plan(pre, config)
     excluded = {s.node for s in qplan.skips if s.rule == "user-exclude"}
@@ -111,7 +111,7 @@ def test_gated_model_with_exclusions_equals_insert_qdq_and_float(target, exclusi
 def test_excluded_reader_of_a_quantized_output_is_switched_by_its_producer():
     """ORT-CPU, Add excluded: the Add reads the second Conv's quantized output; that edge is on exactly
     when the Conv's gate is (the case that crashed with "'list' object has no attribute 'outputs'")."""
-    config = QuantConfig.from_dict({"target": "ort-cpu", "exclude_ops": ["Add"]})
+    config = QuantConfig.from_dict({"target": "ort-cpu", "activations": {"method": "minmax"}, "exclude_ops": ["Add"]})
     pre, _ = api.prepare(model_from_text(NET, weights=WEIGHTS))
     qplan = onnxq.plan(pre, config)
     add = next(s.node for s in qplan.skips if s.rule == "user-exclude")

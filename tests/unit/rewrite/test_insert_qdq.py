@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import onnx
 import pytest
-from helpers import fake_quant, ort_run
+from helpers import MINMAX, fake_quant, ort_run
 
 from onnxq.calibrate.solve import solve
 from onnxq.collect.stats import new_stats, observe
@@ -45,7 +45,7 @@ def test_conv_qdq_matches_numpy_fake_quantization(dq_only: bool) -> None:
     x = rng.standard_normal((1, 3, 6, 6)).astype(np.float32)
     qplan = plan(m)
     stats = {"x": observe(new_stats(histogram=False), x)}
-    params = solve(stats, qplan, QuantConfig())
+    params = solve(stats, qplan, QuantConfig(activations=MINMAX))
     q = insert_qdq(m, qplan, params, dq_only=dq_only)
     onnx.checker.check_model(q, full_check=True)
     w = onnx.numpy_helper.to_array(next(i for i in m.graph.initializer if i.name == "W"))
@@ -68,7 +68,7 @@ def test_qdq_names_are_deterministic_and_original_tensors_kept() -> None:
     m = model_from_text(CONV, weights={"W": (4, 3, 3, 3), "B": (4,)})
     qplan = plan(m)
     params = solve({"x": observe(new_stats(histogram=False), np.ones((1, 3, 6, 6), np.float32))}, qplan,
-                   QuantConfig())
+                   QuantConfig(activations=MINMAX))
     a = insert_qdq(m, qplan, params).SerializeToString(deterministic=True)
     b = insert_qdq(m, qplan, params).SerializeToString(deterministic=True)
     assert a == b
@@ -80,7 +80,7 @@ def test_uint8_activation_and_int32_bias_for_ort_cpu_target() -> None:
     rng = np.random.default_rng(1)
     m = model_from_text(CONV, weights={"W": (4, 3, 3, 3), "B": (4,)})
     x = rng.uniform(0, 2, (1, 3, 6, 6)).astype(np.float32)
-    cfg = QuantConfig(target="ort-cpu")
+    cfg = QuantConfig(activations=MINMAX, target="ort-cpu")
     qplan = plan(m, cfg)
     stats = {s.tensor: observe(new_stats(histogram=False), x) for s in qplan.activations()}
     params = solve(stats, qplan, cfg)
@@ -103,7 +103,7 @@ def test_written_integers_are_what_quantizelinear_computes() -> None:
     """dq_only int8 weights hold onnxruntime's QuantizeLinear codes of the float weight (no clipping at max
     calibration, so the narrow grid does not bind); int32 biases the same rule, by hand (no int32 Q op)."""
     m = model_from_text(CONV, weights={"W": (4, 3, 3, 3), "B": (4,)}, seed=3)
-    cfg = QuantConfig(target="ort-cpu")
+    cfg = QuantConfig(activations=MINMAX, target="ort-cpu")
     qplan = plan(m, cfg)
     x = np.random.default_rng(2).uniform(0, 2, (1, 3, 6, 6)).astype(np.float32)
     stats = {s.tensor: observe(new_stats(histogram=False), x) for s in qplan.activations()}
@@ -130,7 +130,7 @@ def test_written_integers_are_what_quantizelinear_computes() -> None:
 
 def test_per_tensor_weights_option_gives_scalar_scale() -> None:
     m = model_from_text(CONV, weights={"W": (4, 3, 3, 3), "B": (4,)})
-    cfg = QuantConfig(weights=WeightSpec(per_channel=False))
+    cfg = QuantConfig(activations=MINMAX, weights=WeightSpec(per_channel=False))
     qplan = plan(m, cfg)
     params = solve({"x": observe(new_stats(histogram=False), np.ones((1, 3, 6, 6), np.float32))}, qplan, cfg)
     assert params[qplan.weights()[0].key].scale.ndim == 0

@@ -1,0 +1,71 @@
+"""``--method auto``: solve with every method from one collection, keep the model that serves the outputs best.
+
+Statistics are collected once, with histograms, on the calibration feeds that are not held out
+(:func:`onnxq.analysis.heldout.split_feeds`); every candidate method is solved from them (solving is pure
+and cheap), written, and run on the held-out feeds next to the float model. Each candidate is scored by
+the worst slice SQNR over all outputs (:func:`onnxq.analysis.heldout.model_score`): a whole-output norm
+would let box coordinates hide destroyed class scores. The best score wins (worst slices within 0.05 dB
+tie and the mean slice SQNR decides: :func:`onnxq.analysis.heldout.ranking_key`); a full tie goes to the
+earlier candidate (the order is fixed, so the choice is deterministic).
+
+Candidates run with onnxruntime's float optimizations on and Q/DQ kept as fake quantization
+(``fake_quant``): constant weights fold once instead of being re-quantized on every run, which keeps the
+search cheap on big models; the activations, which is what the candidates differ in, are quantized exactly.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Mapping, Sequence
+
+import numpy as np
+import onnx
+
+from onnxq import runtime
+from onnxq.analysis.heldout import model_score, output_scores, ranking_key
+from onnxq.config import QuantConfig
+from onnxq.records import MethodChoice, OutputFigure, QuantParams
+
+log = logging.getLogger(__name__)
+
+Feed = Mapping[str, np.ndarray]
+
+
+def run_outputs(model: onnx.ModelProto, feeds: Sequence[Feed], *, quantized: bool) -> list[list[np.ndarray]]:
+    """Every output of ``model`` on each feed (one session): ``[feed][output]``."""
+    session = runtime.make_session(model, optimize=True, fake_quant=quantized)
+    return [list(runtime.run(session, feed)) for feed in feeds]
+
+
+def choose(
+    candidates: Sequence[tuple[str, QuantConfig, dict[str, QuantParams]]],
+    build: Callable[[dict[str, QuantParams]], onnx.ModelProto],
+    float_model: onnx.ModelProto,
+    feeds: Sequence[Feed],
+    scoring: str,
+    held_out: bool,
+) -> tuple[int, onnx.ModelProto, MethodChoice]:
+    """Score each candidate (name, config, params) built by ``build`` on ``feeds``: (index of the best, its
+    model, the record of the choice)."""
+    names = [o.name for o in float_model.graph.output]
+    reference = run_outputs(float_model, feeds, quantized=False)
+    best: tuple[int, onnx.ModelProto, tuple[float, float], list] | None = None
+    scores: list[tuple[str, float]] = []
+    for k, (name, _, params) in enumerate(candidates):
+        model = build(params)
+        per_output = output_scores(reference, run_outputs(model, feeds, quantized=True), names)
+        score = model_score(per_output)
+        scores.append((name, round(float(score), 2)))
+        log.info("auto: %s scores %.2f dB (worst slice over all outputs)", name, score)
+        key = ranking_key(per_output)
+        if best is None or key > best[2]:
+            best = (k, model, key, per_output)
+    assert best is not None, "no candidates"
+    k, model, _, per_output = best
+    figures = tuple(_figure(s) for s in per_output if s.scored)
+    return k, model, MethodChoice(candidates[k][0], tuple(scores), scoring, held_out, figures)
+
+
+def _figure(score) -> OutputFigure:
+    return OutputFigure(score.output, round(float(score.sqnr_db), 2), score.worst_slice_label,
+                        round(float(score.worst_sqnr_db), 2))
