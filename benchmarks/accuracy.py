@@ -58,7 +58,7 @@ from onnxq.config import ActivationSpec, QuantConfig  # noqa: E402
 log = logging.getLogger("accuracy")
 
 ONNXQ_METHODS = ("minmax", "entropy", "mse", "percentile")
-METHODS = ONNXQ_METHODS + ("ort-cpu", "ort-trt", "ort-default")
+METHODS = ONNXQ_METHODS + ("auto", "ort-cpu", "ort-trt", "ort-default")  # auto: `onnxq quantize` with no flags
 
 
 @dataclass(frozen=True)
@@ -263,6 +263,15 @@ def onnxq_models(float_path: Path, feeds: list[dict], methods: list[str], work: 
                 yield name, m, out, collect_s + time.perf_counter() - t, ""
             except Exception as exc:
                 yield name, m, None, 0.0, _one_line(exc)
+    if "auto" in methods and not equalize:  # the defaults: what `onnxq quantize MODEL -o OUT --calib-data DIR` does
+        t = time.perf_counter()
+        out = work / f"{float_path.stem}.onnxq_defaults.onnx"
+        try:
+            result = api.quantize(float_path, data.from_iterable(feeds), QuantConfig())
+            result.save(out)
+            yield DEFAULTS, result.report.method, out, time.perf_counter() - t, ""
+        except Exception as exc:
+            yield DEFAULTS, "auto", None, 0.0, _one_line(exc)
     if "ort-cpu" in methods:
         t = time.perf_counter()
         out = work / f"{float_path.stem}.onnxq_ortcpu_{ort_cpu_method}.onnx"
@@ -292,6 +301,7 @@ def ort_models(float_path: Path, feeds: list[dict], methods: list[str], work: Pa
 # ------------------------------------------------------------------------------------------ per model
 
 CPU_FORMS = ("onnxq ORT-CPU", "onnxruntime default")
+DEFAULTS = "onnxq defaults (TensorRT)"
 
 
 def run_model(key: str, args: argparse.Namespace, work: Path) -> list[Row]:
@@ -406,9 +416,9 @@ def _modes(pair: list[Row | None], spec: ModelSpec) -> str:
 
 
 def summary_table(rows: list[Row]) -> list[str]:
-    lines = ["| model | metric | float | ORT default | ORT TRT-style (exact) | "
+    lines = ["| model | metric | float | ORT default | ORT TRT-style (exact) | onnxq defaults: auto (exact) | "
              "onnxq TensorRT, best method (exact) | onnxq ORT-CPU | target | onnxq met |",
-             "|---|---|---|---|---|---|---|---|---|"]
+             "|---|---|---|---|---|---|---|---|---|---|"]
     for key, spec in SPECS.items():
         mine = [r for r in rows if r.model == key]
         if not mine:
@@ -421,8 +431,11 @@ def summary_table(rows: list[Row]) -> list[str]:
         best = max(trt, key=lambda r: (ok(r), spec.rank(r.result))) if trt else None
         cpu = [pick.get(("onnxq ORT-CPU", m)) for m in ("optimized", "exact")]
         ortd = [pick.get(("onnxruntime default", m)) for m in ("optimized", "exact")]
+        auto = next((r for r in mine if r.quantizer == DEFAULTS), None)
         met = []
         if flt is not None and flt.result:
+            if auto is not None and auto.result:
+                met.append(f"defaults: {'yes' if spec.met(auto.result, flt.result) else 'NO'}")
             if best is not None:
                 met.append(f"TRT {best.method}: {'yes' if spec.met(best.result, flt.result) else 'NO'}")
             if cpu[0] is not None and cpu[0].result:
@@ -430,7 +443,7 @@ def summary_table(rows: list[Row]) -> list[str]:
         best_cell = f"{_value(best, spec)} ({best.method})" if best else "-"
         lines.append(f"| {spec.title} | {spec.metric_name} | {_value(flt, spec)} | {_modes(ortd, spec)} | "
                      f"{_value(pick.get(('onnxruntime TRT-style', 'exact')), spec)} | "
-                     f"{best_cell} | {_modes(cpu, spec)} | {spec.target} | "
+                     f"{_value(auto, spec) + (f' ({auto.method})' if auto is not None else '')} | {best_cell} | {_modes(cpu, spec)} | {spec.target} | "
                      f"{'; '.join(met)} |")
     return lines
 

@@ -22,6 +22,7 @@ from onnxq.analysis.activation_means import channel_maxima, correction_nodes, mo
 from onnxq.analysis.auto import choose
 from onnxq.analysis.heldout import split_feeds
 from onnxq.analysis.metrics import output_similarity
+from onnxq.calibrate.bias_correction import merge_moments
 from onnxq.calibrate.choose import candidate_configs
 from onnxq.calibrate.solve import solve
 from onnxq.check import check_input_model, check_model, save_model, validation_problem
@@ -29,7 +30,7 @@ from onnxq.collect import data as data_mod
 from onnxq.collect.batching import select
 from onnxq.collect.collectors import collect, collect_all
 from onnxq.collect.feeds import batch_size
-from onnxq.collect.stats import TensorStats
+from onnxq.collect.stats import TensorStats, merge_stats
 from onnxq.config import FallbackRule, Method, QuantConfig, Target, WeightFormat, exclusion_problems
 from onnxq.errors import ConfigError, InternalError, SessionLoadError, UnsupportedModelError, ValidationError
 from onnxq.graph.existing import existing_quantization
@@ -218,28 +219,36 @@ def quantize(
     if measured.moments_seconds:
         timings["bias_correction"] = measured.moments_seconds
     t = time.perf_counter()
+    dq_only = config.weights.format is WeightFormat.DQ_ONLY or config.target is Target.ORT_CPU
     candidates = [(name, cfg, solve(measured.stats, qplan, cfg))
                   for name, cfg in (_candidates(config, measured.stats) if auto else [(None, config)])]
-    apply_bias_shifts(graph, output_shifts(index, qplan, candidates[0][2], measured.moments), qplan)
-    dq_only = config.weights.format is WeightFormat.DQ_ONLY or config.target is Target.ORT_CPU
-    choice = None
+    choice, chosen = None, config
     if len(candidates) > 1 and scoring is not None and scoring.feeds:
+        shifts = output_shifts(index, qplan, candidates[0][2], measured.moments)  # weights only: any candidate
+
         def build(p: dict[str, QuantParams]) -> onnx.ModelProto:
             copy = graph.copy()
+            apply_bias_shifts(copy, shifts, qplan)
             insert_into(copy, qplan, p, dq_only=dq_only)
             return export_model(copy, pre)
 
-        k, qmodel, choice = choose(candidates, build, pre, scoring.feeds, scoring.description, scoring.held_out)
+        k, _, choice = choose(candidates, build, pre, scoring.feeds, scoring.description, scoring.held_out)
+        chosen = candidates[k][1]
         timings["choose"] = time.perf_counter() - t
-        t = time.perf_counter()
-        params = candidates[k][2]
-    else:
+        if scoring.held_out:  # the chosen method's final ranges come from every feed, held-out ones included
+            t = time.perf_counter()
+            rest = _measure(pre, index, qplan, scoring.scored, config, None, False, histograms, notes)
+            measured = _merged(measured, rest)
+            timings["calibrate"] += time.perf_counter() - t
+    elif auto:
         k = _blind_choice(candidates)
-        params = candidates[k][2]
-        if auto:
-            choice = MethodChoice(candidates[k][0], (), "", False, reason=_blind_reason(candidates, scoring))
-        insert_into(graph, qplan, params, dq_only=dq_only)
-        qmodel = export_model(graph, pre)
+        chosen = candidates[k][1]
+        choice = MethodChoice(candidates[k][0], (), "", False, reason=_blind_reason(candidates, scoring))
+    t = time.perf_counter()
+    params = solve(measured.stats, qplan, chosen)
+    apply_bias_shifts(graph, output_shifts(index, qplan, params, measured.moments), qplan)
+    insert_into(graph, qplan, params, dq_only=dq_only)
+    qmodel = export_model(graph, pre)
     _stamp(qmodel, config)
     timings["rewrite"] = time.perf_counter() - t
     t = time.perf_counter()
@@ -259,7 +268,7 @@ def quantize(
         preprocess=tuple(notes),
         data=_data_description(source, data_used=stats is None),
         samples=measured.samples,
-        feeds=_feeds_used(source, scoring) if measured.samples else None,
+        feeds=source.count if source is not None and measured.samples else None,
         quantized_nodes=qplan.quantized_nodes,
         skipped=qplan.skips,
         tensors=tuple(_records(qplan, params)),
@@ -281,6 +290,7 @@ class _Scoring:
     feeds: list[dict[str, np.ndarray]]
     description: str
     held_out: bool
+    scored: data_mod.DataSource | None = None  # the held-out feeds as a source (their statistics join at the end)
 
 
 def _scoring_feeds(source: data_mod.DataSource | None, stats_given: bool) -> _Scoring | None:
@@ -297,23 +307,25 @@ def _scoring_feeds(source: data_mod.DataSource | None, stats_given: bool) -> _Sc
         return _Scoring(source, feeds, f"the first {len(feeds)} calibration feeds (in-sample: the source does "
                         "not say how many feeds it holds)", False)
     split = split_feeds(source.count)
-    feeds = list(select(source, split.scoring, "scoring"))
+    scored = select(source, split.scoring, f"{len(split.scoring)} held out")
+    feeds = list(scored)
     if stats_given:
         return _Scoring(source, feeds, f"{len(feeds)} calibration feeds (in-sample: statistics given)", False)
     if not split.held_out:
         return _Scoring(source, feeds, split.describe(), False)
     estimate = select(source, split.estimation, f"{len(split.estimation)} for range estimation")
-    return _Scoring(estimate, feeds, split.describe(), True)
+    return _Scoring(estimate, feeds, split.describe(), True, scored)
 
 
 IN_SAMPLE_FEEDS = 16  # feeds scored when none can be held out
 
 
-def _feeds_used(source: data_mod.DataSource | None, scoring: _Scoring | None) -> int | None:
-    """Feeds the statistics came from: the source's, less those held out for scoring."""
-    if scoring is not None and scoring.estimate is not None:
-        return scoring.estimate.count
-    return source.count if source is not None else None
+def _merged(a: _Measured, b: _Measured) -> _Measured:
+    """One measurement of the feeds of ``a`` and ``b`` (disjoint): histograms on the anchored grid merge
+    exactly, so the ranges are those one collection over all the feeds gives."""
+    stats = {t: merge_stats(s, b.stats[t]) for t, s in a.stats.items()}
+    moments = {n: merge_moments(m, b.moments[n]) if n in b.moments else m for n, m in a.moments.items()}
+    return _Measured(stats, a.samples + b.samples, moments, a.runs, a.moments_seconds + b.moments_seconds)
 
 
 def _candidates(config: QuantConfig, stats: dict[str, TensorStats]) -> list[tuple[str, QuantConfig]]:

@@ -54,9 +54,9 @@ def choice_line(choice: MethodChoice) -> str:
     """What ``--method auto`` kept, each candidate's worst-slice score, and on which samples."""
     if not choice.scores:
         return f"method     auto kept {choice.chosen} without scoring: {choice.reason}"
-    others = ", ".join(f"{name} {score:.1f}" for name, score in choice.scores)
-    return (f"method     auto kept {choice.chosen}: worst output slice {choice.score_db:.1f} dB SQNR on "
-            f"{choice.scoring} ({others})")
+    others = ", ".join(f"{name} {score:.2f}" for name, score in choice.scores)
+    return (f"method     auto kept {choice.chosen}: worst output slice {choice.score_db:.2f} dB SQNR on "
+            f"{choice.scoring} ({others}; within 0.05 dB the mean slice SQNR decides)")
 
 
 def sample_count(report: QuantReport) -> str:
