@@ -19,7 +19,7 @@ import onnx
 
 from onnxq import __version__, io, runtime
 from onnxq.analysis.activation_means import channel_maxima, correction_nodes, moment_reducers
-from onnxq.analysis.auto import choose
+from onnxq.analysis.auto import choose, poor_outputs
 from onnxq.analysis.heldout import split_feeds
 from onnxq.analysis.metrics import output_similarity
 from onnxq.calibrate.bias_correction import merge_moments
@@ -234,6 +234,11 @@ def quantize(
 
         k, _, choice = choose(candidates, build, pre, scoring.feeds, scoring.description, scoring.held_out)
         chosen = candidates[k][1]
+        poor = poor_outputs(choice)
+        if poor:
+            log.warning("the quantized model is far from float on %s: %s; onnxq compare --per-layer shows "
+                        "the layers that lose it, and --auto-fallback keeps the worst in float",
+                        choice.scoring, "; ".join(poor))
         timings["choose"] = time.perf_counter() - t
         if scoring.held_out:  # the chosen method's final ranges come from every feed, held-out ones included
             t = time.perf_counter()

@@ -1,0 +1,91 @@
+"""``--method auto`` (the default): held-out choice among the methods, final ranges from every feed."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from helpers import residual_net
+
+import onnxq
+from onnxq.analysis.auto import poor_outputs
+from onnxq.config import ActivationSpec, QuantConfig
+from onnxq.records import MethodChoice, OutputFigure
+
+
+def _feeds(n: int, seed: int = 0) -> list[dict[str, np.ndarray]]:
+    """Mostly small inputs with a rare large spike: minmax spends its range on the spikes."""
+    rng = np.random.default_rng(seed)
+    feeds = []
+    for i in range(n):
+        x = rng.standard_normal((1, 3, 8, 8)).astype(np.float32)
+        if i % 7 == 0:
+            x[0, 0, 0, 0] = 60.0
+        feeds.append({"x": x})
+    return feeds
+
+
+def _initializers(model) -> dict[str, bytes]:
+    return {t.name: t.SerializeToString() for t in model.graph.initializer}
+
+
+def test_auto_keeps_the_best_scoring_method_and_its_model_is_that_method_on_all_feeds():
+    model, feeds = residual_net(1), _feeds(40)
+    result = onnxq.quantize(model, feeds, QuantConfig())
+    choice = result.report.choice
+    assert choice is not None and choice.held_out and choice.scoring == "8 of 40 calibration feeds held out"
+    scores = dict(choice.scores)
+    assert list(scores) == ["minmax", "percentile", "mse", "entropy"]
+    assert scores[choice.chosen] >= max(scores.values()) - 0.05  # the best, up to the documented tie rule
+    assert result.report.method == f"auto: {choice.chosen}" and result.report.samples == 40
+    explicit = onnxq.quantize(model, feeds, QuantConfig(activations=ActivationSpec(method=choice.chosen)))
+    assert _initializers(result.model) == _initializers(explicit.model)  # ranges from all 40 feeds
+
+
+def test_auto_is_deterministic():
+    model, feeds = residual_net(1), _feeds(24, seed=3)
+    a = onnxq.quantize(model, feeds, QuantConfig()).model.SerializeToString()
+    b = onnxq.quantize(model, feeds, QuantConfig()).model.SerializeToString()
+    assert a == b
+
+
+def test_few_feeds_are_scored_in_sample_and_the_report_says_so():
+    result = onnxq.quantize(residual_net(1), _feeds(5), QuantConfig())
+    choice = result.report.choice
+    assert not choice.held_out and "in-sample" in choice.scoring and len(choice.scores) == 4
+    assert result.report.samples == 5
+
+
+def test_statistics_without_data_keep_mse_and_say_why():
+    model, feeds = residual_net(1), _feeds(10)
+    stats = onnxq.quantize(model, feeds, QuantConfig(), histograms=True).stats
+    result = onnxq.quantize(model, None, QuantConfig(), stats=stats)
+    assert result.report.choice.chosen == "mse" and not result.report.choice.scores
+    assert "no calibration data" in result.report.choice.reason
+
+
+def test_explicit_method_has_no_choice():
+    result = onnxq.quantize(residual_net(1), _feeds(10), QuantConfig(activations=ActivationSpec(method="minmax")))
+    assert result.report.choice is None and result.report.method == "minmax"
+
+
+@pytest.mark.parametrize("sqnr,worst,poor", [(30.0, 12.0, False), (9.0, 5.0, True), (25.0, -1.0, True),
+                                             (10.0, 0.0, False)])
+def test_poor_held_out_figures(sqnr, worst, poor):
+    choice = MethodChoice("mse", (("mse", worst),), "8 of 40 calibration feeds held out", True,
+                          (OutputFigure("y", sqnr, "axis 1 index 3", worst),))
+    assert bool(poor_outputs(choice)) is poor
+
+
+def test_poor_result_warns_with_the_outputs_to_blame(monkeypatch, caplog):
+    seen = []
+
+    def judge(choice):
+        seen.append(choice)
+        return ["output 'y' at 3.0 dB SQNR (under 10)"]
+
+    monkeypatch.setattr(onnxq.api, "poor_outputs", judge)
+    with caplog.at_level("WARNING"):
+        result = onnxq.quantize(residual_net(1), _feeds(16), QuantConfig())
+    assert seen == [result.report.choice]
+    warning = next(r.getMessage() for r in caplog.records if "far from float" in r.getMessage())
+    assert "output 'y' at 3.0 dB" in warning and "3 of 16 calibration feeds held out" in warning
