@@ -21,7 +21,7 @@ def add_parser(sub) -> None:
     p = sub.add_parser("demo", help="quantize an embedded real model on generated data (no files needed)",
                        description=__doc__)
     p.add_argument("-o", "--output", default="onnxq-demo.int8.onnx", help="where to write the quantized model")
-    p.add_argument("--method", default="entropy", choices=["minmax", "entropy", "mse", "percentile"])
+    p.add_argument("--method", default="auto", choices=["auto", "minmax", "entropy", "mse", "percentile"])
     p.add_argument("--target", default="tensorrt", choices=["tensorrt", "ort-cpu"])
     p.add_argument("--calib-size", type=integer(1), default=64, metavar="N",
                    help="rendered text lines to calibrate on (default 64)")
