@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import itertools
 import json
@@ -205,35 +206,39 @@ def quantize(
     _require_valid(pre, model)
     check_exclusions(pre, config)
     source = as_source(data, pre, config.batch_size) if data is not None else None
-    pre = equalized(pre, config, source, notes)
-    graph = import_graph(pre)
-    index = GraphIndex.build(graph)
-    qplan = plan(index, config)
-    timings["prepare"] = time.perf_counter() - t
-    t = time.perf_counter()
     auto = config.activations.method is Method.AUTO
     scoring = _scoring_feeds(source, stats is not None) if auto else None
-    measured = _measure(pre, index, qplan, scoring.estimate if scoring else source, config, stats, progress,
-                        histograms, notes)
-    timings["calibrate"] = time.perf_counter() - t - measured.moments_seconds
-    if measured.moments_seconds:
-        timings["bias_correction"] = measured.moments_seconds
+    reference = pre  # the float model: every variant computes the same function
+    variants = [_variant(pre, config, scoring.estimate if scoring else source, notes, eq)
+                for eq in _equalize_options(pre, config, auto, scoring, stats)]
+    timings["prepare"] = time.perf_counter() - t
+    t = time.perf_counter()
+    measured = {id(v): _measure(v.pre, v.index, v.plan, scoring.estimate if scoring else source, config, stats,
+                                progress, histograms, v.notes) for v in variants}
+    moments_s = sum(m.moments_seconds for m in measured.values())
+    timings["calibrate"] = time.perf_counter() - t - moments_s
+    if moments_s:
+        timings["bias_correction"] = moments_s
     t = time.perf_counter()
     dq_only = config.weights.format is WeightFormat.DQ_ONLY or config.target is Target.ORT_CPU
-    candidates = [(name, cfg, solve(measured.stats, qplan, cfg))
-                  for name, cfg in (_candidates(config, measured.stats) if auto else [(None, config)])]
-    choice, chosen = None, config
+    methods = _candidates(config, measured[id(variants[0])].stats) if auto else [(None, config)]
+    candidates = [(v, name, cfg, solve(measured[id(v)].stats, v.plan, cfg)) for v in variants for name, cfg in methods]
+    choice, chosen = None, candidates[0]
     if len(candidates) > 1 and scoring is not None and scoring.feeds:
-        shifts = output_shifts(index, qplan, candidates[0][2], measured.moments)  # weights only: any candidate
+        shifts = {id(v): output_shifts(v.index, v.plan, next(c[3] for c in candidates if c[0] is v),
+                                       measured[id(v)].moments) for v in variants}  # weights only: any method
 
-        def build(p: dict[str, QuantParams]) -> onnx.ModelProto:
-            copy = graph.copy()
-            apply_bias_shifts(copy, shifts, qplan)
-            insert_into(copy, qplan, p, dq_only=dq_only)
-            return export_model(copy, pre)
+        def build(v: _Variant, p: dict[str, QuantParams]) -> Callable[[], onnx.ModelProto]:
+            def write() -> onnx.ModelProto:
+                copy = v.graph.copy()
+                apply_bias_shifts(copy, shifts[id(v)], v.plan)
+                insert_into(copy, v.plan, p, dq_only=dq_only)
+                return export_model(copy, v.pre)
+            return write
 
-        k, _, choice = choose(candidates, build, pre, scoring.feeds, scoring.description, scoring.held_out)
-        chosen = candidates[k][1]
+        k, choice = choose([(v.label(name), build(v, p)) for v, name, _, p in candidates], reference,
+                           scoring.feeds, scoring.description, scoring.held_out)
+        chosen = candidates[k]
         poor = poor_outputs(choice)
         if poor:
             log.warning("the quantized model is far from float on %s: %s; onnxq compare --per-layer shows "
@@ -242,16 +247,20 @@ def quantize(
         timings["choose"] = time.perf_counter() - t
         if scoring.held_out:  # the chosen method's final ranges come from every feed, held-out ones included
             t = time.perf_counter()
-            rest = _measure(pre, index, qplan, scoring.scored, config, None, False, histograms, notes)
-            measured = _merged(measured, rest)
+            v = chosen[0]
+            rest = _measure(v.pre, v.index, v.plan, scoring.scored, config, None, False, histograms, v.notes)
+            measured[id(v)] = _merged(measured[id(v)], rest)
             timings["calibrate"] += time.perf_counter() - t
     elif auto:
-        k = _blind_choice(candidates)
-        chosen = candidates[k][1]
-        choice = MethodChoice(candidates[k][0], (), "", False, reason=_blind_reason(candidates, scoring))
+        k = _blind_choice([(name, cfg, p) for _, name, cfg, p in candidates])
+        chosen = candidates[k]
+        choice = MethodChoice(chosen[1], (), "", False, reason=_blind_reason(candidates, scoring))
     t = time.perf_counter()
-    params = solve(measured.stats, qplan, chosen)
-    apply_bias_shifts(graph, output_shifts(index, qplan, params, measured.moments), qplan)
+    v, _, chosen_config, _ = chosen
+    pre, graph, index, qplan, notes = v.pre, v.graph, v.index, v.plan, v.notes
+    final = measured[id(v)]
+    params = solve(final.stats, qplan, chosen_config)
+    apply_bias_shifts(graph, output_shifts(index, qplan, params, final.moments), qplan)
     insert_into(graph, qplan, params, dq_only=dq_only)
     qmodel = export_model(graph, pre)
     _stamp(qmodel, config)
@@ -272,19 +281,19 @@ def quantize(
         config=config.to_dict(),
         preprocess=tuple(notes),
         data=_data_description(source, data_used=stats is None),
-        samples=measured.samples,
-        feeds=source.count if source is not None and measured.samples else None,
+        samples=final.samples,
+        feeds=source.count if source is not None and final.samples else None,
         quantized_nodes=qplan.quantized_nodes,
         skipped=qplan.skips,
         tensors=tuple(_records(qplan, params)),
         timings={k: round(v, 3) for k, v in timings.items()},
         check=check,
         check_samples=batch_size(sample) if sample is not None else 0,
-        runs=measured.runs,
+        runs=final.runs,
         choice=choice,
     )
     src = None if isinstance(model, onnx.ModelProto) else str(model)
-    return QuantResult(qmodel, report, qplan, params, measured.stats, sample, src, checked.digest)
+    return QuantResult(qmodel, report, qplan, params, final.stats, sample, src, checked.digest)
 
 
 @dataclass(frozen=True)
@@ -323,6 +332,44 @@ def _scoring_feeds(source: data_mod.DataSource | None, stats_given: bool) -> _Sc
 
 
 IN_SAMPLE_FEEDS = 16  # feeds scored when none can be held out
+
+
+@dataclass(frozen=True)
+class _Variant:
+    """One float graph auto may quantize: the preprocessed model as is, or with its depthwise inputs
+    equalized. Each has its own graph, plan and statistics (equalizing adds tensors)."""
+
+    equalized: bool
+    pre: onnx.ModelProto
+    graph: Any  # gs.Graph
+    index: GraphIndex
+    plan: QuantPlan
+    notes: list[str]
+
+    def label(self, method: str | None) -> str:
+        return f"{method} + equalize" if self.equalized else str(method)
+
+
+def _variant(pre: onnx.ModelProto, config: QuantConfig, source: data_mod.DataSource | None, notes: list[str],
+             equalize: bool) -> _Variant:
+    """The variant of ``pre``: equalized (channel maxima from ``source``) or not, imported once, planned."""
+    own = list(notes)
+    model = equalized(pre, dataclasses.replace(config, equalize=equalize), source, own)
+    graph = import_graph(model)
+    index = GraphIndex.build(graph)
+    return _Variant(equalize and model is not pre, model, graph, index, plan(index, config), own)
+
+
+def _equalize_options(pre: onnx.ModelProto, config: QuantConfig, auto: bool, scoring: _Scoring | None,
+                      stats: dict[str, TensorStats] | None) -> list[bool]:
+    """Which variants to quantize: as the config says, or for auto (equalize not set, TensorRT target,
+    data to score on, statistics not given) both, when the model has depthwise inputs to equalize."""
+    if config.equalize is not None or not auto:
+        return [bool(config.equalize) and config.target is Target.TENSORRT]
+    if config.target is not Target.TENSORRT or scoring is None or not scoring.feeds or stats is not None:
+        return [False]
+    wanted = {node for spec in plan(pre, config).activations() for node, idx in spec.consumers if idx == 0}
+    return [False, True] if depthwise_inputs(pre, wanted) else [False]
 
 
 def _merged(a: _Measured, b: _Measured) -> _Measured:
@@ -367,8 +414,8 @@ def resolve_method(pre: onnx.ModelProto, qplan: QuantPlan, stats: dict[str, Tens
     scoring = _scoring_feeds(source, stats_given=True) if source is not None else None
     if len(candidates) > 1 and scoring is not None and scoring.feeds:
         dq_only = config.weights.format is WeightFormat.DQ_ONLY or config.target is Target.ORT_CPU
-        k, _, choice = choose(candidates, lambda p: insert_qdq(pre, qplan, p, dq_only=dq_only), pre,
-                              scoring.feeds, scoring.description, False)
+        k, choice = choose([(name, functools.partial(insert_qdq, pre, qplan, p, dq_only=dq_only))
+                            for name, _, p in candidates], pre, scoring.feeds, scoring.description, False)
     else:
         k = _blind_choice(candidates)
         choice = MethodChoice(candidates[k][0], (), "", False, reason=_blind_reason(candidates, scoring))

@@ -23,8 +23,7 @@ import onnx
 
 from onnxq import runtime
 from onnxq.analysis.heldout import model_score, output_scores, ranking_key
-from onnxq.config import QuantConfig
-from onnxq.records import MethodChoice, OutputFigure, QuantParams
+from onnxq.records import MethodChoice, OutputFigure
 
 log = logging.getLogger(__name__)
 
@@ -38,32 +37,30 @@ def run_outputs(model: onnx.ModelProto, feeds: Sequence[Feed], *, quantized: boo
 
 
 def choose(
-    candidates: Sequence[tuple[str, QuantConfig, dict[str, QuantParams]]],
-    build: Callable[[dict[str, QuantParams]], onnx.ModelProto],
+    candidates: Sequence[tuple[str, Callable[[], onnx.ModelProto]]],
     float_model: onnx.ModelProto,
     feeds: Sequence[Feed],
     scoring: str,
     held_out: bool,
-) -> tuple[int, onnx.ModelProto, MethodChoice]:
-    """Score each candidate (name, config, params) built by ``build`` on ``feeds``: (index of the best, its
-    model, the record of the choice)."""
+) -> tuple[int, MethodChoice]:
+    """Score each candidate (name, a function writing its model) on ``feeds`` against ``float_model``:
+    (index of the best, the record of the choice). Models are written and dropped one at a time."""
     names = [o.name for o in float_model.graph.output]
     reference = run_outputs(float_model, feeds, quantized=False)
-    best: tuple[int, onnx.ModelProto, tuple[float, float], list] | None = None
+    best: tuple[int, tuple[float, float], list] | None = None
     scores: list[tuple[str, float]] = []
-    for k, (name, _, params) in enumerate(candidates):
-        model = build(params)
-        per_output = output_scores(reference, run_outputs(model, feeds, quantized=True), names)
+    for k, (name, write) in enumerate(candidates):
+        per_output = output_scores(reference, run_outputs(write(), feeds, quantized=True), names)
         score = model_score(per_output)
         scores.append((name, round(float(score), 2)))
         log.info("auto: %s scores %.2f dB (worst slice over all outputs)", name, score)
         key = ranking_key(per_output)
-        if best is None or key > best[2]:
-            best = (k, model, key, per_output)
+        if best is None or key > best[1]:
+            best = (k, key, per_output)
     assert best is not None, "no candidates"
-    k, model, _, per_output = best
+    k, _, per_output = best
     figures = tuple(_figure(s) for s in per_output if s.scored)
-    return k, model, MethodChoice(candidates[k][0], tuple(scores), scoring, held_out, figures)
+    return k, MethodChoice(candidates[k][0], tuple(scores), scoring, held_out, figures)
 
 
 # A held-out result is poor when an output's error power reaches a tenth of its signal, or when one slice

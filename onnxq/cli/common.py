@@ -259,16 +259,17 @@ def add_quant_args(p: argparse.ArgumentParser, scope: str = "all") -> None:
     add("--memory-mb", type=number(0, lo_open=True),
         help="memory for activations while calibrating, MB > 0 (default 1024); tensors that do not fit are "
              "collected in further passes over the data")
-    add("--equalize", action="store_true",
-        help="even out the channel ranges of depthwise-conv inputs before quantizing them "
-             "(a Mul folded back into the depthwise weights; TensorRT target)")
+    add("--equalize", nargs="?", const="on", choices=["auto", "on", "off"],
+        help="even out the channel ranges of depthwise-conv inputs before quantizing them (a Mul folded back "
+             "into the depthwise weights; TensorRT target). auto (default): --method auto tries both and keeps "
+             "the better; an explicit method: off. --equalize alone means on")
 
 
 def build_config(args: argparse.Namespace) -> QuantConfig:
     # a subcommand offers only the flags it can act on (add_quant_args): the others read as not given
     args = argparse.Namespace(**{**dict.fromkeys(_QUANT_DESTS), "exclude_node": [], "exclude_op": [],
                                  "per_tensor_weights": False, "convtranspose_per_tensor": False,
-                                 "equalize": False, **vars(args)})
+                                 "equalize": None, **vars(args)})
     base = load_config(args.config) if args.config else QuantConfig()
     act, w = base.activations, base.weights
     target = Target(args.target) if args.target else base.target
@@ -299,7 +300,7 @@ def build_config(args: argparse.Namespace) -> QuantConfig:
         batch_size=base.batch_size if args.batch_size is None else args.batch_size,
         seed=base.seed,
         collect_memory_mb=base.collect_memory_mb if getattr(args, "memory_mb", None) is None else args.memory_mb,
-        equalize=base.equalize or bool(getattr(args, "equalize", False)),
+        equalize={"on": True, "off": False, "auto": None}.get(args.equalize, base.equalize),
     )
     _check_effective(args, config)
     return config
@@ -307,7 +308,7 @@ def build_config(args: argparse.Namespace) -> QuantConfig:
 
 def _check_flags(args: argparse.Namespace, base: QuantConfig, target: Target) -> None:
     """Flags that cannot act with the others given: a usage error naming both, before any work."""
-    if getattr(args, "equalize", False) and target is Target.ORT_CPU:
+    if getattr(args, "equalize", None) == "on" and target is Target.ORT_CPU:
         raise ConfigError("--equalize works with --target tensorrt only (it evens the channel ranges of depthwise "
                           "inputs for TensorRT's per-tensor int8 scales; ort-cpu is not implemented): drop one")
     if args.weight_format == WeightFormat.QDQ.value and target is Target.ORT_CPU:

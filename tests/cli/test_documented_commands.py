@@ -33,7 +33,7 @@ COVERED = {
     'python -m pip install -q -e ".[test]" && python -m pytest': "test_ci_runs_the_readme_test_command",
     "onnxq quantize models/.cache/efficientnet_lite0.onnx -o effnet.int8.onnx --calib-data "
     "../shared/data/imagenet-sample/calib --short-side 256 --interpolation bicubic --pixel-scale 1 --mean 127 "
-    "--std 128 --method entropy": "test_readme_terminal_sessions",
+    "--std 128": "test_readme_terminal_sessions",
     "python models/prepare.py efficientnet_lite0 --split calib --out /tmp/calib":
         "test_models_readme_prepare_then_quantize",
     "onnxq quantize models/.cache/efficientnet_lite0.onnx -o /tmp/q.onnx --calib-data /tmp/calib":
@@ -286,8 +286,8 @@ def test_models_readme_prepare_then_quantize(tmp_path, capsys):
     out = tmp_path / "q.onnx"
     assert main(["quantize", str(model), "-o", str(out), "--calib-data", str(calib)]) == 0
     text = capsys.readouterr().out
-    # auto (the default) estimates ranges on 80 feeds and scores each method on the 20 it held out
-    assert "quantized  59 nodes" in text and "(80 samples)" in text and "on 20 of 100 calibration feeds held out" in text
+    # auto (the default) scores each method on the 20 feeds it held out; the final ranges use all 100
+    assert "quantized  59 nodes" in text and "(100 samples)" in text and "on 20 of 100 calibration feeds held out" in text
 
 
 @pytest.mark.slow
