@@ -114,7 +114,8 @@ def timing(repeat: int, samples: int) -> dict[str, float]:
         with tempfile.TemporaryDirectory() as tmp:
             for _ in range(repeat):
                 t = time.perf_counter()
-                res = onnxq.quantize(path, feeds)
+                # minmax: the pipeline's own cost (auto's search is timed by benchmarks/auto_method.py)
+                res = onnxq.quantize(path, feeds, onnxq.QuantConfig(activations=onnxq.ActivationSpec(method="minmax")))
                 res.save(Path(tmp) / "q.onnx")
                 wall = time.perf_counter() - t
                 outside.append(wall - res.report.timings.get("calibrate", 0.0))
