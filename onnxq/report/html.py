@@ -26,6 +26,7 @@ from onnxq.collect.stats import TensorStats
 from onnxq.records import (
     FallbackResult,
     LayerComparison,
+    MethodChoice,
     QuantParams,
     QuantPlan,
     QuantReport,
@@ -96,6 +97,19 @@ def _summary(report: QuantReport) -> str:
         rows.append(("check", check_summary(report.check, report.check_samples)))
     rows.append(("timings", ", ".join(f"{k} {v:.2f} s" for k, v in report.timings.items())))
     return "<h2>Summary</h2>" + _table(["", ""], rows)
+
+
+def _choice(choice: MethodChoice) -> str:
+    """What --method auto kept: every candidate's held-out score, and the kept model's figures per output."""
+    html = ["<h2>Method: auto</h2>", f"<p>kept <b>{_e(choice.chosen)}</b>"]
+    if not choice.scores:
+        return "".join(html) + f" without scoring: {_e(choice.reason)}</p>"
+    html.append(f", scored on {_e(choice.scoring)} by the worst output slice SQNR against float</p>")
+    rows = [(name + (" (kept)" if name == choice.chosen else ""), _num(score, 4)) for name, score in choice.scores]
+    html.append(_table(["candidate", "worst slice SQNR dB"], rows, numeric=(1,)))
+    rows = [(o.output, _num(o.sqnr_db, 4), o.worst_slice or "whole", _num(o.worst_sqnr_db, 4)) for o in choice.outputs]
+    html.append(_table(["output", "SQNR dB", "worst slice", "its SQNR dB"], rows, numeric=(1, 3)))
+    return "".join(html)
 
 
 def _fallback(fb: FallbackResult) -> str:
@@ -306,6 +320,8 @@ def render_html(
     body.append(_summary(report) if report is not None else
                 f"<h2>Summary</h2><p>target {_e(plan.target)}: {len(plan.quantized_nodes)} nodes quantized, "
                 f"{len(plan.skips)} left in float.</p>")
+    if report is not None and report.choice is not None:
+        body.append(_choice(report.choice))
     if fallback is not None:
         body.append(_fallback(fallback))
     if sensitivity is not None and sensitivity.layers:

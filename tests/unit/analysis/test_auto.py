@@ -89,3 +89,13 @@ def test_poor_result_warns_with_the_outputs_to_blame(monkeypatch, caplog):
     assert seen == [result.report.choice]
     warning = next(r.getMessage() for r in caplog.records if "far from float" in r.getMessage())
     assert "output 'y' at 3.0 dB" in warning and "3 of 16 calibration feeds held out" in warning
+
+
+def test_html_report_shows_the_choice():
+    from onnxq.report.html import render_html
+
+    result = onnxq.quantize(residual_net(1), _feeds(16), QuantConfig())
+    page = render_html(result.report, result.plan)
+    choice = result.report.choice
+    assert "Method: auto" in page and f"{choice.chosen} (kept)" in page
+    assert all(name in page for name, _ in choice.scores) and choice.scoring in page
