@@ -40,6 +40,13 @@ class ValidationError(OnnxqError):
     exit_code = 1
 
 
+class QualityGateError(OnnxqError):
+    """The quantized model misses a quality bound the user set (e.g. quantize --min-sqnr): nothing was
+    written. Exit 1, like a compare tolerance: the run worked, the result is not good enough."""
+
+    exit_code = 1
+
+
 class SessionLoadError(UnsupportedModelError):
     """onnxruntime refused to build a session on a model. Raised as the user's fault (exit 2); a caller
     that built the graph itself turns it into an InternalError when the user's model loads as given."""

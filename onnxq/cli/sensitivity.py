@@ -36,9 +36,10 @@ from onnxq.collect.collectors import collect_all
 from onnxq.collect.folders import existing_dir
 from onnxq.collect.images import from_images
 from onnxq.collect.stats_file import load_stats
-from onnxq.config import FallbackRule
-from onnxq.errors import ConfigError
+from onnxq.config import FallbackRule, Method
+from onnxq.errors import ConfigError, QualityGateError
 from onnxq.placement import plan
+from onnxq.records import MethodChoice
 from onnxq.report.html import render_html
 from onnxq.report.sensitivity_render import sensitivity_json, sensitivity_markdown, sensitivity_text
 
@@ -85,7 +86,9 @@ def add_fallback_args(p: argparse.ArgumentParser) -> None:
                    help="leave the most sensitive layers in float until the stopping rule holds")
     g.add_argument("--max-float-layers", type=integer(0), metavar="N",
                    help="at most N layers in float (alone: the N most sensitive; default with a target: 10 %%)")
-    g.add_argument("--min-sqnr", type=number(), metavar="DB", help="stop when the worst output SQNR reaches DB")
+    g.add_argument("--min-sqnr", type=number(), metavar="DB",
+                   help="with --auto-fallback: stop when the worst output SQNR reaches DB; without: write nothing "
+                        "and exit 1 when an output of --method auto's held-out result is under DB dB SQNR")
     g.add_argument("--max-metric-drop", type=number(0), metavar="X",
                    help="stop when the --metric-script score is within X of the float model's")
     g.add_argument("--fallback-select", choices=["rule", "sqnr"],
@@ -186,17 +189,33 @@ def write_report(page: str, path: str | Path) -> None:
     log.info("wrote the HTML report %s", path)
 
 
+def require_min_sqnr(choice: MethodChoice | None, min_sqnr: float) -> None:
+    """QualityGateError (exit 1, nothing written) when an output's held-out SQNR is under ``min_sqnr``."""
+    if choice is None or not choice.outputs:
+        raise QualityGateError(f"--min-sqnr {min_sqnr:g}: there is no scored result to check "
+                               f"({choice.reason if choice is not None else 'no held-out scoring ran'}); "
+                               "nothing written: give calibration data")
+    worst = min(choice.outputs, key=lambda o: o.sqnr_db)
+    if worst.sqnr_db < min_sqnr:
+        raise QualityGateError(
+            f"output {worst.output!r} is at {worst.sqnr_db:.1f} dB SQNR on {choice.scoring}, under --min-sqnr "
+            f"{min_sqnr:g}: nothing written; try --auto-fallback to keep the most harmful layers in float")
+
+
 def quantize_from_args(args: argparse.Namespace, model, source, config, stats):
     """``onnxq quantize``'s work: (result, FallbackResult or None, SensitivityReport or None).
 
     With ``--auto-fallback``, :func:`onnxq.api.quantize_with_fallback`; else :func:`onnxq.api.quantize`,
     after collecting histograms when ``--report`` wants them and the method would not."""
     progress = progress_enabled(args)
-    fallback_flags = [f for f, v in (("--max-float-layers", args.max_float_layers), ("--min-sqnr", args.min_sqnr),
+    fallback_flags = [f for f, v in (("--max-float-layers", args.max_float_layers),
                                      ("--max-metric-drop", args.max_metric_drop)) if v is not None]
     if not args.auto_fallback:
         if fallback_flags:
             raise ConfigError(f"{fallback_flags[0]} is a stopping rule of the automatic fallback: add --auto-fallback")
+        if args.min_sqnr is not None and config.activations.method is not Method.AUTO:
+            raise ConfigError("--min-sqnr without --auto-fallback gates the held-out result of --method auto; "
+                              "with an explicit method add --auto-fallback (or check with onnxq compare --min-sqnr)")
         search = [f for f, v in (("--metric-script", args.metric_script), ("--fallback-select", args.fallback_select))
                   if v is not None]
         if search:
@@ -208,7 +227,10 @@ def quantize_from_args(args: argparse.Namespace, model, source, config, stats):
                               "SQNR): add one of them")
         # histograms in the same pass when the report plots them or the saved statistics must serve any method
         histograms = True if (args.report or args.save_stats) else None
-        return api.quantize(model, source, config, stats=stats, progress=progress, histograms=histograms), None, None
+        result = api.quantize(model, source, config, stats=stats, progress=progress, histograms=histograms)
+        if args.min_sqnr is not None:
+            require_min_sqnr(result.report.choice, args.min_sqnr)
+        return result, None, None
     evaluation = eval_source(args, data_mod.input_specs_from_model(model))
     if evaluation is None:
         log.warning("no --eval-data: the fallback evaluates on the calibration data (optimistic)")
