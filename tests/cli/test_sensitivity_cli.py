@@ -98,7 +98,11 @@ def test_quantize_fallback_to_a_sqnr_target_and_html_report(setup, tmp_path, cap
 
 def test_fallback_flags_need_auto_fallback_and_a_metric(setup, tmp_path, capsys):
     out = str(tmp_path / "q.onnx")
-    assert main(["quantize", *_base(setup), "-o", out, "--min-sqnr", "30"]) == 2
+    assert main(["quantize", *_base(setup), "-o", out, "--max-float-layers", "1"]) == 2
+    assert "add --auto-fallback" in capsys.readouterr().err
+    # --min-sqnr alone is auto's held-out gate (tests/cli/test_quality_gate.py); with an explicit method it
+    # is a stopping rule that needs the fallback
+    assert main(["quantize", *_base(setup), "-o", out, "--method", "mse", "--min-sqnr", "30"]) == 2
     assert "add --auto-fallback" in capsys.readouterr().err
     assert main(["quantize", *_base(setup), "-o", out, "--auto-fallback", "--max-metric-drop", "1"]) == 2
     assert "--metric-script" in capsys.readouterr().err
