@@ -500,7 +500,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--models", nargs="+", choices=list(SPECS), default=list(SPECS))
     p.add_argument("--methods", nargs="+", choices=METHODS, default=list(METHODS))
-    p.add_argument("--ort-cpu-method", choices=ONNXQ_METHODS, default="entropy")
+    p.add_argument("--ort-cpu-method", choices=ONNXQ_METHODS + ("auto",), default="entropy")
     p.add_argument("--equalize", action="store_true",
                    help="also every TensorRT method with --equalize (rows 'onnxq TensorRT +equalize')")
     p.add_argument("--limit", type=int, help="evaluate on the first N samples only (recipes that support it)")
