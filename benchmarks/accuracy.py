@@ -82,6 +82,10 @@ class ModelSpec:
             return r["spearman"] >= 81.0
         if k == "ppocr_det":
             return r["hmean"] >= 86.5 and r.get("box_f1", 1.0) >= 0.95
+        if k == "ppocrv6_rec":
+            return f["accuracy"] - r["accuracy"] <= 2.0
+        if k == "vit_saliency":
+            return r["pearson"] >= 0.98
         return r["accuracy"] >= 93.0 and r.get("agreement", 100.0) >= 98.0
 
     def cell(self, r: dict[str, float]) -> str:
@@ -90,8 +94,10 @@ class ModelSpec:
             return f"{r['top1']:.2f} / {r['agreement']:.2f}" if "agreement" in r else f"{r['top1']:.2f}"
         if k == "ppocr_det" and "box_f1" in r:
             return f"{r['hmean']:.2f} (F1 vs float {r['box_f1']:.3f})"
-        if k == "ppocr_cls" and "agreement" in r:
+        if k in ("ppocr_cls", "ppocrv6_rec") and "agreement" in r:
             return f"{r['accuracy']:.2f} / {r['agreement']:.2f}"
+        if k == "vit_saliency":
+            return f"{r['pearson']:.4f} / {r['iou']:.3f}"
         return f"{r[self.metric]:.2f}"
 
     def rank(self, r: dict[str, float]) -> float:
@@ -108,6 +114,10 @@ SPECS = {s.key: s for s in (
               True),
     ModelSpec("ppocr_cls", "PP-OCR cls", "accuracy", "accuracy % / agreement % (500 crops)",
               ">= 93.0 %, agreement >= 98 %", True),
+    ModelSpec("ppocrv6_rec", "PP-OCRv6 rec", "accuracy", "word accuracy % / agreement % (500 rendered words)",
+              "accuracy drop <= 2", True),
+    ModelSpec("vit_saliency", "ViT-S saliency", "pearson", "Pearson r / IoU@0.5 vs float (COCO128)",
+              "Pearson >= 0.98", True),
 )}
 
 
