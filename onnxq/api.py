@@ -239,6 +239,7 @@ def quantize(
         k, choice = choose([(v.label(name), build(v, p)) for v, name, _, p in candidates], reference,
                            scoring.feeds, scoring.description, scoring.held_out)
         chosen = candidates[k]
+        choice = dataclasses.replace(choice, method=chosen[1], equalized=chosen[0].equalized)
         poor = poor_outputs(choice)
         if poor:
             log.warning("the quantized model is far from float on %s: %s; onnxq compare --per-layer shows "
@@ -254,7 +255,8 @@ def quantize(
     elif auto:
         k = _blind_choice([(name, cfg, p) for _, name, cfg, p in candidates])
         chosen = candidates[k]
-        choice = MethodChoice(chosen[1], (), "", False, reason=_blind_reason(candidates, scoring))
+        choice = MethodChoice(chosen[1], (), "", False, reason=_blind_reason(candidates, scoring), method=chosen[1],
+                              equalized=chosen[0].equalized)
     t = time.perf_counter()
     v, _, chosen_config, _ = chosen
     pre, graph, index, qplan, notes = v.pre, v.graph, v.index, v.plan, v.notes
@@ -583,13 +585,18 @@ def quantize_with_fallback(
     written model is evaluated exactly on the same samples: ``FallbackResult.verified``.
     ``metric``: ``metric(outputs) -> float`` or ``metric(outputs_float, outputs_quant) -> (f, q)``.
     """
-    import dataclasses
 
     from onnxq.analysis.fallback import fallback_skips, run_fallback
     from onnxq.analysis.sensitivity import quant_form
 
     config = config or QuantConfig()
     rule = rule if rule is not None else FallbackRule()  # FallbackRule() names the missing stopping rule
+    choice = None
+    if config.activations.method is Method.AUTO:  # the fallback starts from what plain quantize keeps
+        choice = quantize(model, data, config, stats=stats, progress=progress).report.choice
+        config = dataclasses.replace(
+            config, activations=dataclasses.replace(config.activations, method=choice.method),
+            equalize=choice.equalized if config.equalize is None else config.equalize)
     pre, _ = prepare(model)
     _require_quantizable(pre)
     check_exclusions(pre, config, warn=False)  # before the search; quantize() below warns once
@@ -604,7 +611,6 @@ def quantize_with_fallback(
             raise data_mod.CalibrationDataError("give calibration data or precomputed statistics (--load-stats)")
         stats, samples = collect(pre, qplan, source, config, progress=progress, histograms=True)
     timings["calibrate"] = time.perf_counter() - t
-    config, choice = resolve_method(pre, qplan, stats, config, source)
     params = solve(stats, qplan, config)
     evaluation = eval_data if eval_data is not None else data
     if evaluation is None:
@@ -640,7 +646,6 @@ def _complete_stats(pre: onnx.ModelProto, qplan: QuantPlan, stats: dict[str, Ten
                     ) -> dict[str, TensorStats]:
     """``stats`` plus those of activations ``qplan`` quantizes and ``stats`` lacks (a plan with exclusions
     can move a residual Add's Q/DQ to its other input)."""
-    import dataclasses
 
     missing = [s for s in qplan.activations() if s.tensor not in stats]
     if not missing:

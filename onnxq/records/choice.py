@@ -33,6 +33,8 @@ class MethodChoice:
     held_out: bool
     outputs: tuple[OutputFigure, ...] = ()
     reason: str = ""  # why no scoring ran, when it did not (e.g. statistics given without data)
+    method: str = ""  # the activation method of the kept candidate ("mse" for "mse + equalize")
+    equalized: bool = False  # whether the kept candidate has equalized depthwise inputs
 
     @property
     def score_db(self) -> float | None:

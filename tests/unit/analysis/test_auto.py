@@ -99,3 +99,16 @@ def test_html_report_shows_the_choice():
     choice = result.report.choice
     assert "Method: auto" in page and f"{choice.chosen} (kept)" in page
     assert all(name in page for name, _ in choice.scores) and choice.scoring in page
+
+
+def test_auto_fallback_starts_from_what_auto_keeps():
+    from onnxq.config import FallbackRule
+
+    model, feeds = residual_net(1), _feeds(16)
+    plain = onnxq.quantize(model, feeds, QuantConfig())
+    result, fallback, _ = onnxq.api.quantize_with_fallback(model, feeds, QuantConfig(),
+                                                          FallbackRule(max_float_layers=1))
+    assert result.report.choice == plain.report.choice and result.report.method == plain.report.method
+    recorded = result.report.config["activations"]["method"]
+    assert recorded == plain.report.choice.method  # the fallback ran with the kept method
+    assert len(fallback.steps) <= 1
