@@ -32,7 +32,7 @@ from onnxq.collect.batching import select
 from onnxq.collect.collectors import collect, collect_all
 from onnxq.collect.feeds import batch_size
 from onnxq.collect.stats import TensorStats, merge_stats
-from onnxq.config import FallbackRule, Method, QuantConfig, Target, WeightFormat, exclusion_problems
+from onnxq.config import FallbackRule, Method, QuantConfig, Target, exclusion_problems
 from onnxq.errors import ConfigError, InternalError, SessionLoadError, UnsupportedModelError, ValidationError
 from onnxq.graph.existing import existing_quantization
 from onnxq.graph.query import GraphIndex, import_graph
@@ -43,6 +43,7 @@ from onnxq.preprocess.names import name_nodes
 from onnxq.records import MethodChoice, QuantParams, QuantPlan, QuantReport, TensorRecord
 from onnxq.rewrite.bias_correction import apply_bias_shifts, output_shifts
 from onnxq.rewrite.equalize import depthwise_inputs, equalize
+from onnxq.rewrite.gates import prequantized_weights
 from onnxq.rewrite.insert_qdq import export_model, insert_into, insert_qdq
 
 log = logging.getLogger(__name__)
@@ -220,7 +221,7 @@ def quantize(
     if moments_s:
         timings["bias_correction"] = moments_s
     t = time.perf_counter()
-    dq_only = config.weights.format is WeightFormat.DQ_ONLY or config.target is Target.ORT_CPU
+    dq_only = prequantized_weights(config)
     methods = _candidates(config, measured[id(variants[0])].stats) if auto else [(None, config)]
     candidates = [(v, name, cfg, solve(measured[id(v)].stats, v.plan, cfg)) for v in variants for name, cfg in methods]
     choice, chosen = None, candidates[0]
@@ -253,9 +254,9 @@ def quantize(
             measured[id(v)] = _merged(measured[id(v)], rest)
             timings["calibrate"] += time.perf_counter() - t
     elif auto:
-        k = _blind_choice([(name, cfg, p) for _, name, cfg, p in candidates])
+        k = _blind_choice([cfg.activations.method for _, _, cfg, _ in candidates])
         chosen = candidates[k]
-        choice = MethodChoice(chosen[1], (), "", False, reason=_blind_reason(candidates, scoring), method=chosen[1],
+        choice = MethodChoice(chosen[1], (), "", False, reason=_blind_reason(candidates), method=chosen[1],
                               equalized=chosen[0].equalized)
     t = time.perf_counter()
     v, _, chosen_config, _ = chosen
@@ -309,6 +310,9 @@ class _Scoring:
     scored: data_mod.DataSource | None = None  # the held-out feeds as a source (their statistics join at the end)
 
 
+IN_SAMPLE_FEEDS = 16  # feeds scored when none can be held out
+
+
 def _scoring_feeds(source: data_mod.DataSource | None, stats_given: bool) -> _Scoring | None:
     """The held-out split of ``source`` (see analysis.heldout.split_feeds).
 
@@ -331,9 +335,6 @@ def _scoring_feeds(source: data_mod.DataSource | None, stats_given: bool) -> _Sc
         return _Scoring(source, feeds, split.describe(), False)
     estimate = select(source, split.estimation, f"{len(split.estimation)} for range estimation")
     return _Scoring(estimate, feeds, split.describe(), True, scored)
-
-
-IN_SAMPLE_FEEDS = 16  # feeds scored when none can be held out
 
 
 @dataclass(frozen=True)
@@ -370,8 +371,7 @@ def _equalize_options(pre: onnx.ModelProto, config: QuantConfig, auto: bool, sco
         return [bool(config.equalize) and config.target is Target.TENSORRT]
     if config.target is not Target.TENSORRT or scoring is None or not scoring.feeds or stats is not None:
         return [False]
-    wanted = {node for spec in plan(pre, config).activations() for node, idx in spec.consumers if idx == 0}
-    return [False, True] if depthwise_inputs(pre, wanted) else [False]
+    return [False, True] if _quantized_depthwise_inputs(pre, config) else [False]
 
 
 def _merged(a: _Measured, b: _Measured) -> _Measured:
@@ -393,12 +393,12 @@ def _candidates(config: QuantConfig, stats: dict[str, TensorStats]) -> list[tupl
 _BLIND = (Method.MSE, Method.MINMAX)  # without samples to score: mse (the MSE-optimal range per tensor)
 
 
-def _blind_choice(candidates: list[tuple[str | None, QuantConfig, dict[str, QuantParams]]]) -> int:
-    methods = [cfg.activations.method for _, cfg, _ in candidates]
+def _blind_choice(methods: list[Method]) -> int:
+    """Index in ``methods`` of the method to keep when no samples can score them."""
     return next((methods.index(m) for m in _BLIND if m in methods), 0)
 
 
-def _blind_reason(candidates: list, scoring: _Scoring | None) -> str:
+def _blind_reason(candidates: list) -> str:
     if len(candidates) == 1:
         return "the statistics have no histograms: minmax is the only method they allow"
     return "no calibration data to score the candidates (statistics given without data)"
@@ -415,12 +415,13 @@ def resolve_method(pre: onnx.ModelProto, qplan: QuantPlan, stats: dict[str, Tens
     candidates = [(name, cfg, solve(stats, qplan, cfg)) for name, cfg in _candidates(config, stats)]
     scoring = _scoring_feeds(source, stats_given=True) if source is not None else None
     if len(candidates) > 1 and scoring is not None and scoring.feeds:
-        dq_only = config.weights.format is WeightFormat.DQ_ONLY or config.target is Target.ORT_CPU
+        dq_only = prequantized_weights(config)
         k, choice = choose([(name, functools.partial(insert_qdq, pre, qplan, p, dq_only=dq_only))
                             for name, _, p in candidates], pre, scoring.feeds, scoring.description, False)
     else:
-        k = _blind_choice(candidates)
-        choice = MethodChoice(candidates[k][0], (), "", False, reason=_blind_reason(candidates, scoring))
+        k = _blind_choice([cfg.activations.method for _, cfg, _ in candidates])
+        choice = MethodChoice(candidates[k][0], (), "", False, reason=_blind_reason(candidates),
+                              method=candidates[k][0], equalized=False)
     return candidates[k][1], choice
 
 
@@ -447,6 +448,12 @@ _FLOAT_TYPES = frozenset({onnx.TensorProto.FLOAT, onnx.TensorProto.FLOAT16, onnx
                           onnx.TensorProto.BFLOAT16})
 
 
+def _quantized_depthwise_inputs(pre: onnx.ModelProto, config: QuantConfig) -> list:
+    """The depthwise-conv inputs of ``pre`` that the plan quantizes: what equalization can act on."""
+    wanted = {node for spec in plan(pre, config).activations() for node, idx in spec.consumers if idx == 0}
+    return depthwise_inputs(pre, wanted)
+
+
 def equalized(pre: onnx.ModelProto, config: QuantConfig, source: data_mod.DataSource | None,
               notes: list[str] | None = None) -> onnx.ModelProto:
     """``pre`` with its quantized depthwise inputs equalized when ``config.equalize`` (else ``pre``).
@@ -459,8 +466,7 @@ def equalized(pre: onnx.ModelProto, config: QuantConfig, source: data_mod.DataSo
     if source is None:
         raise ConfigError("equalize needs calibration data to measure channel ranges; pass it with the "
                           "statistics, or turn equalize off")
-    wanted = {node for spec in plan(pre, config).activations() for node, idx in spec.consumers if idx == 0}
-    inputs = depthwise_inputs(pre, wanted)
+    inputs = _quantized_depthwise_inputs(pre, config)
     if not inputs:
         return pre
     maxima = channel_maxima(pre, [i.tensor for i in inputs], source, config)
