@@ -7,6 +7,7 @@ checkout, e.g. a ``git worktree`` of an older commit, in a subprocess, side by s
     python benchmarks/pipeline.py snapshot OUT_DIR [--tree PATH]     # quantize the five models x 3 configs
     python benchmarks/pipeline.py diff DIR_A DIR_B                   # which tensors differ, by how many steps
     python benchmarks/pipeline.py timing [--tree PATH] [--repeat 5]  # quantize wall time minus calibration
+    python benchmarks/pipeline.py timing --against PATH [--rounds 6]  # this checkout and PATH, alternating
 
 ``snapshot`` quantizes every benchmark model (models/.cache) with the TensorRT target (minmax, entropy) and
 the ort-cpu target (minmax) on the first ``--samples`` calibration feeds of its recipe and writes the
@@ -14,7 +15,9 @@ models with a manifest of their SHA-256. ``diff`` compares two snapshots tensor 
 initializer that differs, the largest change in integer steps (integer tensors) or the relative change
 (scales and other floats). ``timing`` times ``onnxq.quantize`` on EfficientNet-Lite0 and MiniLM with the
 data in memory and reports the median of the wall time outside calibration (everything but the
-collection pass: load, preprocess, plan, solve, rewrite, check, save).
+collection pass: load, preprocess, plan, solve, rewrite, check, save). With ``--against``, rounds
+alternate between this checkout and the other (one run of each model per round and checkout), so that a
+machine whose speed drifts (a shared 2-core VM) slows both sides alike; the medians are printed side by side.
 """
 
 from __future__ import annotations
@@ -23,6 +26,7 @@ import argparse
 import hashlib
 import json
 import os
+import re
 import statistics
 import subprocess
 import sys
@@ -131,6 +135,31 @@ def _in_tree(tree: Path, argv: list[str]) -> None:
     subprocess.run([sys.executable, __file__, *argv, "--_self"], env=env, check=True, cwd=tree)
 
 
+_TIMED_LINE = re.compile(r"^(\w+): outside calibration ([0-9.]+) s")
+
+
+def against(tree: Path, rounds: int, samples: int) -> dict[str, tuple[float, float]]:
+    """Median outside-calibration time per model, (this checkout, ``tree``), over alternating rounds."""
+    runs: dict[Path, dict[str, list[float]]] = {HERE: {}, tree: {}}
+    for r in range(rounds):
+        for checkout in ((HERE, tree) if r % 2 == 0 else (tree, HERE)):  # neither side always goes first
+            env = {**os.environ, "ONNXQ_PIPELINE_TREE": str(checkout),
+                   "ONNXQ_MODELS": str(HERE / "models" / ".cache")}
+            out = subprocess.run([sys.executable, __file__, "timing", "--repeat", "1", "--samples", str(samples),
+                                  "--_self"], env=env, check=True, cwd=checkout, capture_output=True, text=True)
+            for line in out.stdout.splitlines():
+                m = _TIMED_LINE.match(line)
+                if m:
+                    runs[checkout].setdefault(m.group(1), []).append(float(m.group(2)))
+    result = {}
+    for key in TIMED:
+        mine, theirs = statistics.median(runs[HERE][key]), statistics.median(runs[tree][key])
+        result[key] = (mine, theirs)
+        print(f"{key}: outside calibration {mine:.3f} s here, {theirs:.3f} s at {tree} "
+              f"({100 * (mine - theirs) / theirs:+.0f} %; medians of {rounds} alternating rounds)", flush=True)
+    return result
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     sub = p.add_subparsers(dest="command", required=True)
@@ -141,6 +170,8 @@ def main(argv: list[str] | None = None) -> int:
     d.add_argument("b", type=Path)
     t = sub.add_parser("timing")
     t.add_argument("--repeat", type=int, default=5)
+    t.add_argument("--against", type=Path, help="time this checkout and that one, alternating rounds")
+    t.add_argument("--rounds", type=int, default=6, help="rounds with --against (default 6)")
     for q in (s, t):
         q.add_argument("--samples", type=int, default=16, help="calibration feeds per model (default 16)")
         q.add_argument("--tree", type=Path, help="run on this checkout instead (e.g. a git worktree)")
@@ -159,8 +190,12 @@ def main(argv: list[str] | None = None) -> int:
         sys.path.insert(1, str(HERE))
         from benchmarks.provenance import commit
 
-        print(f"onnxq from {REPO} ({commit(REPO)})", flush=True)
-        timing(args.repeat, args.samples)
+        if args.against is not None:
+            print(f"onnxq from {REPO} ({commit(REPO)}) against {args.against} ({commit(args.against)})", flush=True)
+            against(args.against.resolve(), args.rounds, args.samples)
+        else:
+            print(f"onnxq from {REPO} ({commit(REPO)})", flush=True)
+            timing(args.repeat, args.samples)
     return 0
 
 

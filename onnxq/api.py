@@ -66,11 +66,10 @@ class QuantResult:
     stats: dict[str, TensorStats] = field(repr=False, default_factory=dict)
     sample: dict[str, np.ndarray] | None = field(repr=False, default=None)
     source: str | None = None
-    checked_digest: str | None = field(repr=False, default=None)  # of the model as quantize checked it
+    checked: bytes | None = field(repr=False, default=None)  # the model's bytes as quantize checked them
 
     def save(self, path: str | os.PathLike) -> Path:
-        return save_model(self.model, path, feed=self.sample, source=self.source,
-                             checked_digest=self.checked_digest)
+        return save_model(self.model, path, feed=self.sample, source=self.source, checked=self.checked)
 
 
 def prepare(model: str | os.PathLike | onnx.ModelProto) -> tuple[onnx.ModelProto, list[str]]:
@@ -216,6 +215,7 @@ def quantize(
     t = time.perf_counter()
     measured = {id(v): _measure(v.pre, v.index, v.plan, scoring.estimate if scoring else source, config, stats,
                                 progress, histograms, v.notes) for v in variants}
+    measured_first = dict(measured)
     moments_s = sum(m.moments_seconds for m in measured.values())
     timings["calibrate"] = time.perf_counter() - t - moments_s
     if moments_s:
@@ -259,10 +259,11 @@ def quantize(
         choice = MethodChoice(chosen[1], (), "", False, reason=_blind_reason(candidates), method=chosen[1],
                               equalized=chosen[0].equalized)
     t = time.perf_counter()
-    v, _, chosen_config, _ = chosen
+    v, _, chosen_config, params = chosen
     pre, graph, index, qplan, notes = v.pre, v.graph, v.index, v.plan, v.notes
     final = measured[id(v)]
-    params = solve(final.stats, qplan, chosen_config)
+    if final is not measured_first[id(v)]:  # held-out statistics joined: solve again on every feed
+        params = solve(final.stats, qplan, chosen_config)
     apply_bias_shifts(graph, output_shifts(index, qplan, params, final.moments), qplan)
     insert_into(graph, qplan, params, dq_only=dq_only)
     qmodel = export_model(graph, pre)
@@ -271,11 +272,11 @@ def quantize(
     t = time.perf_counter()
     sample = _first_sample(source, pre) if source is not None else None
     try:
-        checked = check_model(qmodel, sample)  # its digest lets save() skip the check for the same bytes
+        checked = check_model(qmodel, sample)  # its bytes let save() skip the check for the same model
     except ValidationError:
         check_input_model(pre, sample)  # an invalid float model is the input's fault, not an onnxq bug
         raise
-    check = output_similarity(pre, qmodel, sample, checked.outputs) if sample is not None else {}
+    check = output_similarity(_outputs(pre, sample), checked.outputs) if sample is not None else {}
     timings["check"] = time.perf_counter() - t
     report = QuantReport(
         model=str(model) if not isinstance(model, onnx.ModelProto) else "<in-memory model>",
@@ -296,7 +297,7 @@ def quantize(
         choice=choice,
     )
     src = None if isinstance(model, onnx.ModelProto) else str(model)
-    return QuantResult(qmodel, report, qplan, params, final.stats, sample, src, checked.digest)
+    return QuantResult(qmodel, report, qplan, params, final.stats, sample, src, checked.data)
 
 
 @dataclass(frozen=True)
@@ -509,6 +510,10 @@ def _require_valid(pre: onnx.ModelProto, model: str | os.PathLike | onnx.ModelPr
         f"the model fails validation after onnxq's preprocessing (opset upgrade, folding): {problem}; "
         "re-export the model at opset >= 13, and report it if that does not help"
     )
+
+
+def _outputs(model: onnx.ModelProto, feed: dict[str, np.ndarray]) -> list[np.ndarray]:
+    return runtime.run(runtime.make_session(model), feed)
 
 
 def _first_sample(source: data_mod.DataSource, model: onnx.ModelProto) -> dict[str, np.ndarray] | None:

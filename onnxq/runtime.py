@@ -128,9 +128,18 @@ def _light_bytes(model: onnx.ModelProto, opts: ort.SessionOptions) -> tuple[byte
     big = [t for t in model.graph.initializer if in_memory(t)]
     if not big:
         return model.SerializeToString(), []
-    arrays = [ort.OrtValue.ortvalue_from_numpy(onnx.numpy_helper.to_array(t)) for t in big]
+    arrays = [ort.OrtValue.ortvalue_from_numpy(_array(t)) for t in big]
     opts.add_external_initializers([t.name for t in big], arrays)
     return light_copy(model, in_memory, "onnxq-in-memory").SerializeToString(), arrays
+
+
+def _array(tensor: onnx.TensorProto) -> np.ndarray:
+    try:
+        return onnx.numpy_helper.to_array(tensor)
+    except ValueError:  # numpy cannot shape the data as declared: onnxruntime would refuse the model
+        raise SessionLoadError(
+            f"onnxruntime cannot load the model: initializer {tensor.name!r} holds {len(tensor.raw_data)} bytes "
+            f"of data but its dims {list(tensor.dims)} and dtype need {tensor_bytes(tensor)}") from None
 
 
 def load_problem(model: onnx.ModelProto | bytes | str) -> str | None:

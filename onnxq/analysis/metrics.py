@@ -6,12 +6,10 @@ JSON stays finite). Cosine is computed in float64 on the flattened arrays.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
-import onnx
-
-from onnxq import runtime
 
 SQNR_CAP_DB = 200.0
 
@@ -178,16 +176,9 @@ def accumulate(sums: ErrorSums, ref: np.ndarray, x: np.ndarray, *, top1: bool = 
     )
 
 
-def output_similarity(
-    float_model: onnx.ModelProto, quant_model: onnx.ModelProto, feed: dict, quant_outputs: list | None = None
-) -> dict[str, float]:
-    """Worst-output cosine and SQNR of ``quant_model`` against ``float_model`` on one feed.
-
-    ``quant_outputs``: the quantized model's outputs on ``feed`` when already computed (its final check).
-    """
-    a = runtime.run(runtime.make_session(float_model), feed)
-    b = runtime.run(runtime.make_session(quant_model), feed) if quant_outputs is None else quant_outputs
-    pairs = [(x, y) for x, y in zip(a, b) if np.issubdtype(np.asarray(x).dtype, np.floating)]
+def output_similarity(float_outputs: Sequence[np.ndarray], quant_outputs: Sequence[np.ndarray]) -> dict[str, float]:
+    """Worst-output cosine and SQNR of a quantized model's outputs against the float model's on one feed."""
+    pairs = [(x, y) for x, y in zip(float_outputs, quant_outputs) if np.issubdtype(np.asarray(x).dtype, np.floating)]
     if not pairs:
         return {}
     return {

@@ -38,3 +38,30 @@ def light_copy(
     light = onnx.helper.make_model(graph, opset_imports=model.opset_import, functions=model.functions)
     light.ir_version = model.ir_version
     return light
+
+
+def weights_as_inputs(
+    model: onnx.ModelProto, moved: Callable[[onnx.TensorProto], bool]
+) -> onnx.ModelProto:
+    """``model`` with every main-graph initializer for which ``moved`` is true declared as a graph input
+    (name, dtype, dims) instead, for onnx's full checker.
+
+    Why not a stub: the checker refuses an external-data reference to a file that does not exist. As
+    inputs, the tensors still give shape inference their dtypes and dims, which is all the checker reads
+    of big weights besides the size of their data (onnxruntime checks that when it loads them). Built
+    like :func:`light_copy`, without copying the weights.
+    """
+    g = model.graph
+    declared = {vi.name for vi in g.input}
+    kept, inputs = [], list(g.input)
+    for t in g.initializer:
+        if not moved(t):
+            kept.append(t)
+        elif t.name not in declared:  # old exporters list weights as inputs already
+            inputs.append(onnx.helper.make_tensor_value_info(t.name, t.data_type, t.dims))
+    graph = onnx.helper.make_graph(g.node, g.name, inputs, g.output, initializer=kept,
+                                   value_info=g.value_info, sparse_initializer=g.sparse_initializer)
+    light = onnx.helper.make_model(graph, opset_imports=model.opset_import, functions=model.functions)
+    light.ir_version = model.ir_version
+    light.metadata_props.extend(model.metadata_props)  # the checker refuses duplicate keys
+    return light

@@ -17,6 +17,7 @@ import onnx
 import onnx_graphsurgeon as gs
 
 from onnxq.errors import UnsupportedModelError
+from onnxq.graph.export import export_onnx
 
 logger = logging.getLogger(__name__)
 
@@ -53,7 +54,7 @@ def to_graph(model: onnx.ModelProto) -> gs.Graph:
 def to_model(graph: gs.Graph, like: onnx.ModelProto) -> onnx.ModelProto:
     """Export ``graph`` and restore what graphsurgeon drops, taking it from ``like``."""
     with quiet_gs():
-        model = gs.export_onnx(graph, do_type_check=False)
+        model = export_onnx(graph, do_type_check=False)
     model.ir_version = like.ir_version
     model.producer_name = like.producer_name
     model.producer_version = like.producer_version

@@ -21,7 +21,7 @@ from onnxq.preprocess.bn_fold import fold_batchnorms
 from onnxq.preprocess.cleanup import fold_constants
 from onnxq.preprocess.opset import default_opset, upgrade_opset
 from onnxq.preprocess.pad_fold import fold_pads
-from onnxq.preprocess.shapes import infer_shapes
+from onnxq.preprocess.shapes import annotate_shapes
 
 logger = logging.getLogger(__name__)
 
@@ -59,8 +59,7 @@ def preprocess(
     ``model`` is never modified. Its tensors must be in memory (external data loaded).
     """
     options = options or PreprocessOptions()
-    work = onnx.ModelProto()
-    work.CopyFrom(model)
+    work = model  # each pass returns a new model or its input unchanged; folding makes the copy we own
     notes: list[str] = []
     if options.upgrade_opset:
         work = _run_upgrade(work, options.min_opset, notes)
@@ -68,12 +67,14 @@ def preprocess(
         before = _op_counts(work)
         work = fold_constants(work)
         notes.extend(_cleanup_notes(before, _op_counts(work)))
+    # graphsurgeon's export renames the tensors it was given: the later passes must not see ``model``'s
+    work = _owned(work, model)
     if options.fold_pads:
         work, folded_pads = fold_pads(work)
         if folded_pads:
             notes.append(f"folded {folded_pads} zero Pad into Conv padding")
     if options.infer_shapes:
-        work = infer_shapes(work)  # models over 2 GB are inferred on a light copy (see shapes.py)
+        annotate_shapes(work)  # on a light copy, also for models over 2 GB (see shapes.py)
     if options.fold_batchnorm:
         folded = fold_batchnorms(work)
         notes.extend(_bn_notes(work, folded))
@@ -81,6 +82,15 @@ def preprocess(
     for note in notes:
         logger.info("preprocess: %s", note)
     return work, notes
+
+
+def _owned(work: onnx.ModelProto, model: onnx.ModelProto) -> onnx.ModelProto:
+    """``work``, or a copy of it when it is still the caller's ``model`` (which must stay unmodified)."""
+    if work is not model:
+        return work
+    out = onnx.ModelProto()
+    out.CopyFrom(model)
+    return out
 
 
 def _run_upgrade(model: onnx.ModelProto, min_opset: int, notes: list[str]) -> onnx.ModelProto:

@@ -32,24 +32,47 @@ def fits_in_memory_api(model: onnx.ModelProto) -> bool:
     return fits_protobuf(model)
 
 
+_FLOATS = frozenset({onnx.TensorProto.FLOAT, onnx.TensorProto.DOUBLE, onnx.TensorProto.FLOAT16,
+                     onnx.TensorProto.BFLOAT16})
+
+
 def _light_copy(model: onnx.ModelProto) -> onnx.ModelProto:
-    """What inference reads of ``model``: initializers over 1 MB become stubs (name, dtype, dims)."""
-    return light_copy(model, lambda t: tensor_bytes(t) > 2**20, "__onnxq_shape_inference_stub__")
+    """What inference reads of ``model``: float initializers over 1 KB and any over 1 MB become stubs
+    (name, dtype, dims). Data propagation reads the values of small integer tensors (shapes, axes)."""
+    return light_copy(model, lambda t: tensor_bytes(t) > (2**10 if t.data_type in _FLOATS else 2**20),
+                      "__onnxq_shape_inference_stub__")
 
 
 def infer_shapes(model: onnx.ModelProto) -> onnx.ModelProto:
     """Return a copy of ``model`` with inferred ``value_info``; ``model`` itself when it cannot be done."""
+    inferred = _inferred(model)
+    if inferred is None:
+        return model
+    out = onnx.ModelProto()
+    out.CopyFrom(model)
+    _put(inferred, out)
+    return out
+
+
+def annotate_shapes(model: onnx.ModelProto) -> None:
+    """:func:`infer_shapes` in place, for a caller that owns ``model`` (no copy of its weights)."""
+    inferred = _inferred(model)
+    if inferred is not None:
+        _put(inferred, model)
+
+
+def _inferred(model: onnx.ModelProto) -> onnx.ModelProto | None:
     try:
-        inferred = onnx.shape_inference.infer_shapes(
+        return onnx.shape_inference.infer_shapes(
             _light_copy(model), check_type=False, strict_mode=False, data_prop=True
         )
     except (onnx.shape_inference.InferenceError, RuntimeError) as exc:
         # Non-strict inference still raises on contradictions (a value_info that disagrees with an op).
         logger.warning("shape inference failed, continuing without it: %s", str(exc).splitlines()[0])
-        return model
-    out = onnx.ModelProto()
-    out.CopyFrom(model)
+        return None
+
+
+def _put(inferred: onnx.ModelProto, model: onnx.ModelProto) -> None:
     for field in ("value_info", "output"):
-        del getattr(out.graph, field)[:]
-        getattr(out.graph, field).extend(getattr(inferred.graph, field))
-    return out
+        del getattr(model.graph, field)[:]
+        getattr(model.graph, field).extend(getattr(inferred.graph, field))

@@ -39,6 +39,7 @@ import onnx_graphsurgeon as gs
 
 from onnxq.config import QuantConfig, Target, WeightFormat
 from onnxq.formats import fake_quantize_as, int_format
+from onnxq.graph.export import export_onnx
 from onnxq.graph.names import UniqueNames
 from onnxq.graph.query import GraphIndex
 from onnxq.records import QuantParams, QuantPlan, Role, TensorQuantSpec
@@ -161,7 +162,7 @@ def build_gated(
         _gate_node(graph, names, index, nodes[unit], edges.get(unit, []), params, gate_of[unit], dq_only, fix)
         for unit in units)
     graph.cleanup(remove_unused_graph_inputs=False).toposort()
-    out = gs.export_onnx(graph, do_type_check=True)
+    out = export_onnx(graph, do_type_check=True)
     _copy_model_fields(model, out)
     return GatedModel(out, units, gates.name, if_nodes)
 

@@ -16,6 +16,7 @@ import onnx
 import onnx_graphsurgeon as gs
 
 from onnxq.formats import int_format, quantize_as
+from onnxq.graph.export import export_onnx
 from onnxq.graph.names import UniqueNames
 from onnxq.graph.query import GraphIndex
 from onnxq.records import QuantParams, QuantPlan, Role, TensorQuantSpec
@@ -53,7 +54,7 @@ def insert_into(graph: gs.Graph, plan: QuantPlan, params: dict[str, QuantParams]
 
 def export_model(graph: gs.Graph, like: onnx.ModelProto) -> onnx.ModelProto:
     """``graph`` as a model (types checked), with the model-level fields of ``like`` (the float model)."""
-    out = gs.export_onnx(graph, do_type_check=True)
+    out = export_onnx(graph, do_type_check=True)
     _copy_model_fields(like, out)
     return out
 
