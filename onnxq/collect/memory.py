@@ -80,8 +80,9 @@ def measured(
     unknown = [name for name, size in sizes.items() if size is None]
     out = dict(sizes)
     for group in split_passes(unknown, sizes, budget_bytes) if unknown else []:
-        session = runtime.make_session(augment.expose(model, group), threads=ort_threads(), spinning=False)
-        values = runtime.run(session, feed, group)
+        exposed = augment.exposure(model, group)
+        session = runtime.make_session(exposed.model, threads=ort_threads(), spinning=False)
+        values = exposed.values(runtime.run(session, feed, list(exposed.outputs)))
         out.update({name: float(np.asarray(v).nbytes) for name, v in zip(group, values, strict=True)})
     if unknown:
         log.debug("measured the sizes of %d tensors that shape inference left open", len(unknown))

@@ -103,11 +103,12 @@ def run_pass(
     feeds run as one batch once the first ones are shown to give the same values that way
     (``onnxq.collect.coalesce``); returns the state, the samples seen and the limit kept.
     """
-    session = None
+    session, exposed = None, None
     if group:
-        exposed = augment.expose(model, group)
-        session = runtime.make_session(exposed, optimize=optimize, threads=threads.ort_threads(),
+        exposed = augment.exposure(model, group)  # body tensors are routed out (augment.exposure)
+        session = runtime.make_session(exposed.model, optimize=optimize, threads=threads.ort_threads(),
                                        spinning=False)
+    fetch = list(exposed.outputs) if exposed is not None else []
     position = {name: k for k, name in enumerate(group)}
     names, workers = list(jobs), threads.count_workers()
     weights: Mapping[str, float | None] = sizes
@@ -118,10 +119,12 @@ def run_pass(
     with threadpool_limits(limits=1, user_api="blas"), \
             ThreadPoolExecutor(max_workers=workers, thread_name_prefix="onnxq-count") as pool:
         try:
-            items, limit = _batches(session, group, data, limit)
+            items, limit = _batches(session, fetch, data, limit)
             for feed, n, outputs in items:
                 if outputs is None:
-                    outputs = runtime.run(session, feed, group) if session is not None else []
+                    outputs = runtime.run(session, feed, fetch) if session is not None else []
+                if exposed is not None:
+                    outputs = exposed.values(outputs)
                 state, costs = _gather(state, pending)
                 if costs:  # every tensor has jobs, so every one has a time: no mixing of seconds and bytes
                     weights = {name: costs.get(name, 0.0) for name in names}
@@ -187,6 +190,8 @@ def _run_jobs(
         try:
             if job.reducer is None:
                 stats[job.tensor] = observe(state.stats[job.tensor], value)
+            elif value.size == 0:
+                continue  # a body tensor whose If branch did not run in this batch: nothing to reduce
             else:
                 r = job.reducer
                 reduced[r.key] = r.merge(state.reduced[r.key], r.reduce(value))

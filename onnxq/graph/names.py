@@ -22,6 +22,8 @@ from collections.abc import Iterable
 import onnx
 import onnx_graphsurgeon as gs
 
+from onnxq.graph.scopes import walk
+
 
 class UniqueNames:
     """Hands out names not in ``taken`` nor handed out before."""
@@ -32,22 +34,27 @@ class UniqueNames:
 
     @classmethod
     def of_graph(cls, graph: gs.Graph, *, node_names: bool = True) -> UniqueNames:
-        """Avoiding the tensor names of ``graph`` (``graph.tensors()``) and, with ``node_names``, its
+        """Avoiding the tensor names of ``graph`` and of its control-flow bodies, nested too (ONNX names are
+        unique model-wide: a body may read any enclosing scope's tensor) and, with ``node_names``, their
         node names."""
-        taken = set(graph.tensors())
-        if node_names:
-            taken.update(n.name for n in graph.nodes)
+        taken: set[str] = set()
+        for scope in walk(graph):
+            taken.update(scope.graph.tensors())
+            if node_names:
+                taken.update(n.name for n in scope.graph.nodes)
         return cls(taken)
 
     @classmethod
     def of_proto(cls, graph: onnx.GraphProto, *, node_names: bool = True) -> UniqueNames:
-        """Avoiding every tensor name of ``graph`` (node inputs and outputs, initializers, graph inputs
-        and outputs; not its subgraphs') and, with ``node_names``, its node names."""
-        taken = {n for node in graph.node for n in (*node.input, *node.output)}
-        taken.update(t.name for t in graph.initializer)
-        taken.update(v.name for v in (*graph.input, *graph.output))
-        if node_names:
-            taken.update(n.name for n in graph.node)
+        """Avoiding every tensor name of ``graph`` and of its subgraphs, nested too (node inputs and outputs,
+        initializers, graph inputs and outputs) and, with ``node_names``, their node names."""
+        taken: set[str] = set()
+        for g in proto_graphs(graph):
+            taken.update(n for node in g.node for n in (*node.input, *node.output))
+            taken.update(t.name for t in g.initializer)
+            taken.update(v.name for v in (*g.input, *g.output))
+            if node_names:
+                taken.update(n.name for n in g.node)
         return cls(taken)
 
     def __contains__(self, name: object) -> bool:
@@ -70,3 +77,13 @@ class UniqueNames:
         name = f"{base}_{k}"
         self._taken.add(name)
         return name
+
+
+def proto_graphs(graph: onnx.GraphProto) -> list[onnx.GraphProto]:
+    """``graph`` and every subgraph in its nodes' attributes, nested too, depth-first in node order."""
+    out = [graph]
+    for node in graph.node:
+        for attr in node.attribute:
+            for sub in ([attr.g] if attr.HasField("g") else []) + list(attr.graphs):
+                out.extend(proto_graphs(sub))
+    return out

@@ -28,12 +28,16 @@ from onnxq.records import Role, Skip
 
 
 def rule_unsupported_nodes(ctx: Context, decided: Decided) -> Iterator[Proposal]:
-    """Control flow, recurrent ops and custom domains stay in float (their subgraphs are not rewritten)."""
+    """Control-flow nodes themselves, recurrent ops and custom domains stay in float.
+
+    An If/Loop/Scan has no integer form; its bodies are planned node by node like the top level
+    (``placement.plan``), so the work inside them is quantized where the rules allow.
+    """
     for node in ctx.index.graph.nodes:
         if node.op in CONTROL_FLOW:
             yield skip(node, "control-flow",
-                       f"{node.op} subgraphs are left in float (onnxq does not quantize inside them)")
-        elif node.op in RECURRENT:
+                       f"{node.op} itself has no integer form; the nodes of its subgraphs are planned one by one")
+        elif node.op in RECURRENT and node.name not in decided.quantized:  # placement.recurrent's kernel
             yield skip(node, "recurrent",
                        f"{node.op} is left in float: no TensorRT/ORT int8 Q/DQ kernel for it")
         elif node.domain not in (None, "", "ai.onnx"):

@@ -22,6 +22,7 @@ import logging
 import onnx
 
 from onnxq.graph.light import light_copy
+from onnxq.graph.names import proto_graphs
 from onnxq.graph.size import PROTOBUF_LIMIT, fits_protobuf, tensor_bytes  # noqa: F401 (PROTOBUF_LIMIT re-exported)
 
 logger = logging.getLogger(__name__)
@@ -73,6 +74,9 @@ def _inferred(model: onnx.ModelProto) -> onnx.ModelProto | None:
 
 
 def _put(inferred: onnx.ModelProto, model: onnx.ModelProto) -> None:
-    for field in ("value_info", "output"):
-        del getattr(model.graph, field)[:]
-        getattr(model.graph, field).extend(getattr(inferred.graph, field))
+    # Control-flow bodies too (onnx infers into them): placement reads body tensors' dtypes as well. The
+    # light copy has the model's structure, so the graphs pair up in walk order.
+    for source, graph in zip(proto_graphs(inferred.graph), proto_graphs(model.graph), strict=True):
+        for field in ("value_info", "output"):
+            del getattr(graph, field)[:]
+            getattr(graph, field).extend(getattr(source, field))

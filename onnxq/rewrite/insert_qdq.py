@@ -7,6 +7,11 @@ Weights become float -> Q -> DQ (default; TensorRT quantizes them at build) or, 
 int8 initializer -> DQ. Biases planned as int32 become an int32 initializer -> DQ. Initializers are
 quantized by :func:`onnxq.formats.quantize_as`, the arithmetic of QuantizeLinear: an int8 weight holds
 the codes a Q node would compute from the same float weight, on the symmetric grid -127..127.
+
+Control-flow bodies. A pair goes into the scope of the consumers it feeds (one pair per scope when a
+tensor is read in several), so the DQ sits next to the node that reads it, as the runtimes' QDQ fusions
+need (they work within one graph), and an outer-scope tensor or initializer read in a body is quantized
+in that body, by reference. New names are unique across all scopes (``graph.names``).
 """
 
 from __future__ import annotations
@@ -19,6 +24,7 @@ from onnxq.formats import int_format, quantize_as
 from onnxq.graph.export import export_onnx
 from onnxq.graph.names import UniqueNames
 from onnxq.graph.query import GraphIndex
+from onnxq.graph.scopes import all_nodes, all_tensors, has_bodies, node_scopes
 from onnxq.records import QuantParams, QuantPlan, Role, TensorQuantSpec
 
 
@@ -33,23 +39,44 @@ def insert_qdq(
 
 def insert_into(graph: gs.Graph, plan: QuantPlan, params: dict[str, QuantParams], *, dq_only: bool = False) -> None:
     """Insert Q/DQ for every spec of ``plan`` into ``graph`` (changed in place; then cleaned and sorted)."""
+    nested = has_bodies(graph)
     index = GraphIndex.build(graph)
-    nodes = {n.name: n for n in graph.nodes}
+    nodes = all_nodes(graph) if nested else {n.name: n for n in graph.nodes}
+    tensors = all_tensors(graph) if nested else index.tensors
+    scope_of = node_scopes(graph) if nested else {}
+    indexes: dict[int, GraphIndex] = {id(graph): index}
     names = UniqueNames.of_graph(graph)
     for spec in plan.specs:
         if spec.key not in params:
             raise KeyError(f"no quantization parameters for {spec.key!r}")
-        tensor = index.tensors.get(spec.tensor)
+        tensor = tensors.get(spec.tensor)
         if tensor is None:
             raise KeyError(f"planned tensor {spec.tensor!r} is not in the graph")
         p = params[spec.key]
-        if spec.role is Role.ACTIVATION:
-            dq = _qdq_pair(graph, names, tensor, p)
-        else:
-            dq = _constant_dq(graph, names, index, tensor, spec, p, dq_only or spec.role is Role.BIAS)
+        by_scope: dict[int, tuple[gs.Graph, list[tuple[str, int]]]] = {}
         for node_name, idx in spec.consumers:
-            nodes[node_name].inputs[idx] = dq
+            where = scope_of[node_name].graph if node_name in scope_of else graph
+            by_scope.setdefault(id(where), (where, []))[1].append((node_name, idx))
+        for where, consumers in by_scope.values():
+            if spec.role is Role.ACTIVATION:
+                dq = _qdq_pair(where, names, tensor, p)
+            else:
+                scope_index = indexes.setdefault(id(where), GraphIndex.build(where))
+                value = _value(tensor, scope_index, index)
+                dq = _constant_dq(where, names, value, tensor, spec, p, dq_only or spec.role is Role.BIAS)
+            for node_name, idx in consumers:
+                nodes[node_name].inputs[idx] = dq
     graph.cleanup(remove_unused_graph_inputs=False).toposort()
+
+
+def _value(tensor: gs.Tensor, *indexes: GraphIndex) -> np.ndarray | None:
+    # A body's weight is an initializer (any scope: graphsurgeon shares outer constants) or a Constant
+    # node of that body.
+    for index in indexes:
+        value = index.constant_value(tensor)
+        if value is not None:
+            return value
+    return None
 
 
 def export_model(graph: gs.Graph, like: onnx.ModelProto) -> onnx.ModelProto:
@@ -81,9 +108,8 @@ def _qdq_pair(graph: gs.Graph, names: UniqueNames, tensor: gs.Tensor, p: QuantPa
     return dq_out
 
 
-def _constant_dq(graph: gs.Graph, names: UniqueNames, index: GraphIndex, tensor: gs.Tensor,
+def _constant_dq(graph: gs.Graph, names: UniqueNames, value: np.ndarray | None, tensor: gs.Tensor,
                  spec: TensorQuantSpec, p: QuantParams, prequantized: bool) -> gs.Variable:
-    value = index.constant_value(tensor)
     if not prequantized:
         # Float weight -> Q -> DQ: TensorRT quantizes at build time with the same scale.
         return _qdq_pair(graph, names, tensor, p)
