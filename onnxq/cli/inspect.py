@@ -7,10 +7,15 @@ import dataclasses
 import json
 import logging
 
+import onnx
+
 from onnxq import api, io
 from onnxq.cli.common import add_quant_args, build_config
 from onnxq.graph.existing import ExistingQuantization, existing_quantization
+from onnxq.graph.query import import_graph
+from onnxq.graph.scopes import node_paths
 from onnxq.placement import plan
+from onnxq.records import QuantPlan
 from onnxq.report.render import plan_text
 
 log = logging.getLogger(__name__)
@@ -36,13 +41,30 @@ def run(args: argparse.Namespace) -> int:
         log.warning("the plan is shown without --equalize: equalization measures channel ranges on calibration "
                     "data, which inspect does not read (quantize and calibrate apply it)")
     qplan = plan(pre, config)
+    paths = body_paths(pre)
     if args.format == "json":
-        print(json.dumps({"preprocess": notes, **qplan.to_dict()}, indent=2))
+        # names stay as the plan has them (a plan read back addresses nodes by name); paths alongside
+        print(json.dumps({"preprocess": notes, **qplan.to_dict(), **({"paths": paths} if paths else {})}, indent=2))
     else:
         for note in notes:
             print(f"preprocess: {note}")
-        print(plan_text(qplan))
+        print(plan_text(with_paths(qplan, paths)))
     return 0
+
+
+def body_paths(model: onnx.ModelProto) -> dict[str, str]:
+    """The path of every node inside a control-flow body (``If_0/then_branch/Conv_3``), by node name."""
+    return {name: path for name, path in node_paths(import_graph(model)).items() if path != name}
+
+
+def with_paths(qplan: QuantPlan, paths: dict[str, str]) -> QuantPlan:
+    """``qplan`` for display: body nodes named by their paths, so a reader sees where each one lives."""
+    if not paths:
+        return qplan
+    at = lambda name: paths.get(name, name)
+    specs = tuple(dataclasses.replace(s, consumers=tuple((at(n), i) for n, i in s.consumers)) for s in qplan.specs)
+    skips = tuple(dataclasses.replace(k, node=at(k.node)) for k in qplan.skips)
+    return dataclasses.replace(qplan, specs=specs, skips=skips, quantized_nodes=tuple(map(at, qplan.quantized_nodes)))
 
 
 def existing_text(found: ExistingQuantization) -> str:
