@@ -33,6 +33,12 @@ class Target(str, Enum):
     ORT_CPU = "ort-cpu"
 
 
+class Mode(str, Enum):
+    STATIC = "static"  # calibrated Q/DQ ranges for every quantized activation
+    # no calibration data: onnxruntime kernels that quantize activations at run time (MatMul, Gemm, LSTM)
+    DYNAMIC = "dynamic"
+
+
 class Method(str, Enum):
     AUTO = "auto"  # every method below from one collection, kept by held-out score (onnxq.analysis.auto)
     MINMAX = "minmax"
@@ -192,10 +198,18 @@ class QuantConfig:
     # It helps where channels differ widely (YOLOX-Nano mse 5.4 -> 32.4 mAP, PP-OCR cls, PP-OCRv4 det) and
     # costs a point of agreement where they do not (EfficientNet-Lite0). One more pass over the data.
     equalize: bool | None = None
+    # dynamic: onnxruntime's DynamicQuantizeMatMul / DynamicQuantizeLSTM, which quantize their inputs at
+    # run time; needs no calibration data and targets ort-cpu only (TensorRT's parser has no such ops)
+    mode: Mode = Mode.STATIC
 
     def __post_init__(self) -> None:
         _check_types(self, "")
         object.__setattr__(self, "target", _enum(Target, self.target, "target"))
+        object.__setattr__(self, "mode", _enum(Mode, self.mode, "mode"))
+        if self.mode is Mode.DYNAMIC and self.target is not Target.ORT_CPU:
+            raise ConfigError("mode 'dynamic' writes onnxruntime's integer kernels (com.microsoft "
+                              "DynamicQuantizeMatMul, DynamicQuantizeLSTM), which TensorRT's ONNX parser does not "
+                              "accept: use target 'ort-cpu', or mode 'static' for TensorRT")
         if isinstance(self.activations, dict):
             object.__setattr__(self, "activations", _from_dict(ActivationSpec, self.activations, "activations"))
         if isinstance(self.weights, dict):

@@ -21,6 +21,7 @@ from onnxq.placement.ort_rules import (
     rule_output_tail,
 )
 from onnxq.placement.proposals import Rule
+from onnxq.placement.recurrent import ORT_NO_KERNEL_REASON, TENSORRT_REASON, rule_recurrent
 from onnxq.placement.rules import (
     rule_op_inputs_outputs,
     rule_residual_add,
@@ -45,6 +46,10 @@ class TargetSpec:
     float_output_ops: frozenset[str]
     not_quantized_reason: str  # why a node no rule quantized stays float; "{op}" is its op type
     rules: tuple[Rule, ...]
+    # Recurrent ops the runtime has a dynamic integer kernel for (placement.recurrent); the others stay
+    # float with this reason ("{op}": the op type).
+    recurrent_kernels: frozenset[str] = frozenset()
+    recurrent_float_reason: str = "{op} stays float"
 
 
 TENSORRT = TargetSpec(
@@ -58,7 +63,8 @@ TENSORRT = TargetSpec(
     not_quantized_reason=(
         "TensorRT fuses or runs {op} itself; Q/DQ goes on inputs of Conv/ConvTranspose/Gemm/MatMul only"
     ),
-    rules=(rule_unsupported_nodes, rule_weighted_inputs, rule_residual_add, rule_shared_scales),
+    rules=(rule_recurrent, rule_unsupported_nodes, rule_weighted_inputs, rule_residual_add, rule_shared_scales),
+    recurrent_float_reason=TENSORRT_REASON,
 )
 
 ORT_CPU = TargetSpec(
@@ -72,6 +78,8 @@ ORT_CPU = TargetSpec(
     float_output_ops=frozenset({"MatMul", "Gemm"}),
     not_quantized_reason="{op} has no fast int8 kernel in onnxruntime CPU; left in float",
     # The rules that keep tensors float come before the ones that quantize, so those read what is kept.
-    rules=(rule_unsupported_nodes, rule_integer_derived, rule_output_tail, rule_normalization_inputs,
+    rules=(rule_recurrent, rule_unsupported_nodes, rule_integer_derived, rule_output_tail, rule_normalization_inputs,
            rule_float_consumers, rule_weighted_inputs, rule_op_inputs_outputs, rule_shared_scales),
+    recurrent_kernels=frozenset({"LSTM"}),  # com.microsoft.DynamicQuantizeLSTM
+    recurrent_float_reason=ORT_NO_KERNEL_REASON,
 )

@@ -131,6 +131,10 @@ def _copy_model_fields(src: onnx.ModelProto, dst: onnx.ModelProto) -> None:
     dst.ir_version = max(src.ir_version, needed)
     del dst.opset_import[:]
     dst.opset_import.extend(src.opset_import)
+    # a domain the rewrite introduced (com.microsoft: rewrite.dynamic, rewrite.recurrent), at version 1
+    imported = {o.domain for o in dst.opset_import} | {"ai.onnx"}
+    for domain in sorted({n.domain for n in dst.graph.node} - imported):
+        dst.opset_import.add(domain=domain, version=1)
     dst.doc_string = src.doc_string
     dst.model_version = src.model_version
     dst.domain = src.domain

@@ -1,0 +1,87 @@
+"""Dynamic quantization (``QuantConfig(mode="dynamic")``, ``onnxq quantize --mode dynamic``): no calibration.
+
+load -> preprocess -> placement.dynamic.dynamic_plan (a KernelChoice per MatMul, Gemm, Conv and
+recurrent node) -> rewrite.dynamic.apply_dynamic on the one graph -> export -> check. The report has a
+Skip for each node left float (with its reason) and a TensorRecord for each weight quantized, whose
+rule names the kernel.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+
+import numpy as np
+import onnx
+
+from onnxq.calibrate.solve import weight_qmax
+from onnxq.check import check_model
+from onnxq.config import QuantConfig
+from onnxq.graph.query import GraphIndex, import_graph
+from onnxq.placement.dynamic import dynamic_plan
+from onnxq.records import QuantPlan, QuantReport, Skip, TensorRecord
+from onnxq.records.kernels import KernelChoice, weights_text
+from onnxq.rewrite.dynamic import apply_dynamic
+from onnxq.rewrite.insert_qdq import export_model
+
+
+def plan_dynamic(pre: onnx.ModelProto, config: QuantConfig) -> tuple[KernelChoice, ...]:
+    """The dynamic plan of the preprocessed model ``pre`` (what ``quantize_dynamic`` writes)."""
+    qmax = int(weight_qmax(config))
+    return dynamic_plan(GraphIndex.build(import_graph(pre)), config, weights_text(config.weights.per_channel, qmax))
+
+
+def quantize_dynamic(model: str | os.PathLike | onnx.ModelProto, config: QuantConfig,
+                     sample: dict[str, np.ndarray] | None = None):
+    """Quantize ``model`` dynamically (``config.mode`` is dynamic); ``sample`` (a feed, optional) runs in
+    the final check and the float comparison of the report. Returns an ``onnxq.api.QuantResult``."""
+    from onnxq.analysis.metrics import output_similarity
+    from onnxq.api import QuantResult, _outputs, _stamp, check_exclusions, prepare  # api wires this module
+
+    t = time.perf_counter()
+    pre, notes = prepare(model)
+    check_exclusions(pre, config)
+    qmax = int(weight_qmax(config))
+    graph = import_graph(pre)
+    index = GraphIndex.build(graph)
+    choices = dynamic_plan(index, config, weights_text(config.weights.per_channel, qmax))
+    weights = {c.node: _weight_records(index, c, qmax, config.weights.per_channel) for c in choices if c.quantized}
+    apply_dynamic(graph, choices, config.weights, qmax)
+    qmodel = export_model(graph, pre)
+    _stamp(qmodel, config)
+    rewrite_s = time.perf_counter() - t
+    t = time.perf_counter()
+    checked = check_model(qmodel, sample)
+    check = output_similarity(_outputs(pre, sample), checked.outputs) if sample is not None else {}
+    skips = tuple(Skip(c.node, c.op_type, c.rule, c.reason) for c in choices if not c.quantized)
+    qplan = QuantPlan(config.target.value, (), skips, tuple(c.node for c in choices if c.quantized))
+    report = QuantReport(
+        model=str(model) if not isinstance(model, onnx.ModelProto) else "<in-memory model>",
+        target=config.target.value, method="dynamic (no calibration)", config=config.to_dict(),
+        preprocess=tuple(notes), data="none (activations are quantized at run time)", samples=0,
+        quantized_nodes=qplan.quantized_nodes, skipped=skips,
+        tensors=tuple(r for rs in weights.values() for r in rs),
+        timings={"rewrite": round(rewrite_s, 3), "check": round(time.perf_counter() - t, 3)},
+        check=check, check_samples=1 if sample is not None else 0,
+    )
+    src = None if isinstance(model, onnx.ModelProto) else str(model)
+    return QuantResult(qmodel, report, qplan, {}, {}, sample, src, checked.data)
+
+
+def _weight_records(index: GraphIndex, choice: KernelChoice, qmax: int, per_channel: bool) -> tuple[TensorRecord, ...]:
+    """The report rows of a quantized node's weights (read before the rewrite replaces them): the largest
+    scale, and how many channels have one (per output column, per gate row and direction)."""
+    node = next(n for n in index.graph.nodes if n.name == choice.node)
+    rows = []
+    for idx in ((1, 2) if choice.op_type == "LSTM" else (1,)):
+        value = index.constant_value(node.inputs[idx])
+        amax = float(np.abs(value).max()) if value.size else 0.0
+        if choice.op_type == "LSTM":
+            channels = value.shape[0] * value.shape[1] if per_channel else value.shape[0]
+        else:
+            n = value.shape[0] if node.attrs.get("transB", 0) else value.shape[1]
+            channels = n if per_channel else 1
+        rows.append(TensorRecord(tensor=node.inputs[idx].name, role="weight", dtype="int8",
+                                 rule=f"{choice.rule}: {choice.kernel}", axis=None, scale=amax / qmax,
+                                 channels=channels, lo=-amax, hi=amax))
+    return tuple(rows)
