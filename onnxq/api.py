@@ -25,14 +25,14 @@ from onnxq.analysis.heldout import split_feeds
 from onnxq.analysis.metrics import output_similarity
 from onnxq.calibrate.bias_correction import merge_moments
 from onnxq.calibrate.choose import candidate_configs
-from onnxq.calibrate.solve import solve
+from onnxq.calibrate.solve import solve, weight_qmax
 from onnxq.check import check_input_model, check_model, save_model, validation_problem
 from onnxq.collect import data as data_mod
 from onnxq.collect.batching import select
 from onnxq.collect.collectors import collect, collect_all
 from onnxq.collect.feeds import batch_size
 from onnxq.collect.stats import TensorStats, merge_stats
-from onnxq.config import FallbackRule, Method, QuantConfig, Target, exclusion_problems
+from onnxq.config import FallbackRule, Method, Mode, QuantConfig, Target, exclusion_problems
 from onnxq.errors import ConfigError, InternalError, SessionLoadError, UnsupportedModelError, ValidationError
 from onnxq.graph.existing import existing_quantization
 from onnxq.graph.query import GraphIndex, import_graph
@@ -45,6 +45,7 @@ from onnxq.rewrite.bias_correction import apply_bias_shifts, output_shifts
 from onnxq.rewrite.equalize import depthwise_inputs, equalize
 from onnxq.rewrite.gates import prequantized_weights
 from onnxq.rewrite.insert_qdq import export_model, insert_into, insert_qdq
+from onnxq.rewrite.recurrent import insert_recurrent
 
 log = logging.getLogger(__name__)
 
@@ -199,6 +200,9 @@ def quantize(
     sessions that run it (calibration, the final comparison).
     """
     config = config or QuantConfig()
+    if config.mode is Mode.DYNAMIC:  # no calibration: onnxq.dynamic
+        from onnxq.dynamic import quantize_dynamic
+        return quantize_dynamic(model, config, data)
     timings: dict[str, float] = {}
     t = time.perf_counter()
     pre, notes = prepare(model)
@@ -234,6 +238,7 @@ def quantize(
                 copy = v.graph.copy()
                 apply_bias_shifts(copy, shifts[id(v)], v.plan)
                 insert_into(copy, v.plan, p, dq_only=dq_only)
+                insert_recurrent(copy, v.plan.quantized_nodes, config.weights, int(weight_qmax(config)))
                 return export_model(copy, v.pre)
             return write
 
@@ -266,6 +271,7 @@ def quantize(
         params = solve(final.stats, qplan, chosen_config)
     apply_bias_shifts(graph, output_shifts(index, qplan, params, final.moments), qplan)
     insert_into(graph, qplan, params, dq_only=dq_only)
+    insert_recurrent(graph, qplan.quantized_nodes, config.weights, int(weight_qmax(config)))
     qmodel = export_model(graph, pre)
     _stamp(qmodel, config)
     timings["rewrite"] = time.perf_counter() - t

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import time
+from typing import Any
 
 import numpy as np
 import onnx
@@ -31,16 +32,18 @@ def plan_dynamic(pre: onnx.ModelProto, config: QuantConfig) -> tuple[KernelChoic
     return dynamic_plan(GraphIndex.build(import_graph(pre)), config, weights_text(config.weights.per_channel, qmax))
 
 
-def quantize_dynamic(model: str | os.PathLike | onnx.ModelProto, config: QuantConfig,
-                     sample: dict[str, np.ndarray] | None = None):
-    """Quantize ``model`` dynamically (``config.mode`` is dynamic); ``sample`` (a feed, optional) runs in
-    the final check and the float comparison of the report. Returns an ``onnxq.api.QuantResult``."""
+def quantize_dynamic(model: str | os.PathLike | onnx.ModelProto, config: QuantConfig, data: Any = None):
+    """Quantize ``model`` dynamically (``config.mode`` is dynamic). ``data`` (optional, what
+    ``onnxq.quantize`` takes) is not calibrated on: its first feed runs in the final check and the float
+    comparison of the report. Returns an ``onnxq.api.QuantResult``."""
     from onnxq.analysis.metrics import output_similarity
-    from onnxq.api import QuantResult, _outputs, _stamp, check_exclusions, prepare  # api wires this module
+    from onnxq.api import QuantResult, _first_sample, _outputs, _stamp, as_source, check_exclusions, prepare
 
     t = time.perf_counter()
     pre, notes = prepare(model)
     check_exclusions(pre, config)
+    source = as_source(data, pre) if data is not None else None
+    sample = _first_sample(source, pre) if source is not None else None
     qmax = int(weight_qmax(config))
     graph = import_graph(pre)
     index = GraphIndex.build(graph)
@@ -58,7 +61,7 @@ def quantize_dynamic(model: str | os.PathLike | onnx.ModelProto, config: QuantCo
     report = QuantReport(
         model=str(model) if not isinstance(model, onnx.ModelProto) else "<in-memory model>",
         target=config.target.value, method="dynamic (no calibration)", config=config.to_dict(),
-        preprocess=tuple(notes), data="none (activations are quantized at run time)", samples=0,
+        preprocess=tuple(notes), data=_data_text(source), samples=0,
         quantized_nodes=qplan.quantized_nodes, skipped=skips,
         tensors=tuple(r for rs in weights.values() for r in rs),
         timings={"rewrite": round(rewrite_s, 3), "check": round(time.perf_counter() - t, 3)},
@@ -85,3 +88,8 @@ def _weight_records(index: GraphIndex, choice: KernelChoice, qmax: int, per_chan
                                  rule=f"{choice.rule}: {choice.kernel}", axis=None, scale=amax / qmax,
                                  channels=channels, lo=-amax, hi=amax))
     return tuple(rows)
+
+
+def _data_text(source: Any) -> str:
+    what = "none: activations are quantized at run time"
+    return what if source is None else f"{source.description}, first feed for the check only ({what})"

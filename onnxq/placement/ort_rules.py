@@ -89,7 +89,8 @@ def rule_integer_derived(ctx: Context, decided: Decided) -> Iterator[Proposal]:
             yield KeepFloat(t.name, "integer-derived")
         if node.op in DATA_MOVEMENT or (node.op in SENTINEL_KEEPING and (carried or node.op in ADDITIVE)):
             sentinel.update(t.name for t in node.outputs[:1] if index.is_float(t))
-        if node.op in DATA_MOVEMENT or node.op in METADATA:
+        # a node with its own run-time quantization (placement.recurrent) keeps those operands float itself
+        if node.op in DATA_MOVEMENT or node.op in METADATA or node.name in decided.quantized:
             continue
         what = (f"operand {direct[0].name!r} is a mask computed from integer inputs and constants only" if direct
                 else f"operand {carried[0].name!r} carries values of a mask")
