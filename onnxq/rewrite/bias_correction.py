@@ -51,8 +51,8 @@ def output_shifts(
             w = index.constant_value(index.tensors[spec.tensor])
         w_q = fake_quantize_as(w, params[spec.key])  # as QuantizeLinear in the graph: the full grid
         for node_name, idx in spec.consumers:
-            node = nodes[node_name]
-            if idx != 1 or node.op not in CORRECTABLE_OPS or node_name not in means:
+            node = nodes.get(node_name)  # None: a node of a control-flow body, not corrected (no moments)
+            if node is None or idx != 1 or node.op not in CORRECTABLE_OPS or node_name not in means:
                 continue
             shifts[node_name] = output_shift(node.op, node.attrs, w, w_q, means[node_name])
     return shifts
