@@ -8,6 +8,7 @@ from pathlib import Path
 
 from onnxq import io
 from onnxq.cli.common import add_data_args, add_quant_args, build_config, build_source, check_dims_use
+from onnxq.cli.quantize_dynamic import run_dynamic, wants_dynamic
 from onnxq.cli.sensitivity import add_fallback_args, quantize_from_args, write_quantize_report
 from onnxq.collect import data as data_mod
 from onnxq.collect.stats_file import load_stats, save_stats
@@ -26,11 +27,16 @@ def add_parser(sub) -> None:
     p.add_argument("--load-stats", metavar="FILE", help="solve from saved statistics instead of running the model")
     p.add_argument("--report-json", metavar="FILE", help="write the full report as JSON")
     p.add_argument("--format", choices=["text", "json"], default="text", help="report format on stdout")
+    p.add_argument("--mode", choices=["static", "dynamic"],
+                   help="static (default): calibrated Q/DQ; dynamic: no calibration data, onnxruntime's "
+                        "DynamicQuantizeMatMul/DynamicQuantizeLSTM quantize activations at run time (ort-cpu)")
     add_fallback_args(p)
     p.set_defaults(run=run)
 
 
 def run(args: argparse.Namespace) -> int:
+    if wants_dynamic(args):
+        return run_dynamic(args)
     if args.save_stats and args.load_stats:
         raise ConfigError("--save-stats saves statistics collected by this run, and --load-stats skips "
                           "collecting: drop one (the loaded file already holds them)")

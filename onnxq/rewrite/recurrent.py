@@ -37,7 +37,7 @@ def symmetric_int8(value: np.ndarray, axis: int | None, spec: WeightSpec, qmax: 
     if spec.method.value == "mse":
         options = {"qmax": qmax}
     amax = np.asarray(weight_amax(value, axis, spec.method.value, **options), dtype=np.float64)
-    scale = np.maximum(amax / qmax, MIN_SCALE).astype(np.float32)
+    scale = np.asarray(np.maximum(amax / qmax, MIN_SCALE), dtype=np.float32)  # a 0-d array per tensor
     codes = quantize(value, scale, 0, axis, -qmax, qmax).astype(np.int8)
     return codes, scale
 

@@ -653,7 +653,17 @@ def quantize_cases() -> list[Case]:
              base=QUANTIZE + ["--auto-fallback", "--metric-script", "{metric}", "--max-float-layers", "1"]),
         Case(q, "--fallback-select", ["--fallback-select", "sqnr"], _fallback_rule("select", "sqnr"), base=FALLBACK),
         Case(q, "--report", ["--report", "{out}.html"], _html_report),
+        Case(q, "--mode", ["{model}", "-o", "{out}.onnx", "--mode", "dynamic", "--format", "json"], _dynamic_mode,
+             replace=True),
     ]
+
+
+def _dynamic_mode(base: Run, new: Run) -> None:
+    # no calibration data given; the Gemm runs as onnxruntime's DynamicQuantizeMatMul, the convs stay float
+    assert ok(new).json()["config"]["mode"] == "dynamic" != ok(base).json()["config"]["mode"]
+    ops = [n.op_type for n in new.model().graph.node]
+    assert "DynamicQuantizeMatMul" in ops and "QuantizeLinear" not in ops
+    assert {s["rule"] for s in new.json()["skipped"] if s["op_type"] == "Conv"} == {"dynamic-conv"}
 
 
 def _assert_floats(run: Run, n: int) -> None:
