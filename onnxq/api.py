@@ -20,7 +20,7 @@ import onnx
 
 from onnxq import __version__, io, runtime
 from onnxq.analysis.activation_means import channel_maxima, correction_nodes, moment_reducers
-from onnxq.analysis.auto import choose, poor_outputs
+from onnxq.analysis.auto import choose, not_poor_metric, poor_outputs
 from onnxq.analysis.heldout import split_feeds
 from onnxq.analysis.metrics import output_similarity
 from onnxq.calibrate.bias_correction import merge_moments
@@ -189,20 +189,76 @@ def quantize(
     stats: dict[str, TensorStats] | None = None,
     progress: bool = False,
     histograms: bool | None = None,
+    max_float_layers: int | None = None,
 ) -> QuantResult:
     """Quantize ``model`` with calibration ``data`` (or precomputed ``stats``) under ``config``.
 
     ``histograms``: keep histograms in ``result.stats`` even when the method needs none (True), so the
     statistics can be saved and solved with any method later (default: as the method needs).
 
-    The preprocessed model is imported into one graph: the plan reads it, bias correction and the Q/DQ
-    rewrite change it in place, and it is exported once. The float model (``pre``) stays as it is for the
-    sessions that run it (calibration, the final comparison).
+    With ``--method auto`` (the default), when the held-out result is poor (:func:`poor_outputs`), the
+    layers that lose it are left in float until it is not, at most ``max_float_layers`` of them (None: 10 %
+    of the Conv/Gemm/MatMul layers; 0: never): ``report.fallback`` says which and what each bought.
     """
     config = config or QuantConfig()
     if config.mode is Mode.DYNAMIC:  # no calibration: onnxq.dynamic
         from onnxq.dynamic import quantize_dynamic
         return quantize_dynamic(model, config, data)
+    result = _quantize(model, data, config, stats=stats, progress=progress, histograms=histograms)
+    choice = result.report.choice
+    poor = poor_outputs(choice) if choice is not None else []
+    if not poor:
+        return result
+    if max_float_layers == 0 or not choice.held_out or data is None:
+        log.warning("the quantized model is far from float on %s: %s; onnxq compare --per-layer shows the layers "
+                    "that lose it, and --auto-fallback keeps the worst in float", choice.scoring, "; ".join(poor))
+        return result
+    log.warning("the quantized model is far from float on %s: %s; leaving the layers that lose it in float "
+                "(at most %s; --max-float-layers 0 keeps every layer quantized)", choice.scoring, "; ".join(poor),
+                max_float_layers if max_float_layers is not None else "10 % of the weighted layers")
+    return _fallback_when_poor(model, data, config, result, max_float_layers, progress)
+
+
+def _fallback_when_poor(model: str | os.PathLike | onnx.ModelProto, data: DataArg, config: QuantConfig,
+                        result: QuantResult, max_float_layers: int | None, progress: bool) -> QuantResult:
+    """:func:`quantize_with_fallback` from ``result`` (its choice and statistics), judged on the held-out
+    feeds by the measure that called the result poor, stopping as soon as it is not."""
+    choice = result.report.choice
+    pre, _ = prepare(model)
+    scoring = _scoring_feeds(as_source(data, pre, config.batch_size), False)
+    rule = FallbackRule(max_float_layers=max_float_layers, max_metric_drop=0.0)
+    fixed, fallback, ranking = quantize_with_fallback(
+        model, data, config, rule, eval_data=scoring.feeds, metric=not_poor_metric([o.name for o in pre.graph.output]),
+        stats=result.stats, progress=progress, choice=choice)
+    report = dataclasses.replace(fixed.report, fallback=fallback)
+    if fallback.verified_met:
+        log.warning("kept %d layers in float (%s): the held-out result is no longer poor",
+                    len(fallback.float_nodes), ", ".join(fallback.float_nodes))
+    else:
+        left = [s.node for s in (ranking.layers if ranking is not None else ())
+                if s.node not in fallback.float_nodes][:5]
+        log.warning("still far from float after keeping %d layers in float (%s)%s; raise --max-float-layers or "
+                    "check the data (onnxq sensitivity ranks every layer)", len(fallback.float_nodes),
+                    ", ".join(fallback.float_nodes) or "none",
+                    f"; the next layers to blame: {', '.join(left)}" if left else "")
+    return dataclasses.replace(fixed, report=report)
+
+
+def _quantize(
+    model: str | os.PathLike | onnx.ModelProto,
+    data: DataArg,
+    config: QuantConfig,
+    *,
+    stats: dict[str, TensorStats] | None,
+    progress: bool,
+    histograms: bool | None,
+) -> QuantResult:
+    """One quantization pass (the method search of ``auto`` included, the fallback not).
+
+    The preprocessed model is imported into one graph: the plan reads it, bias correction and the Q/DQ
+    rewrite change it in place, and it is exported once. The float model (``pre``) stays as it is for the
+    sessions that run it (calibration, the final comparison).
+    """
     timings: dict[str, float] = {}
     t = time.perf_counter()
     pre, notes = prepare(model)
@@ -246,11 +302,6 @@ def quantize(
                            scoring.feeds, scoring.description, scoring.held_out)
         chosen = candidates[k]
         choice = dataclasses.replace(choice, method=chosen[1], equalized=chosen[0].equalized)
-        poor = poor_outputs(choice)
-        if poor:
-            log.warning("the quantized model is far from float on %s: %s; onnxq compare --per-layer shows "
-                        "the layers that lose it, and --auto-fallback keeps the worst in float",
-                        choice.scoring, "; ".join(poor))
         timings["choose"] = time.perf_counter() - t
         if scoring.held_out:  # the chosen method's final ranges come from every feed, held-out ones included
             t = time.perf_counter()
@@ -590,6 +641,7 @@ def quantize_with_fallback(
     options: Any = None,
     stats: dict[str, TensorStats] | None = None,
     progress: bool = False,
+    choice: MethodChoice | None = None,
 ) -> tuple[QuantResult, Any, Any]:
     """Quantize with automatic float fallback: returns (result, FallbackResult, SensitivityReport or None).
 
@@ -608,9 +660,9 @@ def quantize_with_fallback(
 
     config = config or QuantConfig()
     rule = rule if rule is not None else FallbackRule()  # FallbackRule() names the missing stopping rule
-    choice = None
     if config.activations.method is Method.AUTO:  # the fallback starts from what plain quantize keeps
-        choice = quantize(model, data, config, stats=stats, progress=progress).report.choice
+        if choice is None:  # (``choice``: that of a quantize() already run on ``data``)
+            choice = _quantize(model, data, config, stats=stats, progress=progress, histograms=None).report.choice
         config = dataclasses.replace(
             config, activations=dataclasses.replace(config.activations, method=choice.method),
             equalize=choice.equalized if config.equalize is None else config.equalize)

@@ -22,12 +22,13 @@ import numpy as np
 import onnx
 
 from onnxq import runtime
-from onnxq.analysis.heldout import model_score, output_scores, ranking_key
+from onnxq.analysis.heldout import OutputScore, model_score, output_scores, ranking_key
 from onnxq.records import MethodChoice, OutputFigure
 
 log = logging.getLogger(__name__)
 
 Feed = Mapping[str, np.ndarray]
+Outputs = Sequence[Sequence[np.ndarray]]  # [feed][output]
 
 
 def run_outputs(model: onnx.ModelProto, feeds: Sequence[Feed], *, quantized: bool) -> list[list[np.ndarray]]:
@@ -81,6 +82,23 @@ def poor_outputs(choice: MethodChoice) -> list[str]:
             out.append(f"output {o.output!r} slice {o.worst_slice} at {o.worst_sqnr_db:.1f} dB (more error "
                        "than signal)")
     return out
+
+
+def poor_margin(scores: Sequence[OutputScore]) -> float:
+    """How far scored outputs are from poor, in dB: the least of (output SQNR - POOR_OUTPUT_DB) and (worst
+    slice - POOR_SLICE_DB) over them; negative exactly when :func:`poor_outputs` would name one."""
+    margins = [min(s.sqnr_db - POOR_OUTPUT_DB, s.worst_sqnr_db - POOR_SLICE_DB) for s in scores if s.scored]
+    return float(min(margins)) if margins else 0.0
+
+
+def not_poor_metric(names: Sequence[str]) -> Callable[[Outputs, Outputs], tuple[float, float]]:
+    """A fallback metric (the ``(outputs_float, outputs_quant) -> (float, quant)`` form) whose drop is zero
+    once no output is poor and otherwise the dB still missing: with ``max_metric_drop=0`` the fallback
+    stops as soon as the held-out result is no longer poor, and ranks layers by the dB each one wins back
+    (capped at what is missing: a layer that alone cures the model ranks first)."""
+    def metric(reference: Outputs, quantized: Outputs) -> tuple[float, float]:
+        return 0.0, min(0.0, poor_margin(output_scores(reference, quantized, names)))
+    return metric
 
 
 def _figure(score) -> OutputFigure:

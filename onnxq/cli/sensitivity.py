@@ -30,7 +30,7 @@ from onnxq.cli.common import (
     integer,
     number,
 )
-from onnxq.cli.scripts import load_metric_script
+from onnxq.cli.scripts import load_metric_script, pair_metric
 from onnxq.collect import data as data_mod
 from onnxq.collect.collectors import collect_all
 from onnxq.collect.folders import existing_dir
@@ -39,7 +39,7 @@ from onnxq.collect.stats_file import load_stats
 from onnxq.config import FallbackRule, Method
 from onnxq.errors import ConfigError, QualityGateError
 from onnxq.placement import plan
-from onnxq.records import MethodChoice
+from onnxq.records import FallbackResult, MethodChoice
 from onnxq.report.html import render_html
 from onnxq.report.sensitivity_render import sensitivity_json, sensitivity_markdown, sensitivity_text
 
@@ -85,7 +85,9 @@ def add_fallback_args(p: argparse.ArgumentParser) -> None:
     g.add_argument("--auto-fallback", action="store_true",
                    help="leave the most sensitive layers in float until the stopping rule holds")
     g.add_argument("--max-float-layers", type=integer(0), metavar="N",
-                   help="at most N layers in float (alone: the N most sensitive; default with a target: 10 %%)")
+                   help="at most N layers in float: with --auto-fallback (alone: the N most sensitive; default with "
+                        "a target: 10 %%), or what --method auto may leave in float when its result is poor "
+                        "(default 10 %% of the weighted layers; 0: none)")
     g.add_argument("--min-sqnr", type=number(), metavar="DB",
                    help="with --auto-fallback: stop when the worst output SQNR reaches DB; without: write nothing "
                         "and exit 1 when an output of --method auto's held-out result is under DB dB SQNR")
@@ -189,17 +191,44 @@ def write_report(page: str, path: str | Path) -> None:
     log.info("wrote the HTML report %s", path)
 
 
-def require_min_sqnr(choice: MethodChoice | None, min_sqnr: float) -> None:
-    """QualityGateError (exit 1, nothing written) when an output's held-out SQNR is under ``min_sqnr``."""
+def require_min_sqnr(choice: MethodChoice | None, min_sqnr: float, fallback: FallbackResult | None = None) -> None:
+    """QualityGateError (exit 1, nothing written) when an output's held-out SQNR is under ``min_sqnr`` (after
+    auto's fallback, the written model's worst output on the same feeds)."""
     if choice is None or not choice.outputs:
         raise QualityGateError(f"--min-sqnr {min_sqnr:g}: there is no scored result to check "
                                f"({choice.reason if choice is not None else 'no held-out scoring ran'}); "
                                "nothing written: give calibration data")
+    if fallback is not None and fallback.verified is not None:
+        if fallback.verified.sqnr_db < min_sqnr:
+            raise QualityGateError(
+                f"the worst output is at {fallback.verified.sqnr_db:.1f} dB SQNR on {choice.scoring} after "
+                f"keeping {len(fallback.float_nodes)} layers in float, under --min-sqnr {min_sqnr:g}: nothing "
+                "written; raise --max-float-layers or try --auto-fallback --min-sqnr")
+        return
     worst = min(choice.outputs, key=lambda o: o.sqnr_db)
     if worst.sqnr_db < min_sqnr:
         raise QualityGateError(
             f"output {worst.output!r} is at {worst.sqnr_db:.1f} dB SQNR on {choice.scoring}, under --min-sqnr "
             f"{min_sqnr:g}: nothing written; try --auto-fallback to keep the most harmful layers in float")
+
+
+def require_metric(args: argparse.Namespace, model, source, result) -> None:
+    """QualityGateError (exit 1, nothing written) when the --metric-script score of the quantized model is
+    more than --max-metric-drop under the float model's, on --eval-data (else the calibration data)."""
+    from onnxq.analysis.compare import compare
+
+    data = eval_source(args, data_mod.input_specs_from_model(model)) or source
+    if data is None:
+        raise ConfigError("--max-metric-drop needs data to score: give --eval-data DIR or calibration data")
+    pre, _ = api.prepare(model)
+    loss = compare(pre, result.model, data, metric=pair_metric(load_metric_script(args.metric_script))).metric
+    drop = loss.float_score - loss.quant_score
+    if drop > args.max_metric_drop + 1e-9 * max(1.0, abs(loss.float_score)):
+        raise QualityGateError(
+            f"the metric drops from {loss.float_score:.4g} (float) to {loss.quant_score:.4g} on {data.description}, "
+            f"more than --max-metric-drop {args.max_metric_drop:g}: nothing written; try --auto-fallback "
+            f"--max-metric-drop {args.max_metric_drop:g} --metric-script {args.metric_script}")
+    log.info("metric %.4g (float %.4g) on %s", loss.quant_score, loss.float_score, data.description)
 
 
 def quantize_from_args(args: argparse.Namespace, model, source, config, stats):
@@ -210,27 +239,37 @@ def quantize_from_args(args: argparse.Namespace, model, source, config, stats):
     progress = progress_enabled(args)
     fallback_flags = [f for f, v in (("--max-float-layers", args.max_float_layers),
                                      ("--max-metric-drop", args.max_metric_drop)) if v is not None]
+    auto = config.activations.method is Method.AUTO
     if not args.auto_fallback:
+        # alone, --max-float-layers caps what --method auto leaves in float when its result is poor, and
+        # --max-metric-drop (with --metric-script) gates the written model
+        fallback_flags = [f for f in fallback_flags if not (auto and f == "--max-float-layers")
+                          and f != "--max-metric-drop"]
+        if args.max_metric_drop is not None and not args.metric_script:
+            raise ConfigError("--max-metric-drop needs a metric: pass --metric-script FILE defining metric()")
         if fallback_flags:
             raise ConfigError(f"{fallback_flags[0]} is a stopping rule of the automatic fallback: add --auto-fallback")
-        if args.min_sqnr is not None and config.activations.method is not Method.AUTO:
+        if args.min_sqnr is not None and not auto:
             raise ConfigError("--min-sqnr without --auto-fallback gates the held-out result of --method auto; "
                               "with an explicit method add --auto-fallback (or check with onnxq compare --min-sqnr)")
-        search = [f for f, v in (("--metric-script", args.metric_script), ("--fallback-select", args.fallback_select))
-                  if v is not None]
+        search = [f for f, v in (("--metric-script", args.metric_script if args.max_metric_drop is None else None),
+                                 ("--fallback-select", args.fallback_select)) if v is not None]
         if search:
             raise ConfigError(f"{search[0]} steers the automatic fallback: add --auto-fallback")
         evaluation = [f for f, v in (("--eval-data", args.eval_data), ("--eval-script", args.eval_script),
                                      ("--eval-samples", args.eval_samples)) if v is not None]
-        if evaluation and not args.report:
-            raise ConfigError(f"{evaluation[0]} is evaluation data for --auto-fallback or --report (per-layer "
-                              "SQNR): add one of them")
+        if evaluation and not args.report and args.max_metric_drop is None:
+            raise ConfigError(f"{evaluation[0]} is evaluation data for --auto-fallback, --max-metric-drop or "
+                              "--report (per-layer SQNR): add one of them")
         # histograms in the same pass when the report plots them or the saved statistics must serve any method
         histograms = True if (args.report or args.save_stats) else None
-        result = api.quantize(model, source, config, stats=stats, progress=progress, histograms=histograms)
+        result = api.quantize(model, source, config, stats=stats, progress=progress, histograms=histograms,
+                              max_float_layers=args.max_float_layers)
         if args.min_sqnr is not None:
-            require_min_sqnr(result.report.choice, args.min_sqnr)
-        return result, None, None
+            require_min_sqnr(result.report.choice, args.min_sqnr, result.report.fallback)
+        if args.max_metric_drop is not None:
+            require_metric(args, model, source, result)
+        return result, result.report.fallback, None
     evaluation = eval_source(args, data_mod.input_specs_from_model(model))
     if evaluation is None:
         log.warning("no --eval-data: the fallback evaluates on the calibration data (optimistic)")

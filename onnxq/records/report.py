@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from onnxq.records.choice import MethodChoice
+from onnxq.records.fallback import FallbackResult
 from onnxq.records.plan import Skip
 
 
@@ -45,6 +46,7 @@ class QuantReport:
     check_samples: int = 1  # samples the check ran (its first feed's batch)
     runs: str = ""  # how calibration ran the data when not one feed per run in one pass (Collection.describe)
     choice: MethodChoice | None = None  # what --method auto chose and why (None for an explicit method)
+    fallback: FallbackResult | None = None  # the layers auto's fallback left in float when it was poor
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)

@@ -103,6 +103,9 @@ def _ops_summary(skipped: Counter) -> str:
 def report_json(report: QuantReport, fallback: dict[str, Any] | None = None) -> str:
     """The report as JSON; ``fallback``: the automatic fallback's steps (``FallbackResult.to_dict()``)."""
     data = report.to_dict()
+    data.pop("fallback", None)  # present only when a fallback ran, with the steps' summary fields
+    if fallback is None and report.fallback is not None:
+        fallback = report.fallback.to_dict()
     if fallback is not None:
         data["fallback"] = fallback
     return json.dumps(data, indent=2, sort_keys=True, default=str)

@@ -98,7 +98,9 @@ def test_quantize_fallback_to_a_sqnr_target_and_html_report(setup, tmp_path, cap
 
 def test_fallback_flags_need_auto_fallback_and_a_metric(setup, tmp_path, capsys):
     out = str(tmp_path / "q.onnx")
-    assert main(["quantize", *_base(setup), "-o", out, "--max-float-layers", "1"]) == 2
+    # --max-float-layers alone caps auto's fallback (tests/cli/test_quality_gate.py); with an explicit method
+    # it is a stopping rule that needs --auto-fallback
+    assert main(["quantize", *_base(setup), "-o", out, "--method", "mse", "--max-float-layers", "1"]) == 2
     assert "add --auto-fallback" in capsys.readouterr().err
     # --min-sqnr alone is auto's held-out gate (tests/cli/test_quality_gate.py); with an explicit method it
     # is a stopping rule that needs the fallback
