@@ -86,6 +86,10 @@ class ModelSpec:
             return f["accuracy"] - r["accuracy"] <= 2.0
         if k == "vit_saliency":
             return r["pearson"] >= 0.98
+        if k == "silero_vad":
+            return r["accuracy"] >= 98.5
+        if k in ("ddddocr_ocr", "romanizer_encoder", "romanizer_decoder"):
+            return r.get("agreement", 100.0) >= 97.0
         return r["accuracy"] >= 93.0 and r.get("agreement", 100.0) >= 98.0
 
     def cell(self, r: dict[str, float]) -> str:
@@ -98,6 +102,9 @@ class ModelSpec:
             return f"{r['accuracy']:.2f} / {r['agreement']:.2f}"
         if k == "vit_saliency":
             return f"{r['pearson']:.4f} / {r['iou']:.3f}"
+        if k in ("silero_vad", "ddddocr_ocr", "romanizer_encoder", "romanizer_decoder"):
+            main = "exact" if k.startswith("romanizer") else "accuracy"
+            return f"{r[main]:.2f} / {r['agreement']:.2f}" if "agreement" in r else f"{r[main]:.2f}"
         return f"{r[self.metric]:.2f}"
 
     def rank(self, r: dict[str, float]) -> float:
@@ -118,6 +125,14 @@ SPECS = {s.key: s for s in (
               "accuracy drop <= 2", True),
     ModelSpec("vit_saliency", "ViT-S saliency", "pearson", "Pearson r / IoU@0.5 vs float (COCO128)",
               "Pearson >= 0.98", True),
+    ModelSpec("silero_vad", "Silero VAD", "accuracy", "frame accuracy % / agreement % (60 espeak-ng clips)",
+              "frame accuracy >= 98.5 %", True),
+    ModelSpec("ddddocr_ocr", "ddddocr common", "agreement", "accuracy % / agreement % (500 rendered captchas)",
+              "agreement >= 97 %", True),
+    ModelSpec("romanizer_encoder", "Romanizer encoder", "agreement",
+              "exact % / agreement % (2000 names, float decoder)", "agreement >= 97 % (both quantized)", True),
+    ModelSpec("romanizer_decoder", "Romanizer decoder", "agreement",
+              "exact % / agreement % (2000 names, float encoder)", "agreement >= 97 % (both quantized)", True),
 )}
 
 

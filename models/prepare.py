@@ -22,6 +22,7 @@ from models import common  # noqa: E402
 KEYS = (
     "efficientnet_lite0", "yolox_nano", "minilm_l6_v2", "ppocr_det", "ppocr_cls",  # BENCHMARKS.md's first five
     "ppocrv6_rec", "vit_saliency",  # "More real models" (issue 14 item 6)
+    "silero_vad", "ddddocr_ocr", "romanizer_encoder", "romanizer_decoder",  # issue 15 item 4
 )  # fmt: skip
 
 
