@@ -77,6 +77,6 @@ def existing_text(found: ExistingQuantization) -> str:
     if rows:
         headers = ["tensor", "kind", "dtype", "axis", "scale", "zero point", "read by"]
         widths = [max(len(x) for x in col) for col in zip(headers, *rows)]
-        fmt = lambda r: "  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip()  # noqa: E731
+        fmt = lambda r: "  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip()
         lines += [fmt(headers), fmt(["-" * w for w in widths])] + [fmt(r) for r in rows]
     return "\n".join(lines)
