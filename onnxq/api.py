@@ -42,7 +42,7 @@ from onnxq.preprocess import preprocess
 from onnxq.preprocess.names import name_nodes
 from onnxq.records import MethodChoice, QuantParams, QuantPlan, QuantReport, TensorRecord
 from onnxq.rewrite.bias_correction import apply_bias_shifts, output_shifts
-from onnxq.rewrite.equalize import depthwise_inputs, equalize
+from onnxq.rewrite.equalize import depthwise_inputs, equalize, shared_scale_loss_bits
 from onnxq.rewrite.gates import prequantized_weights
 from onnxq.rewrite.insert_qdq import export_model, insert_into, insert_qdq
 from onnxq.rewrite.recurrent import insert_recurrent
@@ -269,8 +269,8 @@ def _quantize(
     auto = config.activations.method is Method.AUTO
     scoring = _scoring_feeds(source, stats is not None) if auto else None
     reference = pre  # the float model: every variant computes the same function
-    variants = [_variant(pre, config, scoring.estimate if scoring else source, notes, eq)
-                for eq in _equalize_options(pre, config, auto, scoring, stats)]
+    options, maxima = _equalize_options(pre, config, auto, scoring, stats, notes)
+    variants = [_variant(pre, config, scoring.estimate if scoring else source, notes, eq, maxima) for eq in options]
     timings["prepare"] = time.perf_counter() - t
     t = time.perf_counter()
     measured = {id(v): _measure(v.pre, v.index, v.plan, scoring.estimate if scoring else source, config, stats,
@@ -412,24 +412,44 @@ class _Variant:
 
 
 def _variant(pre: onnx.ModelProto, config: QuantConfig, source: data_mod.DataSource | None, notes: list[str],
-             equalize: bool) -> _Variant:
-    """The variant of ``pre``: equalized (channel maxima from ``source``) or not, imported once, planned."""
+             equalize: bool, maxima: dict[str, np.ndarray] | None = None) -> _Variant:
+    """The variant of ``pre``: equalized (channel ``maxima``, else measured on ``source``) or not, imported
+    once, planned."""
     own = list(notes)
-    model = equalized(pre, dataclasses.replace(config, equalize=equalize), source, own)
+    model = equalized(pre, dataclasses.replace(config, equalize=equalize), source, own, maxima)
     graph = import_graph(model)
     index = GraphIndex.build(graph)
     return _Variant(equalize and model is not pre, model, graph, index, plan(index, config), own)
 
 
+EQUALIZE_MIN_BITS = 1.0  # auto tries the equalized variant when a shared scale costs the inputs this much
+
+
 def _equalize_options(pre: onnx.ModelProto, config: QuantConfig, auto: bool, scoring: _Scoring | None,
-                      stats: dict[str, TensorStats] | None) -> list[bool]:
-    """Which variants to quantize: as the config says, or for auto (equalize not set, TensorRT target,
-    data to score on, statistics not given) both, when the model has depthwise inputs to equalize."""
+                      stats: dict[str, TensorStats] | None, notes: list[str],
+                      ) -> tuple[list[bool], dict[str, np.ndarray] | None]:
+    """Which variants to quantize, and the channel maxima measured to decide (None when not measured).
+
+    As the config says; or for auto (equalize not set, TensorRT target, data to score on, statistics not
+    given) both, when one per-tensor scale costs the quantized depthwise inputs' typical channel at least
+    EQUALIZE_MIN_BITS (``shared_scale_loss_bits``: measured 0.4 on EfficientNet-Lite0, whose equalized
+    variant never won, 1.2 to 1.8 on PP-OCR cls/det and YOLOX-Nano, where it did). Below that, equalization
+    cannot win back enough to be worth a second collection and its candidates.
+    """
     if config.equalize is not None or not auto:
-        return [bool(config.equalize) and config.target is Target.TENSORRT]
+        return [bool(config.equalize) and config.target is Target.TENSORRT], None
     if config.target is not Target.TENSORRT or scoring is None or not scoring.feeds or stats is not None:
-        return [False]
-    return [False, True] if _quantized_depthwise_inputs(pre, config) else [False]
+        return [False], None
+    inputs = _quantized_depthwise_inputs(pre, config)
+    if not inputs:
+        return [False], None
+    maxima = channel_maxima(pre, [i.tensor for i in inputs], scoring.estimate, config)
+    loss = shared_scale_loss_bits(maxima)
+    if loss < EQUALIZE_MIN_BITS:
+        notes.append(f"equalization not tried: one scale costs the {len(inputs)} depthwise conv inputs "
+                     f"{loss:.2f} bits per channel (median), under {EQUALIZE_MIN_BITS:g}")
+        return [False], None
+    return [False, True], maxima
 
 
 def _merged(a: _Measured, b: _Measured) -> _Measured:
@@ -513,11 +533,12 @@ def _quantized_depthwise_inputs(pre: onnx.ModelProto, config: QuantConfig) -> li
 
 
 def equalized(pre: onnx.ModelProto, config: QuantConfig, source: data_mod.DataSource | None,
-              notes: list[str] | None = None) -> onnx.ModelProto:
+              notes: list[str] | None = None, maxima: dict[str, np.ndarray] | None = None) -> onnx.ModelProto:
     """``pre`` with its quantized depthwise inputs equalized when ``config.equalize`` (else ``pre``).
 
-    The per-channel maxima come from one pass over ``source`` (all of it: see onnxq.rewrite.equalize); the
-    scales only decide how evenly the channels share the int8 range (the float function is unchanged).
+    The per-channel maxima (``maxima`` when already measured) come from one pass over ``source`` (all of
+    it: see onnxq.rewrite.equalize); the scales only decide how evenly the channels share the int8 range
+    (the float function is unchanged).
     """
     if not config.equalize or config.target is not Target.TENSORRT:
         return pre
@@ -527,7 +548,8 @@ def equalized(pre: onnx.ModelProto, config: QuantConfig, source: data_mod.DataSo
     inputs = _quantized_depthwise_inputs(pre, config)
     if not inputs:
         return pre
-    maxima = channel_maxima(pre, [i.tensor for i in inputs], source, config)
+    if maxima is None:
+        maxima = channel_maxima(pre, [i.tensor for i in inputs], source, config)
     out = equalize(pre, inputs, maxima)
     if notes is not None:
         notes.append(f"equalized the channel ranges of {len(inputs)} depthwise conv inputs")

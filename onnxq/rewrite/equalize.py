@@ -91,6 +91,17 @@ def channel_scales(maxima: np.ndarray) -> np.ndarray:
     return np.where(m > 0, np.maximum(m / top, MIN_SCALE), 1.0)
 
 
+def shared_scale_loss_bits(maxima: Mapping[str, np.ndarray]) -> float:
+    """What one per-tensor scale costs the depthwise inputs, in bits: the median over a tensor's channels
+    of log2(its largest channel range / the channel's range), averaged over the tensors (0 with none).
+
+    Equalization can win back at most this; it is how ``--equalize auto`` decides whether the equalized
+    variant is worth a collection (channels :func:`channel_scales` leaves alone count as losing nothing).
+    """
+    losses = [float(np.median(-np.log2(channel_scales(m)))) for m in maxima.values() if np.size(m)]
+    return float(np.mean(losses)) if losses else 0.0
+
+
 def equalize(
     model: onnx.ModelProto, inputs: list[DepthwiseInput], maxima: Mapping[str, np.ndarray]
 ) -> onnx.ModelProto:

@@ -17,7 +17,7 @@ from onnxq.collect.python_sources import from_iterable
 from onnxq.config import QuantConfig, Target
 from onnxq.errors import ConfigError
 from onnxq.graph.usage import unused_initializers
-from onnxq.rewrite.equalize import MIN_SCALE, channel_scales, depthwise_inputs, equalize
+from onnxq.rewrite.equalize import MIN_SCALE, channel_scales, depthwise_inputs, equalize, shared_scale_loss_bits
 from onnxq.testing import model_from_text
 
 C = 6
@@ -235,3 +235,24 @@ def test_cli_quantize_with_equalize_on_a_real_sized_depthwise_conv(tmp_path) -> 
     calib = save_arrays(tmp_path / "calib", [feed["x"][0] for feed in feeds(8)])
     assert main(["quantize", str(path), "-o", str(out), "--calib-data", str(calib), "--equalize"]) == 0
     onnx.checker.check_model(onnx.load(str(out)), full_check=True)
+
+
+def test_shared_scale_loss_bits_by_hand() -> None:
+    # channels at 1, 1/2, 1/4 of the largest lose 0, 1, 2 bits (median 1); an even tensor loses 0; a channel
+    # never non-zero keeps its scale (channel_scales) and loses nothing
+    assert shared_scale_loss_bits({"a": np.array([1.0, 0.5, 0.25]), "b": np.array([2.0, 2.0])}) == 0.5
+    assert shared_scale_loss_bits({"c": np.array([4.0, 0.0, 1.0])}) == 0.0
+    assert shared_scale_loss_bits({}) == 0.0
+
+
+def test_auto_tries_the_equalized_variant_only_when_channels_are_uneven() -> None:
+    uneven = api.quantize(net(), feeds(16))
+    assert not any("equalization not tried" in n for n in uneven.report.preprocess)
+    assert {s for s, _ in uneven.report.choice.scores} >= {"minmax + equalize", "minmax"}
+    model = net()  # the same network with even channel ranges (one scale costs < 1 bit)
+    w0 = next(t for t in model.graph.initializer if t.name == "W0")
+    base = np.array([1.0, -0.5, 0.25], np.float32)  # every channel the same mix of iid inputs: same range
+    w0.CopyFrom(numpy_helper.from_array(np.stack([np.roll(base, c) for c in range(C)])[:, :, None, None], "W0"))
+    even = api.quantize(model, feeds(16))
+    note = next(n for n in even.report.preprocess if "equalization not tried" in n)
+    assert "bits per channel" in note and not any("equalize" in s for s, _ in even.report.choice.scores)
