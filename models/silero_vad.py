@@ -17,11 +17,14 @@ speech when its probability is ``>= 0.5`` (``get_speech_timestamps``'s ``speech_
 Data (deterministic, rendered offline; no real data needed): clip ``i`` of a split is drawn from
 ``numpy.random.default_rng([seed, i])``. A clip starts with 0.5-1.5 s of non-speech, then alternates an
 utterance and a gap of 0.3-2.0 s until it is at least 8 s long, then ends with 0.5-1.5 s of non-speech.
-Each utterance is 4-12 English words spoken by ``espeak-ng`` (one of 6 voices x 8 variants, 130-200 words
-per minute, pitch 25-75), resampled from 22,050 Hz to 16 kHz (``scipy.signal.resample_poly(x, 320, 882)``)
-and scaled to a random level. Noise is added over the whole clip (speech and gaps): none (25 % of the
-clips), white, pink or brown noise, at an SNR drawn from {20, 10, 5} dB relative to the clip's mean
-speech power. The result is rounded to 16-bit PCM and written as WAV.
+Each utterance is 8-16 English words spoken by ``espeak-ng`` (voice en-us, en-gb-x-rp or en-gb, with one of
+13 variants: m1-m7, f1, klatt3, Alex, Andy, Michael, quincy; 120-170 words per minute, pitch 30-70),
+resampled from 22,050 Hz to 16 kHz (``scipy.signal.resample_poly(x, 320, 882)``) and scaled to a peak of
+-12 to -3 dBFS. Noise is added over the whole clip (speech and gaps): none (25 % of the clips), white, pink
+or brown noise, at an SNR drawn from {30, 20, 10} dB relative to the clip's mean speech power. (A first
+draft with six voices including en-gb-scotland and en-029, female variants f2-f4, up to 200 words per minute
+and SNRs down to 5 dB gave the float model 85.6 %: Silero misses much fast or high-pitched formant-synthesised
+speech; white noise at 20 dB still costs it most, see models/README.md.) The result is rounded to 16-bit PCM and written as WAV.
 
 Labels, per 32 ms frame (window ``k`` covers samples ``[512k, 512k+512)`` of the clip): the speech of an
 utterance is the interval from the first to the last sample of the clean espeak output whose 10 ms RMS
@@ -29,9 +32,9 @@ is above -40 dB of the utterance's loudest 10 ms (espeak's own leading and trail
 pauses between words are inside it); a frame is speech when at least half of it (256 samples) overlaps
 such an interval.
 
-Splits: ``calib`` 10 clips (about 95 s, 2,960 windows) and ``eval`` 60 clips (about 570 s, ~17,800
-frames), with seeds 7001 and 7002. The clips are written into ``<cache>/silero_vad_clips/<split>/`` on
-first use (about 20 s) and rewritten when the generator or the espeak-ng version changes (see
+Splits: ``calib`` 10 clips (116 s, 3,621 windows) and ``eval`` 60 clips (671 s, 20,955 frames, 56.6 %
+labelled speech), with seeds 7001 and 7002. The clips are written into ``<cache>/silero_vad_clips/<split>/`` on
+first use (about 10 s) and rewritten when the generator or the espeak-ng version changes (see
 ``manifest.json``). espeak-ng is a system tool (``apt-get install espeak-ng``; the figures in
 models/README.md are for espeak-ng 1.51); without it the recipe raises FileNotFoundError saying so.
 
@@ -327,7 +330,7 @@ def _recorded_feeds(split: str, limit: int | None) -> Iterator[dict[str, np.ndar
 
 
 def calib_feeds(data_root: Path | None = None, limit: int | None = None) -> Iterator[dict[str, np.ndarray]]:
-    """Every window of the 10 calibration clips (2,960 feeds), ``{"input": [1,576], "state": [2,1,128],
+    """Every window of the 10 calibration clips (3,621 feeds), ``{"input": [1,576], "state": [2,1,128],
     "sr": int64 scalar}``, with the state the float model carries to it. ``data_root`` is unused."""
     return _recorded_feeds("calib", limit)
 
