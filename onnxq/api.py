@@ -36,8 +36,10 @@ from onnxq.config import FallbackRule, Method, Mode, QuantConfig, Target, exclus
 from onnxq.errors import ConfigError, InternalError, SessionLoadError, UnsupportedModelError, ValidationError
 from onnxq.graph.existing import existing_quantization
 from onnxq.graph.query import GraphIndex, import_graph
+from onnxq.graph.scopes import all_nodes
 from onnxq.graph.size import fits_protobuf
 from onnxq.placement import plan
+from onnxq.placement.unrun import drop_unrun
 from onnxq.preprocess import preprocess
 from onnxq.preprocess.names import name_nodes
 from onnxq.records import MethodChoice, QuantParams, QuantPlan, QuantReport, TensorRecord
@@ -273,8 +275,10 @@ def _quantize(
     variants = [_variant(pre, config, scoring.estimate if scoring else source, notes, eq, maxima) for eq in options]
     timings["prepare"] = time.perf_counter() - t
     t = time.perf_counter()
-    measured = {id(v): _measure(v.pre, v.index, v.plan, scoring.estimate if scoring else source, config, stats,
-                                progress, histograms, v.notes) for v in variants}
+    runs = [_measure(v.pre, v.index, v.plan, scoring.estimate if scoring else source, config, stats, progress,
+                     histograms, v.notes) for v in variants]
+    variants = [_observed(v, m.stats) for v, m in zip(variants, runs)]
+    measured = {id(v): m for v, m in zip(variants, runs)}
     measured_first = dict(measured)
     moments_s = sum(m.moments_seconds for m in measured.values())
     timings["calibrate"] = time.perf_counter() - t - moments_s
@@ -425,6 +429,16 @@ def _variant(pre: onnx.ModelProto, config: QuantConfig, source: data_mod.DataSou
 EQUALIZE_MIN_BITS = 1.0  # auto tries the equalized variant when a shared scale costs the inputs this much
 
 
+def _observed(v: _Variant, stats: dict[str, TensorStats]) -> _Variant:
+    """``v`` with the nodes whose planned input the data never reached (an If branch not taken) in float:
+    such a tensor has no range to quantize with (placement.unrun)."""
+    counts = {t: s.count for t, s in stats.items()}
+    if all(counts.values()):
+        return v
+    plan_ = drop_unrun(v.plan, counts, {name: node.op for name, node in all_nodes(v.graph).items()})
+    return dataclasses.replace(v, plan=plan_)
+
+
 def _equalize_options(pre: onnx.ModelProto, config: QuantConfig, auto: bool, scoring: _Scoring | None,
                       stats: dict[str, TensorStats] | None, notes: list[str],
                       ) -> tuple[list[bool], dict[str, np.ndarray] | None]:
@@ -455,7 +469,7 @@ def _equalize_options(pre: onnx.ModelProto, config: QuantConfig, auto: bool, sco
 def _merged(a: _Measured, b: _Measured) -> _Measured:
     """One measurement of the feeds of ``a`` and ``b`` (disjoint): histograms on the anchored grid merge
     exactly, so the ranges are those one collection over all the feeds gives."""
-    stats = {t: merge_stats(s, b.stats[t]) for t, s in a.stats.items()}
+    stats = {t: merge_stats(s, b.stats[t]) if t in b.stats else s for t, s in a.stats.items()}  # (b: not-run dropped)
     moments = {n: merge_moments(m, b.moments[n]) if n in b.moments else m for n, m in a.moments.items()}
     return _Measured(stats, a.samples + b.samples, moments, a.runs, a.moments_seconds + b.moments_seconds)
 

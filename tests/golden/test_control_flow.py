@@ -240,3 +240,33 @@ def test_constant_condition_if_is_folded_away():
     assert [n.op_type for n in pre.graph.node] == ["Conv", "Relu"]  # the else branch, inlined
     qplan = plan(pre)
     assert "else_conv" in qplan.quantized_nodes
+
+
+def if_model_deep_else() -> onnx.ModelProto:
+    """if_model whose else branch computes a tensor of its own that a Conv reads (a planned activation)."""
+    model = if_model()
+    node = next(n for n in model.graph.node if n.op_type == "If")
+    other = next(a for a in node.attribute if a.name == "else_branch").g
+    other.node[-1].output[0] = "e1"
+    other.node.append(helper.make_node("Conv", ["e1", "W3"], ["e"], name="else_conv2", pads=[1, 1, 1, 1]))
+    other.initializer.append(_w("W3", (4, 4, 3, 3)))
+    return model
+
+
+@pytest.mark.parametrize("method", ["minmax", "auto"])
+def test_a_branch_the_data_never_takes_stays_float(method):
+    """Only the then branch runs on these feeds: else_conv2 reads a tensor of the else branch, which has no
+    range, and keeps float inputs (rule not-run); the model runs both ways and the then branch is quantized."""
+    feeds = [{"x": (RNG.standard_normal((1, 3, 8, 8)) + 3.0).astype(np.float32)} for _ in range(16)]
+    config = QuantConfig(activations=MINMAX) if method == "minmax" else QuantConfig()
+    model = if_model_deep_else()
+    result = onnxq.quantize(model, feeds, config)
+    not_run = {s.node for s in result.report.skipped if s.rule == "not-run"}
+    assert not_run == {"else_conv2"} and {"then_conv1", "then_conv2"} <= set(result.report.quantized_nodes)
+    import onnxruntime as ort
+    f = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
+    q = ort.InferenceSession(result.model.SerializeToString(), providers=["CPUExecutionProvider"])
+    taken_else = {"x": (RNG.standard_normal((1, 3, 8, 8)) - 3.0).astype(np.float32)}
+    a, b = f.run(None, taken_else)[0], q.run(None, taken_else)[0]
+    sqnr = 10 * np.log10(np.sum(a ** 2) / max(np.sum((a - b) ** 2), 1e-20))
+    assert sqnr > 25  # else_conv (x and W1 quantized) is close; else_conv2 computes in float
