@@ -271,7 +271,7 @@ def _quantize(
     auto = config.activations.method is Method.AUTO
     scoring = _scoring_feeds(source, stats is not None) if auto else None
     reference = pre  # the float model: every variant computes the same function
-    options, maxima = _equalize_options(pre, config, auto, scoring, stats, notes)
+    options, maxima = _equalize_options(pre, config, auto, scoring, stats, notes, source)
     variants = [_variant(pre, config, scoring.estimate if scoring else source, notes, eq, maxima) for eq in options]
     timings["prepare"] = time.perf_counter() - t
     t = time.perf_counter()
@@ -440,9 +440,13 @@ def _observed(v: _Variant, stats: dict[str, TensorStats]) -> _Variant:
 
 
 def _equalize_options(pre: onnx.ModelProto, config: QuantConfig, auto: bool, scoring: _Scoring | None,
-                      stats: dict[str, TensorStats] | None, notes: list[str],
+                      stats: dict[str, TensorStats] | None, notes: list[str], source: data_mod.DataSource | None,
                       ) -> tuple[list[bool], dict[str, np.ndarray] | None]:
     """Which variants to quantize, and the channel maxima measured to decide (None when not measured).
+
+    The maxima come from all of ``source``, held-out feeds included, as ``--equalize on`` measures them:
+    the equalized graph must be the one an explicit run (or the fallback) rebuilds, or statistics collected
+    on it would not fit.
 
     As the config says; or for auto (equalize not set, TensorRT target, data to score on, statistics not
     given) both, when one per-tensor scale costs the quantized depthwise inputs' typical channel at least
@@ -457,7 +461,7 @@ def _equalize_options(pre: onnx.ModelProto, config: QuantConfig, auto: bool, sco
     inputs = _quantized_depthwise_inputs(pre, config)
     if not inputs:
         return [False], None
-    maxima = channel_maxima(pre, [i.tensor for i in inputs], scoring.estimate, config)
+    maxima = channel_maxima(pre, [i.tensor for i in inputs], source, config)
     loss = shared_scale_loss_bits(maxima)
     if loss < EQUALIZE_MIN_BITS:
         notes.append(f"equalization not tried: one scale costs the {len(inputs)} depthwise conv inputs "
