@@ -50,10 +50,11 @@ def write_feeds(key: str, split: str, out: Path, limit: int | None = None, data:
 
 
 def np_savez(buf: io.BytesIO, feed: dict) -> None:
-    """Save one feed uncompressed (np.savez) with its input names as keys."""
+    """Save one feed uncompressed (np.savez) with its input names as keys; each array keeps its shape (a
+    scalar input such as Silero VAD's ``sr`` stays 0-d: ``np.ascontiguousarray`` would make it [1])."""
     import numpy as np
 
-    np.savez(buf, **{name: np.ascontiguousarray(value) for name, value in feed.items()})
+    np.savez(buf, **{name: np.asarray(value, order="C") for name, value in feed.items()})
 
 
 def main(argv: list[str] | None = None) -> int:

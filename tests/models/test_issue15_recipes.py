@@ -232,3 +232,14 @@ def test_romanizer_real_float_pipeline():
     out = romanizer.evaluate_pair(enc, dec, limit=100)
     assert out["agreement"] == 100.0 and out["exact"] > 30.0
     assert len(romanizer.names()) == 43474 and len(set(romanizer.splits()["calib"])) == 200
+
+
+def test_prepare_keeps_scalar_inputs_0d():
+    import io
+
+    buf = io.BytesIO()
+    prepare.np_savez(buf, {"sr": np.array(16000, dtype=np.int64), "x": np.zeros((1, 3), np.float32)[:, ::2]})
+    buf.seek(0)
+    with np.load(buf) as z:
+        assert z["sr"].shape == () and int(z["sr"]) == 16000 and z["sr"].dtype == np.int64
+        assert z["x"].shape == (1, 2)
