@@ -234,7 +234,7 @@ def _fallback_when_poor(model: str | os.PathLike | onnx.ModelProto, data: DataAr
         stats=result.stats, progress=progress, choice=choice)
     report = dataclasses.replace(fixed.report, fallback=fallback)
     if fallback.verified_met:
-        log.warning("kept %d layers in float (%s): the held-out result is no longer poor",
+        log.warning("kept %d layers in float (%s): the held-out result is clear of poor",
                     len(fallback.float_nodes), ", ".join(fallback.float_nodes))
     else:
         left = [s.node for s in (ranking.layers if ranking is not None else ())
