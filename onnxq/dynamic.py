@@ -1,7 +1,8 @@
 """Dynamic quantization (``QuantConfig(mode="dynamic")``, ``onnxq quantize --mode dynamic``): no calibration.
 
 load -> preprocess -> placement.dynamic.dynamic_plan (a KernelChoice per MatMul, Gemm, Conv and
-recurrent node) -> rewrite.dynamic.apply_dynamic on the one graph -> export -> check. The report has a
+recurrent node) -> rewrite.dynamic.apply_dynamic on the one graph -> export (keeping only the input's
+shape annotations: graph.annotations) -> check. The report has a
 Skip for each node left float (with its reason) and a TensorRecord for each weight quantized, whose
 rule names the kernel.
 """
@@ -18,7 +19,9 @@ import onnx
 from onnxq.calibrate.solve import weight_qmax
 from onnxq.check import check_model
 from onnxq.config import QuantConfig
+from onnxq.graph.annotations import annotated, keep_annotations
 from onnxq.graph.query import GraphIndex, import_graph
+from onnxq.io import load_model
 from onnxq.placement.dynamic import dynamic_plan
 from onnxq.records import QuantPlan, QuantReport, Skip, TensorRecord
 from onnxq.records.kernels import KernelChoice, weights_text
@@ -40,7 +43,9 @@ def quantize_dynamic(model: str | os.PathLike | onnx.ModelProto, config: QuantCo
     from onnxq.api import QuantResult, _first_sample, _outputs, _stamp, as_source, check_exclusions, prepare
 
     t = time.perf_counter()
-    pre, notes = prepare(model)
+    loaded = load_model(model)
+    annotations = annotated(loaded)  # read before preprocessing infers the rest
+    pre, notes = prepare(loaded)
     check_exclusions(pre, config)
     source = as_source(data, pre) if data is not None else None
     sample = _first_sample(source, pre) if source is not None else None
@@ -51,6 +56,9 @@ def quantize_dynamic(model: str | os.PathLike | onnx.ModelProto, config: QuantCo
     weights = {c.node: _weight_records(index, c, qmax, config.weights.per_channel) for c in choices if c.quantized}
     apply_dynamic(graph, choices, config.weights, qmax)
     qmodel = export_model(graph, pre)
+    # The shapes onnxq inferred for itself would steer onnxruntime's fusions (graph.annotations: into a
+    # slower SkipLayerNormalization): the written model keeps only the annotations its input had.
+    keep_annotations(qmodel, annotations)
     _stamp(qmodel, config)
     rewrite_s = time.perf_counter() - t
     t = time.perf_counter()

@@ -146,3 +146,52 @@ def test_lstm_with_weights_computed_at_run_time_stays_float():
 def test_dynamic_mode_refuses_the_tensorrt_target():
     with pytest.raises(onnxq.errors.ConfigError, match="ort-cpu"):
         QuantConfig(mode="dynamic")
+
+
+def _residual_block(annotate: str | None = None) -> onnx.ModelProto:
+    """x [B, S, 16] -> Reshape to its own shape (computed at run time, as a transformer's head split is) ->
+    MatMul + bias -> Add(residual) -> LayerNormalization. onnx's inference with data propagation gives
+    both Add inputs [B, S, 16]; onnxruntime's own inference does not. With ``annotate``, the input model
+    carries a value_info for that tensor."""
+    model = _model([helper.make_node("Shape", ["x"], ["s"], name="shape"),
+                    helper.make_node("Reshape", ["x", "s"], ["h"], name="reshape"),
+                    helper.make_node("MatMul", ["h", "W"], ["m"], name="mm"),
+                    helper.make_node("Add", ["m", "B"], ["mb"], name="bias"),
+                    helper.make_node("Add", ["mb", "h"], ["r"], name="residual"),
+                    helper.make_node("LayerNormalization", ["r", "G", "Z"], ["y"], name="ln", epsilon=1e-5)],
+                   [helper.make_tensor_value_info("x", TP.FLOAT, ["B", "S", 16])],
+                   [helper.make_tensor_value_info("y", TP.FLOAT, ["B", "S", 16])],
+                   [_w("W", (16, 16)), _w("B", (16,)), _w("G", (16,)), _w("Z", (16,))])
+    if annotate:
+        model.graph.value_info.append(helper.make_tensor_value_info(annotate, TP.FLOAT, ["B", "S", 16]))
+    return model
+
+
+def _optimized_ops(model: onnx.ModelProto, tmp_path) -> list[str]:
+    import onnxruntime as ort
+
+    opts = ort.SessionOptions()
+    opts.optimized_model_filepath = str(tmp_path / "optimized.onnx")
+    opts.log_severity_level = 3
+    ort.InferenceSession(model.SerializeToString(), opts, providers=["CPUExecutionProvider"])
+    return _ops(onnx.load(opts.optimized_model_filepath))
+
+
+def test_written_model_keeps_only_the_input_models_shape_annotations(tmp_path):
+    """onnxq's inferred shapes would let onnxruntime fuse Add + LayerNormalization into its slower
+    SkipLayerNormalization (graph.annotations); the input's own annotations stay; same arithmetic."""
+    model = _residual_block()
+    result = onnxq.quantize(model, None, DYNAMIC)
+    assert list(result.model.graph.value_info) == []
+    # With onnxq's annotations written, onnxruntime fused the Add and LayerNormalization (measured).
+    assert "SkipLayerNormalization" not in _optimized_ops(model, tmp_path)
+    assert _optimized_ops(result.model, tmp_path) == ["Shape", "Reshape", "DynamicQuantizeMatMul", "Add",
+                                                      "LayerNormalization"]
+    kept = onnxq.quantize(_residual_block(annotate="r"), None, DYNAMIC).model
+    assert [vi.name for vi in kept.graph.value_info] == ["r"]
+    x = RNG.standard_normal((2, 5, 16)).astype(np.float32)
+    inits = {t.name: numpy_helper.to_array(t) for t in model.graph.initializer}
+    r = _ref_matmul(x.reshape(10, 16), inits["W"], inits["B"]).reshape(2, 5, 16) + x
+    mean, var = r.mean(-1, keepdims=True), r.var(-1, keepdims=True)
+    ref = (r - mean) / np.sqrt(var + 1e-5) * inits["G"] + inits["Z"]
+    np.testing.assert_allclose(ort_run(result.model, {"x": x}, optimize=True)[0], ref, rtol=1e-4, atol=1e-4)
