@@ -133,7 +133,9 @@ def render(text: str, fonts: Sequence[Path], rng: np.random.Generator):
         tile = Image.new("RGBA", (right - left + 8, bottom - top + 8), (0, 0, 0, 0))
         fg = tuple(int(c) for c in rng.integers(0, 140, size=3)) + (255,)
         ImageDraw.Draw(tile).text((4 - left, 4 - top), ch, font=font, fill=fg)
-        glyphs.append(tile.rotate(float(rng.uniform(-25, 25)), resample=Image.Resampling.BICUBIC, expand=True))
+        glyphs.append(
+            tile.rotate(float(rng.uniform(-25, 25)), resample=Image.Resampling.BICUBIC, expand=True)
+        )
     height = max(g.size[1] for g in glyphs) + int(rng.integers(6, 20))
     width = sum(g.size[0] for g in glyphs) + int(rng.integers(10, 30))
     img = Image.new("RGB", (width, height), bg)
@@ -145,7 +147,9 @@ def render(text: str, fonts: Sequence[Path], rng: np.random.Generator):
         x += g.size[0] - int(rng.integers(0, max(1, g.size[0] // 5)))
     for _ in range(int(rng.integers(2, 6))):
         pts = [(int(rng.integers(0, width)), int(rng.integers(0, height))) for _ in range(2)]
-        draw.line(pts, fill=tuple(int(c) for c in rng.integers(0, 200, size=3)), width=int(rng.integers(1, 3)))
+        draw.line(
+            pts, fill=tuple(int(c) for c in rng.integers(0, 200, size=3)), width=int(rng.integers(1, 3))
+        )
     for _ in range(int(rng.integers(100, 401))):
         px, py = int(rng.integers(0, width)), int(rng.integers(0, height))
         draw.point((px, py), fill=tuple(int(c) for c in rng.integers(0, 256, size=3)))
@@ -169,7 +173,12 @@ def images_dir(split: str, cache: Path | None = None) -> Path:
     fonts = ppocrv6_rec.find_fonts()
     count, seed = SPLITS[split]
     folder = common.cache_dir(cache) / f"{KEY}_images" / split
-    manifest = {"generator": GENERATOR_VERSION, "seed": seed, "count": count, "fonts": [f.name for f in fonts]}
+    manifest = {
+        "generator": GENERATOR_VERSION,
+        "seed": seed,
+        "count": count,
+        "fonts": [f.name for f in fonts],
+    }
     mpath = folder / "manifest.json"
     if mpath.is_file() and (folder / "labels.json").is_file():
         try:
@@ -235,7 +244,13 @@ def _reference(path: str, stamp: tuple, limit: int | None) -> tuple[np.ndarray, 
 def reference_indices(float_model: str | Path, limit: int | None = None) -> tuple[np.ndarray, ...]:
     st = Path(float_model).stat()
     manifest = (images_dir("eval") / "manifest.json").read_text()
-    stamp = (st.st_size, st.st_mtime_ns, os.environ.get("ONNXQ_EVAL_OPT"), os.environ.get("ONNXQ_THREADS"), manifest)
+    stamp = (
+        st.st_size,
+        st.st_mtime_ns,
+        os.environ.get("ONNXQ_EVAL_OPT"),
+        os.environ.get("ONNXQ_THREADS"),
+        manifest,
+    )
     return _reference(str(Path(float_model).resolve()), stamp, limit)
 
 

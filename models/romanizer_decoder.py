@@ -28,7 +28,11 @@ def eval_feeds(data_root: Path | None = None, limit: int | None = None) -> Itera
 
 
 def evaluate(
-    model_path: Path, data_root: Path | None = None, *, float_model: Path | None = None, limit: int | None = None
+    model_path: Path,
+    data_root: Path | None = None,
+    *,
+    float_model: Path | None = None,
+    limit: int | None = None,
 ) -> dict[str, float]:
     """exact, exact_any, cer (%) on the 2,000 evaluation names; agreement and cer_float with the float
     pipeline when ``float_model`` (the float decoder) is given."""

@@ -168,7 +168,9 @@ def espeak_binary() -> str:
     """Path of espeak-ng; FileNotFoundError with the one-line fix when it is not installed."""
     found = os.environ.get("ONNXQ_ESPEAK") or shutil.which("espeak-ng")
     if not found:
-        raise FileNotFoundError("espeak-ng not found: apt-get install espeak-ng (silero_vad synthesises its speech)")
+        raise FileNotFoundError(
+            "espeak-ng not found: apt-get install espeak-ng (silero_vad synthesises its speech)"
+        )
     return found
 
 
@@ -182,8 +184,11 @@ def synthesize(text: str, voice: str, speed: int, pitch: int) -> np.ndarray:
     """espeak-ng's float waveform (in [-1, 1)) of ``text`` at 22,050 Hz."""
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / "u.wav"
-        subprocess.run([espeak_binary(), "-v", voice, "-s", str(speed), "-p", str(pitch), "-w", str(path), text],
-                       check=True, capture_output=True)
+        subprocess.run(
+            [espeak_binary(), "-v", voice, "-s", str(speed), "-p", str(pitch), "-w", str(path), text],
+            check=True,
+            capture_output=True,
+        )
         rate, pcm = read_wav(path)
     if rate != ESPEAK_RATE:
         raise RuntimeError(f"espeak-ng wrote {rate} Hz audio, expected {ESPEAK_RATE}")
@@ -286,9 +291,12 @@ def clips_dir(split: str, cache: Path | None = None) -> Path:
         except ValueError:
             old = None
         have_espeak = bool(os.environ.get("ONNXQ_ESPEAK") or shutil.which("espeak-ng"))
-        if old is not None and {k: old.get(k) for k in ("generator", "seed", "count")} == {
-            "generator": GENERATOR_VERSION, "seed": seed, "count": count
-        } and (not have_espeak or old.get("espeak") == espeak_version()):
+        if (
+            old is not None
+            and {k: old.get(k) for k in ("generator", "seed", "count")}
+            == {"generator": GENERATOR_VERSION, "seed": seed, "count": count}
+            and (not have_espeak or old.get("espeak") == espeak_version())
+        ):
             return folder  # without espeak-ng, cached clips are used as they are
     manifest = {"generator": GENERATOR_VERSION, "seed": seed, "count": count, "espeak": espeak_version()}
     folder.mkdir(parents=True, exist_ok=True)
@@ -357,19 +365,29 @@ def reference_probabilities(float_model: str | Path, limit: int | None = None) -
     """The float model's probabilities, computed once per process (keyed by file, evaluation mode, clips)."""
     st = Path(float_model).stat()
     manifest = (clips_dir("eval") / "manifest.json").read_text()
-    stamp = (st.st_size, st.st_mtime_ns, os.environ.get("ONNXQ_EVAL_OPT"), os.environ.get("ONNXQ_THREADS"), manifest)
+    stamp = (
+        st.st_size,
+        st.st_mtime_ns,
+        os.environ.get("ONNXQ_EVAL_OPT"),
+        os.environ.get("ONNXQ_THREADS"),
+        manifest,
+    )
     return _reference(str(Path(float_model).resolve()), stamp, limit)
 
 
-def scores(probs: Sequence[np.ndarray], labels: Sequence[np.ndarray],
-           reference: Sequence[np.ndarray] | None = None) -> dict[str, float]:
+def scores(
+    probs: Sequence[np.ndarray], labels: Sequence[np.ndarray], reference: Sequence[np.ndarray] | None = None
+) -> dict[str, float]:
     """Frame accuracy (%) against ``labels``, agreement (%) with ``reference``'s decisions when given."""
     dec = np.concatenate([decisions(p) for p in probs])
     lab = np.concatenate([np.asarray(x, dtype=bool) for x in labels])
     if dec.shape != lab.shape:
         raise ValueError(f"{dec.size} frame decisions for {lab.size} labels")
-    out = {"accuracy": 100.0 * float(np.mean(dec == lab)), "speech_pct": 100.0 * float(np.mean(lab)),
-           "samples": float(lab.size)}
+    out = {
+        "accuracy": 100.0 * float(np.mean(dec == lab)),
+        "speech_pct": 100.0 * float(np.mean(lab)),
+        "samples": float(lab.size),
+    }
     if reference is not None:
         out["agreement"] = 100.0 * float(np.mean(dec == np.concatenate([decisions(p) for p in reference])))
     return out

@@ -19,7 +19,7 @@ from onnx import TensorProto, helper
 if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
-from models import ddddocr_ocr, prepare, romanizer, silero_vad  # noqa: E402
+from models import ddddocr_ocr, prepare, romanizer, silero_vad
 
 
 # ------------------------------------------------------------------------------------------ Silero VAD
@@ -28,7 +28,9 @@ def test_silero_frame_labels_half_overlap_rule():
     # all 512, frame 2 has 76 -> only frame 1 is speech
     np.testing.assert_array_equal(silero_vad.frame_labels(1536, [(300, 1100)]), [False, True, False])
     # exactly half a frame counts; a clip that is not a multiple of 512 gets a padded last frame
-    np.testing.assert_array_equal(silero_vad.frame_labels(1100, [(256, 600), (1024, 1100)]), [True, False, False])
+    np.testing.assert_array_equal(
+        silero_vad.frame_labels(1100, [(256, 600), (1024, 1100)]), [True, False, False]
+    )
     np.testing.assert_array_equal(silero_vad.frame_labels(1024, [(0, 100), (200, 456)]), [True, False])
 
 
@@ -49,27 +51,52 @@ def _accumulator_vad(path):
     in the real model."""
     f = TensorProto.FLOAT
     then = helper.make_graph(
-        [helper.make_node("ReduceMean", ["state"], ["s0"], axes=[0, 2], keepdims=0),
-         helper.make_node("Unsqueeze", ["s0", "ax1"], ["s1"]),
-         helper.make_node("Sigmoid", ["s1"], ["out_t"]),
-         helper.make_node("Add", ["state", "one"], ["st_t"])],
-        "then", [], [helper.make_tensor_value_info("out_t", f, ["B", 1]),
-                     helper.make_tensor_value_info("st_t", f, [2, "B", 128])])
+        [
+            helper.make_node("ReduceMean", ["state"], ["s0"], axes=[0, 2], keepdims=0),
+            helper.make_node("Unsqueeze", ["s0", "ax1"], ["s1"]),
+            helper.make_node("Sigmoid", ["s1"], ["out_t"]),
+            helper.make_node("Add", ["state", "one"], ["st_t"]),
+        ],
+        "then",
+        [],
+        [
+            helper.make_tensor_value_info("out_t", f, ["B", 1]),
+            helper.make_tensor_value_info("st_t", f, [2, "B", 128]),
+        ],
+    )
     other = helper.make_graph(
-        [helper.make_node("Identity", ["zero2"], ["out_e"]), helper.make_node("Identity", ["state"], ["st_e"])],
-        "else", [], [helper.make_tensor_value_info("out_e", f, ["B", 1]),
-                     helper.make_tensor_value_info("st_e", f, [2, "B", 128])])
+        [
+            helper.make_node("Identity", ["zero2"], ["out_e"]),
+            helper.make_node("Identity", ["state"], ["st_e"]),
+        ],
+        "else",
+        [],
+        [
+            helper.make_tensor_value_info("out_e", f, ["B", 1]),
+            helper.make_tensor_value_info("st_e", f, [2, "B", 128]),
+        ],
+    )
     g = helper.make_graph(
-        [helper.make_node("Equal", ["sr", "k16"], ["is16"]),
-         helper.make_node("If", ["is16"], ["output", "stateN"], then_branch=then, else_branch=other)],
+        [
+            helper.make_node("Equal", ["sr", "k16"], ["is16"]),
+            helper.make_node("If", ["is16"], ["output", "stateN"], then_branch=then, else_branch=other),
+        ],
         "vad",
-        [helper.make_tensor_value_info("input", f, ["B", 576]),
-         helper.make_tensor_value_info("state", f, [2, "B", 128]),
-         helper.make_tensor_value_info("sr", TensorProto.INT64, [])],
-        [helper.make_tensor_value_info("output", f, ["B", 1]),
-         helper.make_tensor_value_info("stateN", f, [2, "B", 128])],
-        [helper.make_tensor("k16", TensorProto.INT64, [], [16000]), helper.make_tensor("one", f, [], [1.0]),
-         helper.make_tensor("zero2", f, [1, 1], [0.0]), helper.make_tensor("ax1", TensorProto.INT64, [1], [1])],
+        [
+            helper.make_tensor_value_info("input", f, ["B", 576]),
+            helper.make_tensor_value_info("state", f, [2, "B", 128]),
+            helper.make_tensor_value_info("sr", TensorProto.INT64, []),
+        ],
+        [
+            helper.make_tensor_value_info("output", f, ["B", 1]),
+            helper.make_tensor_value_info("stateN", f, [2, "B", 128]),
+        ],
+        [
+            helper.make_tensor("k16", TensorProto.INT64, [], [16000]),
+            helper.make_tensor("one", f, [], [1.0]),
+            helper.make_tensor("zero2", f, [1, 1], [0.0]),
+            helper.make_tensor("ax1", TensorProto.INT64, [1], [1]),
+        ],
     )
     m = helper.make_model(g, opset_imports=[helper.make_opsetid("", 16)])
     m.ir_version = 8
@@ -187,8 +214,9 @@ def test_romanizer_greedy_step_forbids_eos_first_and_pad():
 
 
 def test_romanizer_scores_hand_computed():
-    out = romanizer.scores(["Ali", "Omar", "Hasan"], [("Ali",), ("Omer", "Omar"), ("Hassan",)],
-                           ["Ali", "Omar", "Hassan"])
+    out = romanizer.scores(
+        ["Ali", "Omar", "Hasan"], [("Ali",), ("Omer", "Omar"), ("Hassan",)], ["Ali", "Omar", "Hassan"]
+    )
     assert out["exact"] == pytest.approx(100 / 3) and out["exact_any"] == pytest.approx(200 / 3)
     assert out["cer"] == pytest.approx(100 * 2 / 13)  # Omar/Omer 1 + Hasan/Hassan 1 over 3+4+6
     assert out["agreement"] == pytest.approx(200 / 3) and out["cer_float"] == pytest.approx(100 / 13)
