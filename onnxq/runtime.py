@@ -6,6 +6,7 @@ tests and users swap providers in one place.
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
 import tempfile
@@ -170,16 +171,15 @@ def unknown_ops(model: onnx.ModelProto) -> list[tuple[str, str, str]]:
     as onnxruntime's load error after the work (or, with nothing to calibrate, at the final check).
     Returns [] when this onnxruntime build cannot list its schemas.
     """
+    custom = [n for n in all_nodes(model.graph) if n.domain not in ("", "ai.onnx")]
+    if not custom:  # (listing onnxruntime's schemas costs 10 ms)
+        return []
     try:
         schemas = ort.capi._pybind_state.get_all_operator_schema()
     except Exception:  # a build without the schema registry: onnxruntime reports unknown ops itself
         return []
     known = {(s.domain, s.name) for s in schemas} | {(f.domain, f.name) for f in model.functions}
-    found = []
-    for node in all_nodes(model.graph):
-        if node.domain not in ("", "ai.onnx") and (node.domain, node.op_type) not in known:
-            found.append((node.name, node.domain, node.op_type))
-    return found
+    return [(n.name, n.domain, n.op_type) for n in custom if (n.domain, n.op_type) not in known]
 
 
 def require_known_ops(model: onnx.ModelProto) -> None:
@@ -196,6 +196,7 @@ def require_known_ops(model: onnx.ModelProto) -> None:
         )
 
 
+@functools.cache
 def qdq_opset_supported(opset: int) -> bool:
     """Whether this onnxruntime runs int8 QuantizeLinear/DequantizeLinear at default-domain ``opset``
     (onnx may define a newer version of them than onnxruntime implements). A one-node probe: ~1 ms."""

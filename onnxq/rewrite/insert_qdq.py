@@ -61,7 +61,9 @@ def insert_into(graph: gs.Graph, plan: QuantPlan, params: dict[str, QuantParams]
             if spec.role is Role.ACTIVATION:
                 dq = _qdq_pair(where, names, tensor, p)
             else:
-                scope_index = indexes.setdefault(id(where), GraphIndex.build(where))
+                if id(where) not in indexes:  # (setdefault would build an index per weight: 50 ms a model)
+                    indexes[id(where)] = GraphIndex.build(where)
+                scope_index = indexes[id(where)]
                 value = _value(tensor, scope_index, index)
                 dq = _constant_dq(where, names, value, tensor, spec, p, dq_only or spec.role is Role.BIAS)
             for node_name, idx in consumers:
