@@ -271,8 +271,8 @@ def _quantize(
     auto = config.activations.method is Method.AUTO
     scoring = _scoring_feeds(source, stats is not None) if auto else None
     reference = pre  # the float model: every variant computes the same function
-    options, maxima = _equalize_options(pre, config, auto, scoring, stats, notes, source)
-    variants = [_variant(pre, config, scoring.estimate if scoring else source, notes, eq, maxima) for eq in options]
+    options = _equalize_options(pre, config, auto, scoring, stats, notes)
+    variants = [_variant(pre, config, source, notes, eq) for eq in options]
     timings["prepare"] = time.perf_counter() - t
     t = time.perf_counter()
     runs = [_measure(v.pre, v.index, v.plan, scoring.estimate if scoring else source, config, stats, progress,
@@ -416,11 +416,12 @@ class _Variant:
 
 
 def _variant(pre: onnx.ModelProto, config: QuantConfig, source: data_mod.DataSource | None, notes: list[str],
-             equalize: bool, maxima: dict[str, np.ndarray] | None = None) -> _Variant:
-    """The variant of ``pre``: equalized (channel ``maxima``, else measured on ``source``) or not, imported
+             equalize: bool) -> _Variant:
+    """The variant of ``pre``: equalized (channel maxima from all of ``source``, as an explicit ``--equalize
+    on`` and the fallback measure them, so that statistics collected on it fit theirs) or not, imported
     once, planned."""
     own = list(notes)
-    model = equalized(pre, dataclasses.replace(config, equalize=equalize), source, own, maxima)
+    model = equalized(pre, dataclasses.replace(config, equalize=equalize), source, own)
     graph = import_graph(model)
     index = GraphIndex.build(graph)
     return _Variant(equalize and model is not pre, model, graph, index, plan(index, config), own)
@@ -440,34 +441,29 @@ def _observed(v: _Variant, stats: dict[str, TensorStats]) -> _Variant:
 
 
 def _equalize_options(pre: onnx.ModelProto, config: QuantConfig, auto: bool, scoring: _Scoring | None,
-                      stats: dict[str, TensorStats] | None, notes: list[str], source: data_mod.DataSource | None,
-                      ) -> tuple[list[bool], dict[str, np.ndarray] | None]:
-    """Which variants to quantize, and the channel maxima measured to decide (None when not measured).
-
-    The maxima come from all of ``source``, held-out feeds included, as ``--equalize on`` measures them:
-    the equalized graph must be the one an explicit run (or the fallback) rebuilds, or statistics collected
-    on it would not fit.
-
-    As the config says; or for auto (equalize not set, TensorRT target, data to score on, statistics not
-    given) both, when one per-tensor scale costs the quantized depthwise inputs' typical channel at least
-    EQUALIZE_MIN_BITS (``shared_scale_loss_bits``: measured 0.4 on EfficientNet-Lite0, whose equalized
-    variant never won, 1.2 to 1.8 on PP-OCR cls/det and YOLOX-Nano, where it did). Below that, equalization
-    cannot win back enough to be worth a second collection and its candidates.
+                      stats: dict[str, TensorStats] | None, notes: list[str]) -> list[bool]:
+    """Which variants to quantize: as the config says, or for auto (equalize not set, TensorRT target, data
+    to score on, statistics not given) both, when one per-tensor scale costs the quantized depthwise
+    inputs' typical channel at least EQUALIZE_MIN_BITS (``shared_scale_loss_bits``: measured 0.4 on
+    EfficientNet-Lite0, whose equalized variant never won, 1.2 to 1.8 on PP-OCR cls/det and YOLOX-Nano,
+    where it did). Below that, equalization cannot win back enough to be worth a second collection and its
+    candidates. The spread is a property of the network, so the scoring feeds (at most 32, in memory) tell
+    it; the equalized variant itself measures its maxima on all the feeds, as ``--equalize on`` does.
     """
     if config.equalize is not None or not auto:
-        return [bool(config.equalize) and config.target is Target.TENSORRT], None
+        return [bool(config.equalize) and config.target is Target.TENSORRT]
     if config.target is not Target.TENSORRT or scoring is None or not scoring.feeds or stats is not None:
-        return [False], None
+        return [False]
     inputs = _quantized_depthwise_inputs(pre, config)
     if not inputs:
-        return [False], None
-    maxima = channel_maxima(pre, [i.tensor for i in inputs], source, config)
+        return [False]
+    maxima = channel_maxima(pre, [i.tensor for i in inputs], data_mod.from_iterable(scoring.feeds), config)
     loss = shared_scale_loss_bits(maxima)
     if loss < EQUALIZE_MIN_BITS:
         notes.append(f"equalization not tried: one scale costs the {len(inputs)} depthwise conv inputs "
                      f"{loss:.2f} bits per channel (median), under {EQUALIZE_MIN_BITS:g}")
-        return [False], None
-    return [False, True], maxima
+        return [False]
+    return [False, True]
 
 
 def _merged(a: _Measured, b: _Measured) -> _Measured:
@@ -551,12 +547,11 @@ def _quantized_depthwise_inputs(pre: onnx.ModelProto, config: QuantConfig) -> li
 
 
 def equalized(pre: onnx.ModelProto, config: QuantConfig, source: data_mod.DataSource | None,
-              notes: list[str] | None = None, maxima: dict[str, np.ndarray] | None = None) -> onnx.ModelProto:
+              notes: list[str] | None = None) -> onnx.ModelProto:
     """``pre`` with its quantized depthwise inputs equalized when ``config.equalize`` (else ``pre``).
 
-    The per-channel maxima (``maxima`` when already measured) come from one pass over ``source`` (all of
-    it: see onnxq.rewrite.equalize); the scales only decide how evenly the channels share the int8 range
-    (the float function is unchanged).
+    The per-channel maxima come from one pass over ``source`` (all of it: see onnxq.rewrite.equalize); the
+    scales only decide how evenly the channels share the int8 range (the float function is unchanged).
     """
     if not config.equalize or config.target is not Target.TENSORRT:
         return pre
@@ -566,8 +561,7 @@ def equalized(pre: onnx.ModelProto, config: QuantConfig, source: data_mod.DataSo
     inputs = _quantized_depthwise_inputs(pre, config)
     if not inputs:
         return pre
-    if maxima is None:
-        maxima = channel_maxima(pre, [i.tensor for i in inputs], source, config)
+    maxima = channel_maxima(pre, [i.tensor for i in inputs], source, config)
     out = equalize(pre, inputs, maxima)
     if notes is not None:
         notes.append(f"equalized the channel ranges of {len(inputs)} depthwise conv inputs")
