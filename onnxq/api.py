@@ -201,6 +201,7 @@ def quantize(
     progress: bool = False,
     histograms: bool | None = None,
     max_float_layers: int | None = None,
+    metric: Callable[[Any, Any], tuple[float, float]] | None = None,
 ) -> QuantResult:
     """Quantize ``model`` with calibration ``data`` (or precomputed ``stats``) under ``config``.
 
@@ -210,12 +211,16 @@ def quantize(
     With ``--method auto`` (the default), when the held-out result is poor (:func:`poor_outputs`), the
     layers that lose it are left in float until it is not, at most ``max_float_layers`` of them (None: 10 %
     of the Conv/Gemm/MatMul layers; 0: never): ``report.fallback`` says which and what each bought.
+
+    ``metric`` (``metric(outputs_float, outputs_quant) -> (float_score, quant_score)``, outputs per feed,
+    higher is better; ``onnxq.cli.scripts.pair_metric`` makes it from the one-argument form): auto scores
+    its candidates by it on the held-out feeds instead of the worst output slice.
     """
     config = config or QuantConfig()
     if config.mode is Mode.DYNAMIC:  # no calibration: onnxq.dynamic
         from onnxq.dynamic import quantize_dynamic
         return quantize_dynamic(model, config, data)
-    result = _quantize(model, data, config, stats=stats, progress=progress, histograms=histograms)
+    result = _quantize(model, data, config, stats=stats, progress=progress, histograms=histograms, metric=metric)
     choice = result.report.choice
     poor = poor_outputs(choice) if choice is not None else []
     if not poor:
@@ -263,6 +268,7 @@ def _quantize(
     stats: dict[str, TensorStats] | None,
     progress: bool,
     histograms: bool | None,
+    metric: Callable[..., Any] | None = None,
 ) -> QuantResult:
     """One quantization pass (the method search of ``auto`` included, the fallback not).
 
@@ -312,7 +318,8 @@ def _quantize(
             return write
 
         k, choice = choose([(v.label(name), build(v, p)) for v, name, _, p in candidates], reference,
-                           scoring.feeds, scoring.description, scoring.held_out)
+                           scoring.feeds, scoring.description, scoring.held_out,
+                           metric=metric)
         chosen = candidates[k]
         choice = dataclasses.replace(choice, method=chosen[1], equalized=chosen[0].equalized)
         timings["choose"] = time.perf_counter() - t

@@ -43,25 +43,37 @@ def choose(
     feeds: Sequence[Feed],
     scoring: str,
     held_out: bool,
+    metric: Callable[[Outputs, Outputs], tuple[float, float]] | None = None,
 ) -> tuple[int, MethodChoice]:
     """Score each candidate (name, a function writing its model) on ``feeds`` against ``float_model``:
-    (index of the best, the record of the choice). Models are written and dropped one at a time."""
+    (index of the best, the record of the choice). Models are written and dropped one at a time.
+
+    ``metric`` (the user's ``--metric-script``, in its pair form): when given it replaces the worst-slice
+    score (its quantized value, higher is better; the slice SQNR breaks its ties).
+    """
     names = [o.name for o in float_model.graph.output]
     reference = run_outputs(float_model, feeds, quantized=False)
-    best: tuple[int, tuple[float, float], list] | None = None
+    best: tuple[int, tuple, list] | None = None
     scores: list[tuple[str, float]] = []
     for k, (name, write) in enumerate(candidates):
-        per_output = output_scores(reference, run_outputs(write(), feeds, quantized=True), names)
-        score = model_score(per_output)
-        scores.append((name, round(float(score), 2)))
-        log.info("auto: %s scores %.2f dB (worst slice over all outputs)", name, score)
-        key = ranking_key(per_output)
+        outputs = run_outputs(write(), feeds, quantized=True)
+        per_output = output_scores(reference, outputs, names)
+        key: tuple = ranking_key(per_output)
+        if metric is not None:
+            value = float(metric(reference, outputs)[1])
+            scores.append((name, value))
+            log.info("auto: %s scores %.6g by the metric", name, value)
+            key = (value, *key)
+        else:
+            score = model_score(per_output)
+            scores.append((name, round(float(score), 2)))
+            log.info("auto: %s scores %.2f dB (worst slice over all outputs)", name, score)
         if best is None or key > best[1]:
             best = (k, key, per_output)
     assert best is not None, "no candidates"
     k, _, per_output = best
     figures = tuple(_figure(s) for s in per_output if s.scored)
-    return k, MethodChoice(candidates[k][0], tuple(scores), scoring, held_out, figures)
+    return k, MethodChoice(candidates[k][0], tuple(scores), scoring, held_out, figures, by_metric=metric is not None)
 
 
 # A held-out result is poor when an output's error power reaches a tenth of its signal, or when one slice

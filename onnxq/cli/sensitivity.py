@@ -252,10 +252,12 @@ def quantize_from_args(args: argparse.Namespace, model, source, config, stats):
         if args.min_sqnr is not None and not auto:
             raise ConfigError("--min-sqnr without --auto-fallback gates the held-out result of --method auto; "
                               "with an explicit method add --auto-fallback (or check with onnxq compare --min-sqnr)")
-        search = [f for f, v in (("--metric-script", args.metric_script if args.max_metric_drop is None else None),
-                                 ("--fallback-select", args.fallback_select)) if v is not None]
+        # alone, --metric-script replaces auto's score (and serves the --max-metric-drop gate)
+        search = [f for f, v in (("--metric-script", None if auto or args.max_metric_drop is not None
+                                  else args.metric_script), ("--fallback-select", args.fallback_select)) if v is not None]
         if search:
-            raise ConfigError(f"{search[0]} steers the automatic fallback: add --auto-fallback")
+            raise ConfigError(f"{search[0]} steers the automatic fallback: add --auto-fallback (--metric-script "
+                              "alone scores --method auto's candidates, the default)")
         evaluation = [f for f, v in (("--eval-data", args.eval_data), ("--eval-script", args.eval_script),
                                      ("--eval-samples", args.eval_samples)) if v is not None]
         if evaluation and not args.report and args.max_metric_drop is None:
@@ -263,8 +265,9 @@ def quantize_from_args(args: argparse.Namespace, model, source, config, stats):
                               "--report (per-layer SQNR): add one of them")
         # histograms in the same pass when the report plots them or the saved statistics must serve any method
         histograms = True if (args.report or args.save_stats) else None
+        metric = pair_metric(load_metric_script(args.metric_script)) if args.metric_script and auto else None
         result = api.quantize(model, source, config, stats=stats, progress=progress, histograms=histograms,
-                              max_float_layers=args.max_float_layers)
+                              max_float_layers=args.max_float_layers, metric=metric)
         if args.min_sqnr is not None:
             require_min_sqnr(result.report.choice, args.min_sqnr, result.report.fallback)
         if args.max_metric_drop is not None:

@@ -35,6 +35,7 @@ class MethodChoice:
     reason: str = ""  # why no scoring ran, when it did not (e.g. statistics given without data)
     method: str = ""  # the activation method of the kept candidate ("mse" for "mse + equalize")
     equalized: bool = False  # whether the kept candidate has equalized depthwise inputs
+    by_metric: bool = False  # ``scores`` are the user's --metric-script values (higher is better), not dB
 
     @property
     def score_db(self) -> float | None:

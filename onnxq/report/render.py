@@ -54,6 +54,10 @@ def choice_line(choice: MethodChoice) -> str:
     """What ``--method auto`` kept, each candidate's worst-slice score, and on which samples."""
     if not choice.scores:
         return f"method     auto kept {choice.chosen} without scoring: {choice.reason}"
+    if choice.by_metric:
+        others = ", ".join(f"{name} {score:.6g}" for name, score in choice.scores)
+        return (f"method     auto kept {choice.chosen}: your metric {choice.score_db:.6g} on {choice.scoring} "
+                f"({others}; ties go to the worst output slice SQNR)")
     others = ", ".join(f"{name} {score:.2f}" for name, score in choice.scores)
     return (f"method     auto kept {choice.chosen}: worst output slice {choice.score_db:.2f} dB SQNR on "
             f"{choice.scoring} ({others}; within 0.05 dB the mean slice SQNR decides)")

@@ -96,3 +96,16 @@ def test_max_float_layers_alone_caps_auto(conv_model, calib12, tmp_path, capsys)
     assert _quantize(conv_model, calib12, out, "--max-float-layers", "0") == 0 and out.exists()
     assert _quantize(conv_model, calib12, out, "--method", "minmax", "--max-float-layers", "1") == 2
     assert "add --auto-fallback" in capsys.readouterr().err
+
+
+def test_metric_script_alone_scores_auto_candidates(conv_model, calib12, tmp_path, capsys):
+    script = tmp_path / "metric.py"
+    script.write_text(METRIC)
+    out = tmp_path / "q.onnx"
+    assert _quantize(conv_model, calib12, out, "--metric-script", str(script), "--format", "json") == 0
+    choice = json.loads(capsys.readouterr().out)["choice"]
+    assert choice["by_metric"] and out.exists()
+    assert _quantize(conv_model, calib12, out, "--metric-script", str(script)) == 0
+    assert "your metric" in capsys.readouterr().out
+    assert _quantize(conv_model, calib12, out, "--method", "mse", "--metric-script", str(script)) == 2
+    assert "add --auto-fallback" in capsys.readouterr().err

@@ -112,3 +112,31 @@ def test_auto_fallback_starts_from_what_auto_keeps():
     recorded = result.report.config["activations"]["method"]
     assert recorded == plain.report.choice.method  # the fallback ran with the kept method
     assert len(fallback.steps) <= 1
+
+
+def test_a_metric_replaces_the_slice_score() -> None:
+    """A metric that scores each candidate by minus its worst-slice SQNR makes auto keep the candidate the
+    slice score ranks last: the metric, not the slice score, decides (and the report says so)."""
+    from onnxq import api
+    from onnxq.analysis.heldout import model_score, output_scores
+
+    model, feeds = _metric_case()
+    names = [o.name for o in model.graph.output]
+
+    def perverse(reference, quantized):
+        return 0.0, -model_score(output_scores(reference, quantized, names))
+
+    plain = api.quantize(model, feeds)
+    by_metric = api.quantize(model, feeds, metric=perverse)
+    assert by_metric.report.choice.by_metric and not plain.report.choice.by_metric
+    slice_scores = dict(plain.report.choice.scores)
+    assert len(set(slice_scores.values())) > 1  # the candidates differ
+    chosen = by_metric.report.choice.chosen
+    assert slice_scores[chosen] <= min(slice_scores.values()) + 0.01  # (the report rounds to 0.01 dB)
+    metric_scores = dict(by_metric.report.choice.scores)
+    assert metric_scores[chosen] == max(metric_scores.values())
+    assert all(abs(metric_scores[k] + slice_scores[k]) < 0.01 for k in slice_scores)
+
+
+def _metric_case():
+    return residual_net(1), _feeds(40)
