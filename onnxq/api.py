@@ -20,7 +20,7 @@ import onnx
 
 from onnxq import __version__, io, runtime
 from onnxq.analysis.activation_means import channel_maxima, correction_nodes, moment_reducers
-from onnxq.analysis.auto import choose, not_poor_metric, poor_outputs
+from onnxq.analysis.auto import MIN_FALLBACK_FEEDS, choose, not_poor_metric, poor_outputs
 from onnxq.analysis.heldout import split_feeds
 from onnxq.analysis.metrics import output_similarity
 from onnxq.calibrate.bias_correction import merge_moments
@@ -225,9 +225,12 @@ def quantize(
     poor = poor_outputs(choice) if choice is not None else []
     if not poor:
         return result
-    if max_float_layers == 0 or not choice.held_out or data is None:
+    if max_float_layers == 0 or not choice.held_out or data is None or choice.feeds < MIN_FALLBACK_FEEDS:
+        few = (f" (too few held-out feeds to choose layers on: give {5 * MIN_FALLBACK_FEEDS} or more calibration "
+               "feeds)") if choice.held_out and choice.feeds < MIN_FALLBACK_FEEDS and max_float_layers != 0 else ""
         log.warning("the quantized model is far from float on %s: %s; onnxq compare --per-layer shows the layers "
-                    "that lose it, and --auto-fallback keeps the worst in float", choice.scoring, "; ".join(poor))
+                    "that lose it, and --auto-fallback keeps the worst in float%s", choice.scoring, "; ".join(poor),
+                    few)
         return result
     log.warning("the quantized model is far from float on %s: %s; leaving the layers that lose it in float "
                 "(at most %s; --max-float-layers 0 keeps every layer quantized)", choice.scoring, "; ".join(poor),

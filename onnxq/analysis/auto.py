@@ -73,7 +73,8 @@ def choose(
     assert best is not None, "no candidates"
     k, _, per_output = best
     figures = tuple(_figure(s) for s in per_output if s.scored)
-    return k, MethodChoice(candidates[k][0], tuple(scores), scoring, held_out, figures, by_metric=metric is not None)
+    return k, MethodChoice(candidates[k][0], tuple(scores), scoring, held_out, figures, by_metric=metric is not None,
+                           feeds=len(feeds))
 
 
 # A held-out result is poor when an output's error power reaches a tenth of its signal, or when one slice
@@ -82,6 +83,10 @@ def choose(
 # 33.9 float); MiniLM's worst embedding dimension (2.6 dB) with 81.6 Spearman against 82.0 is not.
 POOR_OUTPUT_DB = 10.0
 POOR_SLICE_DB = 0.0
+# The fallback moves layers to float on the held-out evidence only when there is enough of it: on fewer
+# feeds a class-score slice holds a value or two per class, and its SQNR says little (EfficientNet-Lite0
+# on 8 photos, 2 held out, looked poor and lost 4 layers to float; on 100 photos, 20 held out, it is not).
+MIN_FALLBACK_FEEDS = 8
 
 
 def poor_outputs(choice: MethodChoice) -> list[str]:

@@ -36,6 +36,7 @@ class MethodChoice:
     method: str = ""  # the activation method of the kept candidate ("mse" for "mse + equalize")
     equalized: bool = False  # whether the kept candidate has equalized depthwise inputs
     by_metric: bool = False  # ``scores`` are the user's --metric-script values (higher is better), not dB
+    feeds: int = 0  # how many feeds scored the candidates
 
     @property
     def score_db(self) -> float | None:

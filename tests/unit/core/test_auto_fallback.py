@@ -35,7 +35,7 @@ def _model() -> onnx.ModelProto:
     return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
 
 
-FEEDS = [{"X": RNG.standard_normal((4, 8)).astype(np.float32)} for _ in range(16)]
+FEEDS = [{"X": RNG.standard_normal((4, 8)).astype(np.float32)} for _ in range(48)]  # 9 held out
 
 
 def _y_sqnr(model: onnx.ModelProto, quantized: onnx.ModelProto) -> float:
@@ -63,3 +63,10 @@ def test_zero_cap_keeps_every_layer_quantized_and_warns(caplog) -> None:
     assert {"mm1", "mm2", "mm3"} <= set(result.report.quantized_nodes)
     assert _y_sqnr(_model(), result.model) < 10.0
     assert any("far from float" in r.getMessage() for r in caplog.records)
+
+
+def test_too_few_held_out_feeds_only_warn(caplog) -> None:
+    with caplog.at_level(logging.WARNING, logger="onnxq.api"):
+        result = api.quantize(_model(), FEEDS[:16])  # 3 held out: a slice SQNR on them says little
+    assert poor_outputs(result.report.choice) and result.report.fallback is None
+    assert any("too few held-out feeds" in r.getMessage() for r in caplog.records)
