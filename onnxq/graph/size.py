@@ -17,6 +17,10 @@ PROTOBUF_LIMIT = 2**31 - 1
 _STRUCTURE_MARGIN = 256 * 2**20  # room for nodes, names, shapes and protobuf framing around the payloads
 
 
+_HOLDERS = frozenset({onnx.AttributeProto.TENSOR, onnx.AttributeProto.TENSORS, onnx.AttributeProto.GRAPH,
+                      onnx.AttributeProto.GRAPHS, onnx.AttributeProto.UNDEFINED})  # UNDEFINED: type not set
+
+
 def _tensors(graph: onnx.GraphProto):
     yield from graph.initializer
     for sparse in graph.sparse_initializer:
@@ -24,6 +28,8 @@ def _tensors(graph: onnx.GraphProto):
         yield sparse.indices
     for node in graph.node:
         for attr in node.attribute:
+            if attr.type not in _HOLDERS:  # (one check per attribute: most are ints, floats, strings)
+                continue
             if attr.HasField("t"):
                 yield attr.t
             yield from attr.tensors
