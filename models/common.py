@@ -17,6 +17,7 @@ and sequential execution, so a figure does not depend on the machine's core coun
 from __future__ import annotations
 
 import hashlib
+import json
 import logging
 import os
 import subprocess
@@ -83,6 +84,29 @@ def save_model_atomic(model, path: Path) -> Path:
 
     onnx.checker.check_model(model, full_check=True)
     return atomic_write_bytes(path, model.SerializeToString())
+
+
+def run_stamp(*paths: str | Path, extra: tuple = ()) -> tuple:
+    """What a float reference computed once per process depends on: each model file (size, mtime), the
+    evaluation mode and threads (``ONNXQ_EVAL_OPT``, ``ONNXQ_THREADS``) and ``extra`` (e.g. a data manifest)."""
+    files = tuple((st.st_size, st.st_mtime_ns) for st in (Path(p).stat() for p in paths))
+    return (files, os.environ.get("ONNXQ_EVAL_OPT"), os.environ.get("ONNXQ_THREADS"), *extra)
+
+
+def fresh_folder(folder: Path, manifest: dict) -> bool:
+    """Whether ``folder`` holds generated data made as ``manifest`` says (its manifest.json, written last,
+    equals it, and labels.json exists); when not, the folder is created and its stale manifest removed, so
+    that an interrupted rewrite is never taken as complete."""
+    mpath = folder / "manifest.json"
+    if mpath.is_file() and (folder / "labels.json").is_file():
+        try:
+            if json.loads(mpath.read_text()) == manifest:
+                return True
+        except ValueError:
+            pass
+    folder.mkdir(parents=True, exist_ok=True)
+    mpath.unlink(missing_ok=True)
+    return False
 
 
 def sha256_file(path: Path) -> str:

@@ -43,7 +43,6 @@ from __future__ import annotations
 
 import ast
 import json
-import os
 from collections.abc import Iterator, Sequence
 from functools import lru_cache
 from pathlib import Path
@@ -179,15 +178,8 @@ def images_dir(split: str, cache: Path | None = None) -> Path:
         "count": count,
         "fonts": [f.name for f in fonts],
     }
-    mpath = folder / "manifest.json"
-    if mpath.is_file() and (folder / "labels.json").is_file():
-        try:
-            if json.loads(mpath.read_text()) == manifest:
-                return folder
-        except ValueError:
-            pass
-    folder.mkdir(parents=True, exist_ok=True)
-    mpath.unlink(missing_ok=True)
+    if common.fresh_folder(folder, manifest):
+        return folder
     labels = {}
     for i in range(count):
         text, img = sample(split, i, fonts)
@@ -195,7 +187,7 @@ def images_dir(split: str, cache: Path | None = None) -> Path:
         img.save(folder / name)
         labels[name] = text
     common.atomic_write_bytes(folder / "labels.json", json.dumps(labels, indent=0).encode())
-    common.atomic_write_bytes(mpath, json.dumps(manifest).encode())
+    common.atomic_write_bytes(folder / "manifest.json", json.dumps(manifest).encode())
     return folder
 
 
@@ -242,15 +234,7 @@ def _reference(path: str, stamp: tuple, limit: int | None) -> tuple[np.ndarray, 
 
 
 def reference_indices(float_model: str | Path, limit: int | None = None) -> tuple[np.ndarray, ...]:
-    st = Path(float_model).stat()
-    manifest = (images_dir("eval") / "manifest.json").read_text()
-    stamp = (
-        st.st_size,
-        st.st_mtime_ns,
-        os.environ.get("ONNXQ_EVAL_OPT"),
-        os.environ.get("ONNXQ_THREADS"),
-        manifest,
-    )
+    stamp = common.run_stamp(float_model, extra=((images_dir("eval") / "manifest.json").read_text(),))
     return _reference(str(Path(float_model).resolve()), stamp, limit)
 
 

@@ -305,15 +305,8 @@ def crops_dir(split: str, cache: Path | None = None) -> Path:
         "count": count,
         "fonts": [f.name for f in fonts],
     }
-    mpath = folder / "manifest.json"
-    if mpath.is_file() and (folder / "labels.json").is_file():
-        try:
-            if json.loads(mpath.read_text()) == manifest:
-                return folder
-        except ValueError:
-            pass
-    folder.mkdir(parents=True, exist_ok=True)
-    mpath.unlink(missing_ok=True)
+    if common.fresh_folder(folder, manifest):
+        return folder
     labels, used = {}, {}
     for i in range(count):
         text, rgb, font = sample(split, i, fonts)
@@ -324,7 +317,7 @@ def crops_dir(split: str, cache: Path | None = None) -> Path:
         folder / "labels.json", json.dumps(labels, indent=0, ensure_ascii=False).encode()
     )
     common.atomic_write_bytes(folder / "fonts.json", json.dumps(used, indent=0).encode())
-    common.atomic_write_bytes(mpath, json.dumps(manifest).encode())  # last: marks the folder complete
+    common.atomic_write_bytes(folder / "manifest.json", json.dumps(manifest).encode())  # last: marks the folder complete
     return folder
 
 
@@ -371,15 +364,7 @@ def _reference_indices(path: str, stamp: tuple, limit: int | None) -> tuple[np.n
 def reference_indices(float_model: str | Path, limit: int | None = None) -> tuple[np.ndarray, ...]:
     """The float model's decoded sequences, computed once per process (keyed by file, size, mtime,
     evaluation mode and the crops' manifest)."""
-    st = Path(float_model).stat()
-    manifest = (crops_dir("eval") / "manifest.json").read_text()
-    stamp = (
-        st.st_size,
-        st.st_mtime_ns,
-        os.environ.get("ONNXQ_EVAL_OPT"),
-        os.environ.get("ONNXQ_THREADS"),
-        manifest,
-    )
+    stamp = common.run_stamp(float_model, extra=((crops_dir("eval") / "manifest.json").read_text(),))
     return _reference_indices(str(Path(float_model).resolve()), stamp, limit)
 
 

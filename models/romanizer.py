@@ -48,7 +48,6 @@ from __future__ import annotations
 import argparse
 import hashlib
 import json
-import os
 import sqlite3
 import sys
 from collections.abc import Iterator, Sequence
@@ -310,12 +309,7 @@ def _float_texts(encoder: str, decoder: str, stamp: tuple, limit: int | None) ->
 
 def float_texts(float_encoder: Path, float_decoder: Path, limit: int | None = None) -> tuple[str, ...]:
     """The float pipeline's texts, computed once per process."""
-    st = [Path(p).stat() for p in (float_encoder, float_decoder)]
-    stamp = (
-        tuple((s.st_size, s.st_mtime_ns) for s in st),
-        os.environ.get("ONNXQ_EVAL_OPT"),
-        os.environ.get("ONNXQ_THREADS"),
-    )
+    stamp = common.run_stamp(float_encoder, float_decoder)
     return _float_texts(str(Path(float_encoder).resolve()), str(Path(float_decoder).resolve()), stamp, limit)
 
 

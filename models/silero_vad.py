@@ -363,15 +363,7 @@ def _reference(path: str, stamp: tuple, limit: int | None) -> tuple[np.ndarray, 
 
 def reference_probabilities(float_model: str | Path, limit: int | None = None) -> tuple[np.ndarray, ...]:
     """The float model's probabilities, computed once per process (keyed by file, evaluation mode, clips)."""
-    st = Path(float_model).stat()
-    manifest = (clips_dir("eval") / "manifest.json").read_text()
-    stamp = (
-        st.st_size,
-        st.st_mtime_ns,
-        os.environ.get("ONNXQ_EVAL_OPT"),
-        os.environ.get("ONNXQ_THREADS"),
-        manifest,
-    )
+    stamp = common.run_stamp(float_model, extra=((clips_dir("eval") / "manifest.json").read_text(),))
     return _reference(str(Path(float_model).resolve()), stamp, limit)
 
 

@@ -30,7 +30,6 @@ cache: ``evaluate(float)`` gives 1 / 1 by construction.
 
 from __future__ import annotations
 
-import os
 from collections.abc import Iterator
 from functools import lru_cache
 from pathlib import Path
@@ -191,8 +190,7 @@ def _reference_maps(path: str, stamp: tuple, root: str | None, limit: int | None
 
 def reference_maps(float_model: str | Path, data_root: Path | None = None, limit: int | None = None):
     """The float model's maps, computed once per process (keyed by file, size, mtime and evaluation mode)."""
-    st = Path(float_model).stat()
-    stamp = (st.st_size, st.st_mtime_ns, os.environ.get("ONNXQ_EVAL_OPT"), os.environ.get("ONNXQ_THREADS"))
+    stamp = common.run_stamp(float_model)
     return _reference_maps(
         str(Path(float_model).resolve()), stamp, str(data_root) if data_root else None, limit
     )
