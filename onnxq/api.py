@@ -243,12 +243,12 @@ def _fallback_when_poor(model: str | os.PathLike | onnx.ModelProto, data: DataAr
     """:func:`quantize_with_fallback` from ``result`` (its choice and statistics), judged on the held-out
     feeds by the measure that called the result poor, stopping as soon as it is not."""
     choice = result.report.choice
-    pre, _ = prepare(model)
-    scoring = _scoring_feeds(as_source(data, pre, config.batch_size), False)
+    written = result.model  # the float model's inputs and outputs, without preprocessing it again
+    scoring = _scoring_feeds(as_source(data, written, config.batch_size), False)
     rule = FallbackRule(max_float_layers=max_float_layers, max_metric_drop=0.0)
-    fixed, fallback, ranking = quantize_with_fallback(
-        model, data, config, rule, eval_data=scoring.feeds, metric=not_poor_metric([o.name for o in pre.graph.output]),
-        stats=result.stats, progress=progress, choice=choice)
+    metric = not_poor_metric([o.name for o in written.graph.output])
+    fixed, fallback, ranking = quantize_with_fallback(model, data, config, rule, eval_data=scoring.feeds, metric=metric,
+                                                      stats=result.stats, progress=progress, choice=choice)
     report = dataclasses.replace(fixed.report, fallback=fallback)
     if fallback.verified_met:
         log.warning("kept %d layers in float (%s): the held-out result is clear of poor",
@@ -314,9 +314,7 @@ def _quantize(
         def build(v: _Variant, p: dict[str, QuantParams]) -> Callable[[], onnx.ModelProto]:
             def write() -> onnx.ModelProto:
                 copy = v.graph.copy()
-                apply_bias_shifts(copy, shifts[id(v)], v.plan)
-                insert_into(copy, v.plan, p, dq_only=dq_only)
-                insert_recurrent(copy, v.plan.quantized_nodes, config.weights, int(weight_qmax(config)))
+                _rewrite(copy, v.plan, p, shifts[id(v)], config, dq_only)
                 return export_model(copy, v.pre)
             return write
 
@@ -343,9 +341,7 @@ def _quantize(
     final = measured[id(v)]
     if final is not measured_first[id(v)]:  # held-out statistics joined: solve again on every feed
         params = solve(final.stats, qplan, chosen_config)
-    apply_bias_shifts(graph, output_shifts(index, qplan, params, final.moments), qplan)
-    insert_into(graph, qplan, params, dq_only=dq_only)
-    insert_recurrent(graph, qplan.quantized_nodes, config.weights, int(weight_qmax(config)))
+    _rewrite(graph, qplan, params, output_shifts(index, qplan, params, final.moments), config, dq_only)
     qmodel = export_model(graph, pre)
     # onnxq's inferred shapes would steer onnxruntime's optimizer into slower fusions (graph.annotations:
     # an ort-cpu MiniLM ran 8.7 ms with them, 7.2 ms without): the model keeps the annotations it came with
@@ -381,6 +377,15 @@ def _quantize(
     )
     src = None if isinstance(model, onnx.ModelProto) else str(model)
     return QuantResult(qmodel, report, qplan, params, final.stats, sample, src, checked.data)
+
+
+def _rewrite(graph: Any, qplan: QuantPlan, params: dict[str, QuantParams], shifts: dict[str, np.ndarray],
+             config: QuantConfig, dq_only: bool) -> None:
+    """The rewrite of ``graph`` in place, the same for auto's candidates and the model written: bias shifts,
+    Q/DQ, recurrent kernels."""
+    apply_bias_shifts(graph, shifts, qplan)
+    insert_into(graph, qplan, params, dq_only=dq_only)
+    insert_recurrent(graph, qplan.quantized_nodes, config.weights, int(weight_qmax(config)))
 
 
 @dataclass(frozen=True)

@@ -19,9 +19,8 @@ import onnx
 from onnxq.calibrate.solve import weight_qmax
 from onnxq.check import check_model
 from onnxq.config import QuantConfig
-from onnxq.graph.annotations import annotated, keep_annotations
+from onnxq.graph.annotations import keep_annotations
 from onnxq.graph.query import GraphIndex, import_graph
-from onnxq.io import load_model
 from onnxq.placement.dynamic import dynamic_plan
 from onnxq.records import QuantPlan, QuantReport, Skip, TensorRecord
 from onnxq.records.kernels import KernelChoice, weights_text
@@ -29,23 +28,15 @@ from onnxq.rewrite.dynamic import apply_dynamic
 from onnxq.rewrite.insert_qdq import export_model
 
 
-def plan_dynamic(pre: onnx.ModelProto, config: QuantConfig) -> tuple[KernelChoice, ...]:
-    """The dynamic plan of the preprocessed model ``pre`` (what ``quantize_dynamic`` writes)."""
-    qmax = int(weight_qmax(config))
-    return dynamic_plan(GraphIndex.build(import_graph(pre)), config, weights_text(config.weights.per_channel, qmax))
-
-
 def quantize_dynamic(model: str | os.PathLike | onnx.ModelProto, config: QuantConfig, data: Any = None):
     """Quantize ``model`` dynamically (``config.mode`` is dynamic). ``data`` (optional, what
     ``onnxq.quantize`` takes) is not calibrated on: its first feed runs in the final check and the float
     comparison of the report. Returns an ``onnxq.api.QuantResult``."""
     from onnxq.analysis.metrics import output_similarity
-    from onnxq.api import QuantResult, _first_sample, _outputs, _stamp, as_source, check_exclusions, prepare
+    from onnxq.api import QuantResult, _first_sample, _outputs, _prepare, _stamp, as_source, check_exclusions
 
     t = time.perf_counter()
-    loaded = load_model(model)
-    annotations = annotated(loaded)  # read before preprocessing infers the rest
-    pre, notes = prepare(loaded)
+    pre, notes, annotations = _prepare(model)  # (annotations: of the model as given)
     check_exclusions(pre, config)
     source = as_source(data, pre) if data is not None else None
     sample = _first_sample(source, pre) if source is not None else None
