@@ -31,13 +31,8 @@ def light_copy(
     outputs, value infos, opsets, functions and IR version are kept; metadata and doc strings are not
     (neither inference nor onnxruntime reads them). Subgraph initializers stay as they are.
     """
-    g = model.graph
-    initializers = [stub(t, location) if stubbed(t) else t for t in g.initializer]
-    graph = onnx.helper.make_graph(g.node, g.name, g.input, g.output, initializer=initializers,
-                                   value_info=g.value_info, sparse_initializer=g.sparse_initializer)
-    light = onnx.helper.make_model(graph, opset_imports=model.opset_import, functions=model.functions)
-    light.ir_version = model.ir_version
-    return light
+    return _assembled(model, model.graph.input,
+                      [stub(t, location) if stubbed(t) else t for t in model.graph.initializer])
 
 
 def weights_as_inputs(
@@ -48,8 +43,9 @@ def weights_as_inputs(
 
     Why not a stub: the checker refuses an external-data reference to a file that does not exist. As
     inputs, the tensors still give shape inference their dtypes and dims, which is all the checker reads
-    of big weights besides the size of their data (onnxruntime checks that when it loads them). Built
-    like :func:`light_copy`, without copying the weights.
+    of big weights besides the size of their data (the caller moves only weights whose data has the size
+    their dims say). Built like :func:`light_copy`, without copying the weights; the metadata is kept (the
+    checker refuses duplicate keys).
     """
     g = model.graph
     declared = {vi.name for vi in g.input}
@@ -59,9 +55,17 @@ def weights_as_inputs(
             kept.append(t)
         elif t.name not in declared:  # old exporters list weights as inputs already
             inputs.append(onnx.helper.make_tensor_value_info(t.name, t.data_type, t.dims))
-    graph = onnx.helper.make_graph(g.node, g.name, inputs, g.output, initializer=kept,
-                                   value_info=g.value_info, sparse_initializer=g.sparse_initializer)
-    light = onnx.helper.make_model(graph, opset_imports=model.opset_import, functions=model.functions)
-    light.ir_version = model.ir_version
-    light.metadata_props.extend(model.metadata_props)  # the checker refuses duplicate keys
+    light = _assembled(model, inputs, kept)
+    light.metadata_props.extend(model.metadata_props)
     return light
+
+
+def _assembled(model: onnx.ModelProto, inputs, initializers) -> onnx.ModelProto:
+    """A model of ``model``'s nodes, outputs, value infos, opsets, functions and IR version with these
+    main-graph ``inputs`` and ``initializers`` (copied as given: the big ones are stubs or left out)."""
+    g = model.graph
+    graph = onnx.helper.make_graph(g.node, g.name, inputs, g.output, initializer=initializers,
+                                   value_info=g.value_info, sparse_initializer=g.sparse_initializer)
+    out = onnx.helper.make_model(graph, opset_imports=model.opset_import, functions=model.functions)
+    out.ir_version = model.ir_version
+    return out
