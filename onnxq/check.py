@@ -68,7 +68,7 @@ def _validate(
     model: onnx.ModelProto, feed: Mapping[str, np.ndarray] | None, load: bool
 ) -> tuple[str | None, list[np.ndarray] | None]:
     """(what fails or None, the outputs of running ``feed`` or None); ``load``: onnxruntime loads the
-    model even without a feed (it checks what the checker no longer reads: the size of weights' data)."""
+    model even without a feed (a model onnxq writes must load, whether or not there is data to run)."""
     # onnx's own message for this names neither the tensor nor the fix
     for vi in (*model.graph.input, *model.graph.output):
         if vi.type.HasField("tensor_type") and not vi.type.tensor_type.HasField("shape"):
