@@ -9,7 +9,7 @@ import json
 import logging
 import os
 import time
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -31,6 +31,7 @@ from onnxq.collect import data as data_mod
 from onnxq.collect.batching import select
 from onnxq.collect.collectors import collect, collect_all
 from onnxq.collect.feeds import batch_size
+from onnxq.collect.passes import Reference
 from onnxq.collect.stats import TensorStats, merge_stats
 from onnxq.config import FallbackRule, Method, Mode, QuantConfig, Target, exclusion_problems
 from onnxq.errors import ConfigError, InternalError, SessionLoadError, UnsupportedModelError, ValidationError
@@ -164,6 +165,7 @@ class _Measured:
     moments: dict[str, Any]
     runs: str = ""
     moments_seconds: float = 0.0  # of a pass that measured only the moments (statistics were given)
+    references: tuple[Reference, ...] = ()  # the float outputs of a feed the collection ran (for the check)
 
 
 def _measure(pre: onnx.ModelProto, index: GraphIndex, qplan: QuantPlan, source: data_mod.DataSource | None,
@@ -180,7 +182,8 @@ def _measure(pre: onnx.ModelProto, index: GraphIndex, qplan: QuantPlan, source: 
         if source is None:
             raise data_mod.CalibrationDataError("give calibration data or precomputed statistics (--load-stats)")
         run = collect_all(pre, qplan, source, config, reducers=reducers, progress=progress, histograms=histograms)
-        return _Measured(run.stats, run.samples, run.reduced, run.describe(config.batch_size))
+        return _Measured(run.stats, run.samples, run.reduced, run.describe(config.batch_size),
+                         references=(run.reference,) if run.reference is not None else ())
     if not reducers:
         return _Measured(stats, 0, {})
     if source is None:
@@ -355,7 +358,8 @@ def _quantize(
     except ValidationError:
         check_input_model(pre, sample)  # an invalid float model is the input's fault, not an onnxq bug
         raise
-    check = output_similarity(_outputs(pre, sample), checked.outputs) if sample is not None else {}
+    check = output_similarity(_float_outputs(pre, sample, final.references), checked.outputs) \
+        if sample is not None else {}
     timings["check"] = time.perf_counter() - t
     report = QuantReport(
         model=str(model) if not isinstance(model, onnx.ModelProto) else "<in-memory model>",
@@ -498,7 +502,8 @@ def _merged(a: _Measured, b: _Measured) -> _Measured:
     exactly, so the ranges are those one collection over all the feeds gives."""
     stats = {t: merge_stats(s, b.stats[t]) if t in b.stats else s for t, s in a.stats.items()}  # (b: not-run dropped)
     moments = {n: merge_moments(m, b.moments[n]) if n in b.moments else m for n, m in a.moments.items()}
-    return _Measured(stats, a.samples + b.samples, moments, a.runs, a.moments_seconds + b.moments_seconds)
+    return _Measured(stats, a.samples + b.samples, moments, a.runs, a.moments_seconds + b.moments_seconds,
+                     a.references + b.references)
 
 
 def _candidates(config: QuantConfig, stats: dict[str, TensorStats]) -> list[tuple[str, QuantConfig]]:
@@ -632,6 +637,17 @@ def _require_valid(pre: onnx.ModelProto, model: str | os.PathLike | onnx.ModelPr
 
 def _outputs(model: onnx.ModelProto, feed: dict[str, np.ndarray]) -> list[np.ndarray]:
     return runtime.run(runtime.make_session(model), feed)
+
+
+def _float_outputs(model: onnx.ModelProto, feed: dict[str, np.ndarray],
+                   known: Sequence[Reference]) -> list[np.ndarray]:
+    """``model``'s outputs for ``feed``: from the calibration run when it ran this feed, else run now."""
+    for ref in known:
+        if ref.feed.keys() == feed.keys() and all(
+                np.shape(ref.feed[k]) == np.shape(v) and np.asarray(ref.feed[k]).dtype == np.asarray(v).dtype
+                and np.array_equal(ref.feed[k], v) for k, v in feed.items()):
+            return ref.outputs
+    return _outputs(model, feed)
 
 
 def _first_sample(source: data_mod.DataSource, model: onnx.ModelProto) -> dict[str, np.ndarray] | None:

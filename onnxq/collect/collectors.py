@@ -43,7 +43,7 @@ from tqdm import tqdm
 from onnxq.collect import coalesce, memory
 from onnxq.collect.batching import batched
 from onnxq.collect.feeds import DataSource, Feed, input_specs_from_model
-from onnxq.collect.passes import Reducer, State, jobs_by_tensor, run_pass
+from onnxq.collect.passes import Reducer, Reference, State, jobs_by_tensor, run_pass
 from onnxq.collect.stats import TensorStats, new_stats
 from onnxq.collect.validate import validated
 from onnxq.config import BatchStatistic, QuantConfig
@@ -62,6 +62,7 @@ class Collection:
     reduced: dict[str, Any] = field(default_factory=dict)
     passes: int = 1  # passes over the data (more than one when the tensors exceed the memory budget)
     feeds_per_run: int = 1  # feeds joined into one onnxruntime run (automatic batching), after batch_size
+    reference: Reference | None = None  # the model's outputs for the first feed, from the first pass
 
     def describe(self, batch_size: int | None = None) -> str:
         """How the data ran where the user asked for it (``--batch-size``) or should know it (several passes):
@@ -139,14 +140,17 @@ def collect_all(
     if len(passes) > 1:
         log.info("collecting %d tensors in %d passes to stay within the memory budget", len(internal), len(passes))
     limit = _auto_batch_limit(config, specs, sizes, budget, len(passes))
-    samples, most = 0, 1
+    samples, most, reference = 0, 1, None
     for k, group in enumerate(passes):
         data = itertools.chain([first], feeds) if k == 0 else _again(source, k)
         desc = "calibrating" if len(passes) == 1 else f"calibrating (pass {k + 1}/{len(passes)})"
         names = (from_feed if k == 0 else []) + group
         work = jobs_by_tensor(names, set(tensors), reducers)
         with tqdm(total=source.count, disable=not progress, unit="batch", desc=desc, leave=False) as bar:
-            state, seen, limit = run_pass(model, group, work, sizes, data, state, optimize, bar, limit)
+            outputs = [o.name for o in model.graph.output] if k == 0 else []
+            state, seen, limit, first_run = run_pass(model, group, work, sizes, data, state, optimize, bar, limit,
+                                                     outputs)
+        reference = reference or first_run
         most = max(most, limit)
         if k and seen != samples:
             raise CalibrationDataError(
@@ -158,7 +162,7 @@ def collect_all(
     missing = [key for key, value in state.reduced.items() if value is None]
     if missing:
         raise CalibrationDataError(f"the data produced no samples for {missing[0]!r}; give at least one")
-    return Collection(state.stats, samples, state.reduced, len(passes), most)
+    return Collection(state.stats, samples, state.reduced, len(passes), most, reference)
 
 
 def _again(source: DataSource, k: int) -> Iterable[Feed]:

@@ -92,7 +92,8 @@ def run_pass(
     optimize: bool,
     bar: tqdm,
     limit: int = 1,
-) -> tuple[State, int, int]:
+    reference: Sequence[str] = (),
+) -> tuple[State, int, int, Reference | None]:
     """Run ``group`` exposed over ``data``; count batch k in workers (one per share) while batch k+1 runs.
 
     ``jobs`` maps each tensor to read (exposed, or from the feed) to its jobs. Batch k+1 is submitted
@@ -101,7 +102,9 @@ def run_pass(
     each tensor's measured time in the batch before (a tensor with reducers costs more than its bytes
     say: shared by bytes, one EfficientNet-Lite0 worker had twice the other's work). Up to ``limit``
     feeds run as one batch once the first ones are shown to give the same values that way
-    (``onnxq.collect.coalesce``); returns the state, the samples seen and the limit kept.
+    (``onnxq.collect.coalesce``); returns the state, the samples seen, the limit kept and, when
+    ``reference`` names outputs of the model, the first feed with their values (run with it, see
+    :class:`Reference`).
     """
     session, exposed = None, None
     if group:
@@ -109,6 +112,8 @@ def run_pass(
         session = runtime.make_session(exposed.model, optimize=optimize, threads=threads.ort_threads(),
                                        spinning=False)
     fetch = list(exposed.outputs) if exposed is not None else []
+    if exposed is not None and not set(reference) <= {o.name for o in exposed.model.graph.output}:
+        reference = ()  # (routing body tensors out keeps the model's outputs; should it not, run without)
     position = {name: k for k, name in enumerate(group)}
     names, workers = list(jobs), threads.count_workers()
     weights: Mapping[str, float | None] = sizes
@@ -119,7 +124,7 @@ def run_pass(
     with threadpool_limits(limits=1, user_api="blas"), \
             ThreadPoolExecutor(max_workers=workers, thread_name_prefix="onnxq-count") as pool:
         try:
-            items, limit = _batches(session, fetch, data, limit)
+            items, limit, first = _batches(session, fetch, data, limit, reference)
             for feed, n, outputs in items:
                 if outputs is None:
                     outputs = runtime.run(session, feed, fetch) if session is not None else []
@@ -140,30 +145,53 @@ def run_pass(
         finally:
             for future in pending:
                 future.cancel()
-    return state, samples, limit
+    return state, samples, limit, first
+
+
+@dataclass(frozen=True)
+class Reference:
+    """The float model's outputs for the first feed of a pass, fetched in the run that collects it.
+
+    Why: the final check compares the quantized model's outputs on the first feed with the float
+    model's; building a float session only for them cost ~40 ms (EfficientNet-Lite0). These come from
+    the calibration session (graph optimisations on, so they differ from the reference kernels' by
+    kernel rounding, far below int8's error).
+    """
+
+    feed: Feed
+    outputs: list[np.ndarray]
 
 
 _Item = tuple[Feed, int, "list[np.ndarray] | None"]  # feed, source feeds in it, outputs if already run
 
 
-def _batches(session, group: list[str], data: Iterable[Feed], limit: int) -> tuple[Iterable[_Item], int]:
-    """The runs of a pass: single feeds, or up to ``limit`` joined once the first group checks out.
+def _batches(session, group: list[str], data: Iterable[Feed], limit: int,
+             reference: Sequence[str] = ()) -> tuple[Iterable[_Item], int, Reference | None]:
+    """The runs of a pass: single feeds, or up to ``limit`` joined once the first group checks out; and
+    the first feed's values of ``reference`` (outputs of the model), fetched in its run.
 
     The check runs the first feeds one by one (their outputs are kept and counted, nothing is run
     twice but the one batched run) and as one batch; any difference keeps the whole pass unbatched.
     """
     data = iter(data)
-    if limit <= 1 or session is None:
-        return ((feed, 1, None) for feed in data), 1
-    head = list(itertools.islice(data, limit))
-    singles = [runtime.run(session, feed, group) for feed in head]
+    if session is None:
+        return ((feed, 1, None) for feed in data), 1, None
+    head = list(itertools.islice(data, max(limit, 1)))
+    if not head:
+        return iter(()), 1, None
+    extra = [name for name in reference if name not in group]
+    values = dict(zip([*group, *extra], runtime.run(session, head[0], [*group, *extra]), strict=True))
+    first = Reference(head[0], [values[name] for name in reference]) if reference else None
+    singles = [[values[name] for name in group]] + [runtime.run(session, feed, group) for feed in head[1:]]
+    run = [(feed, 1, out) for feed, out in zip(head, singles, strict=True)]
+    if limit <= 1:
+        return itertools.chain(run, ((feed, 1, None) for feed in data)), 1, first
     ok = len(head) > 1 and all(coalesce.joinable(head[0], f) for f in head[1:]) and coalesce.same_when_batched(
         lambda feed: session.run(group, dict(feed)), head, singles)
-    first = [(feed, 1, out) for feed, out in zip(head, singles, strict=True)]
     if not ok:
         log.debug("calibrating one feed per run: batching the first feeds changed the collected values")
-        return itertools.chain(first, ((feed, 1, None) for feed in data)), 1
-    return itertools.chain(first, ((feed, n, None) for feed, n in coalesce.coalesce(data, limit))), limit
+        return itertools.chain(run, ((feed, 1, None) for feed in data)), 1, first
+    return itertools.chain(run, ((feed, n, None) for feed, n in coalesce.coalesce(data, limit))), limit, first
 
 
 def _gather(state: State, pending: list[Future]) -> tuple[State, dict[str, float]]:

@@ -46,7 +46,18 @@ def _light_copy(model: onnx.ModelProto) -> onnx.ModelProto:
 
 def infer_shapes(model: onnx.ModelProto) -> onnx.ModelProto:
     """Return a copy of ``model`` with inferred ``value_info``; ``model`` itself when it cannot be done."""
-    inferred = _inferred(model)
+    return with_inferred(model, inferred_light(model))
+
+
+def inferred_light(model: onnx.ModelProto) -> onnx.ModelProto | None:
+    """The light copy of ``model`` (big weights as stubs: names, dtypes and dims kept) with inferred
+    ``value_info``; None when inference fails. Cheap: for a caller that only reads the structure."""
+    return _inferred(model)
+
+
+def with_inferred(model: onnx.ModelProto, inferred: onnx.ModelProto | None) -> onnx.ModelProto:
+    """A copy of ``model`` with the value infos of ``inferred`` (:func:`inferred_light` of it);
+    ``model`` itself when ``inferred`` is None."""
     if inferred is None:
         return model
     out = onnx.ModelProto()

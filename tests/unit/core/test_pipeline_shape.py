@@ -94,3 +94,26 @@ def test_bias_correction_from_given_statistics_is_the_same_model(target):
     assert given.model.SerializeToString() == collected.model.SerializeToString()
     assert plain.model.SerializeToString() != collected.model.SerializeToString()  # the correction did act
     assert given.report.samples == collected.report.samples == 6
+
+
+@pytest.mark.parametrize("method", ["minmax", "auto"])
+def test_check_compares_with_the_float_outputs_the_calibration_run_fetched(monkeypatch, method):
+    """The final check's float outputs come from the calibration session (no float session of its own),
+    and give the figures a fresh float session gives, up to kernel rounding."""
+    import onnxruntime as ort
+
+    from onnxq import api
+    from onnxq.analysis.metrics import output_similarity
+
+    model, feeds = residual_net(), _feeds(50)
+    own_sessions = []
+    real = api._outputs
+    monkeypatch.setattr(api, "_outputs", lambda m, f: own_sessions.append(1) or real(m, f))
+    config = QuantConfig(activations=onnxq.ActivationSpec(method=method))
+    result = onnxq.quantize(model, feeds, config)
+    assert own_sessions == []
+    float_out = ort.InferenceSession(model.SerializeToString()).run(None, feeds[0])
+    quant_out = ort.InferenceSession(result.model.SerializeToString()).run(None, feeds[0])
+    expected = output_similarity(float_out, quant_out)
+    assert result.report.check["output_sqnr_db"] == pytest.approx(expected["output_sqnr_db"], abs=1e-3)
+    assert result.report.check["output_cosine"] == pytest.approx(expected["output_cosine"], abs=1e-6)
