@@ -17,6 +17,7 @@ from onnxq.collect.images import IMAGE_SUFFIXES, ImageSpec, from_images
 from onnxq.config import (
     ActivationSpec,
     Method,
+    Mode,
     QuantConfig,
     Target,
     WeightFormat,
@@ -301,6 +302,7 @@ def build_config(args: argparse.Namespace) -> QuantConfig:
         seed=base.seed,
         collect_memory_mb=base.collect_memory_mb if getattr(args, "memory_mb", None) is None else args.memory_mb,
         equalize={"on": True, "off": False, "auto": None}.get(args.equalize, base.equalize),
+        mode=Mode(args.quant_mode) if getattr(args, "quant_mode", None) else base.mode,
     )
     _check_effective(args, config)
     return config

@@ -27,7 +27,7 @@ def add_parser(sub) -> None:
     p.add_argument("--load-stats", metavar="FILE", help="solve from saved statistics instead of running the model")
     p.add_argument("--report-json", metavar="FILE", help="write the full report as JSON")
     p.add_argument("--format", choices=["text", "json"], default="text", help="report format on stdout")
-    p.add_argument("--mode", choices=["static", "dynamic"],
+    p.add_argument("--mode", dest="quant_mode", choices=["static", "dynamic"],
                    help="static (default): calibrated Q/DQ; dynamic: no calibration data, onnxruntime's "
                         "DynamicQuantizeMatMul/DynamicQuantizeLSTM quantize activations at run time (ort-cpu)")
     add_fallback_args(p)

@@ -29,8 +29,8 @@ DATA_FLAGS = ("calib_data", "calib_script", "random")
 
 def wants_dynamic(args: argparse.Namespace) -> bool:
     """``--mode dynamic``, or a ``--config`` file with ``mode = "dynamic"`` and no ``--mode``."""
-    if args.mode is not None:
-        return args.mode == Mode.DYNAMIC.value
+    if args.quant_mode is not None:
+        return args.quant_mode == Mode.DYNAMIC.value
     return bool(args.config) and build_config(_with_target(args)).mode is Mode.DYNAMIC
 
 

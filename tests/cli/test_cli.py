@@ -95,3 +95,18 @@ def test_demo_runs_on_embedded_model(tmp_path, capsys):
     assert main(["demo", "-o", str(out), "--calib-size", "8", "--eval-size", "20"]) == 0
     text = capsys.readouterr().out
     assert "accuracy" in text and out.exists()
+
+
+def test_mode_flag_overrides_the_config_files_mode(conv_model, calib_dir, tmp_path, capsys):
+    """Flags override --config: `--mode static` with a config that says dynamic calibrates Q/DQ."""
+    config = tmp_path / "q.toml"
+    config.write_text('mode = "dynamic"\ntarget = "ort-cpu"\n')
+    ops = {}
+    for mode in ("static", None):
+        out = tmp_path / f"{mode}.onnx"
+        argv = ["quantize", str(conv_model), "-o", str(out), "--config", str(config), "--format", "json"]
+        argv += ["--calib-data", str(calib_dir), "--mode", "static"] if mode else []
+        assert main(argv) == 0
+        assert json.loads(capsys.readouterr().out)["config"]["mode"] == (mode or "dynamic")
+        ops[mode] = {n.op_type for n in onnx.load(str(out)).graph.node}
+    assert "QuantizeLinear" in ops["static"] and "QuantizeLinear" not in ops[None]
