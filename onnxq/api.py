@@ -20,7 +20,13 @@ import onnx
 
 from onnxq import __version__, io, runtime
 from onnxq.analysis.activation_means import channel_maxima, correction_nodes, moment_reducers
-from onnxq.analysis.auto import MIN_FALLBACK_FEEDS, choose, not_poor_metric, poor_outputs
+from onnxq.analysis.auto import (
+    FALLBACK_MIN_STEP_DB,
+    MIN_FALLBACK_FEEDS,
+    choose,
+    not_poor_metric,
+    poor_outputs,
+)
 from onnxq.analysis.heldout import split_feeds
 from onnxq.analysis.metrics import output_similarity
 from onnxq.calibrate.bias_correction import merge_moments
@@ -248,7 +254,7 @@ def _fallback_when_poor(model: str | os.PathLike | onnx.ModelProto, data: DataAr
     choice = result.report.choice
     written = result.model  # the float model's inputs and outputs, without preprocessing it again
     scoring = _scoring_feeds(as_source(data, written, config.batch_size), False)
-    rule = FallbackRule(max_float_layers=max_float_layers, max_metric_drop=0.0)
+    rule = FallbackRule(max_float_layers=max_float_layers, max_metric_drop=0.0, min_step_gain=FALLBACK_MIN_STEP_DB)
     metric = not_poor_metric([o.name for o in written.graph.output])
     fixed, fallback, ranking = quantize_with_fallback(model, data, config, rule, eval_data=scoring.feeds, metric=metric,
                                                       stats=result.stats, progress=progress, choice=choice)
@@ -259,9 +265,10 @@ def _fallback_when_poor(model: str | os.PathLike | onnx.ModelProto, data: DataAr
     else:
         left = [s.node for s in (ranking.layers if ranking is not None else ())
                 if s.node not in fallback.float_nodes][:5]
-        log.warning("still far from float after keeping %d layers in float (%s)%s; raise --max-float-layers or "
-                    "check the data (onnxq sensitivity ranks every layer)", len(fallback.float_nodes),
-                    ", ".join(fallback.float_nodes) or "none",
+        log.warning("still far from float after keeping %d layers in float (%s; the next best would win back "
+                    "less than %g dB, or the cap is reached)%s; raise --max-float-layers, exclude layers yourself "
+                    "(--exclude-node), or check the data (onnxq sensitivity ranks every layer)",
+                    len(fallback.float_nodes), ", ".join(fallback.float_nodes) or "none", FALLBACK_MIN_STEP_DB,
                     f"; the next layers to blame: {', '.join(left)}" if left else "")
     return dataclasses.replace(fixed, report=report)
 

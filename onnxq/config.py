@@ -331,6 +331,8 @@ class FallbackRule:
     min_sqnr_db: float | None = None
     max_metric_drop: float | None = None
     select: str = "rule"  # choose each step by the rule's measure ("rule") or by output SQNR ("sqnr")
+    # stop when the best next layer buys less than this on the deciding measure (None: go on to the cap)
+    min_step_gain: float | None = None
 
     def __post_init__(self) -> None:
         if self.select not in SELECT:

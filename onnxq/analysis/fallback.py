@@ -6,7 +6,8 @@ with every other layer quantized). Each round evaluates the next ``lookahead`` (
 parallel, each added alone to the layers already in float, and keeps the one that improves the deciding
 measure most; a candidate that buys nothing is dropped (a float layer that buys nothing only costs
 speed; with a metric over few samples, which moves in steps, many buy exactly nothing). It stops when the
-rule holds, at ``max_float_layers``, or when no candidate is left.
+rule holds, at ``max_float_layers``, when no candidate is left, or (``FallbackRule.min_step_gain``) when
+the best candidate of a round buys less than that.
 
 Rules (:class:`onnxq.config.FallbackRule`): a minimum worst-output SQNR (dB), a maximum drop of a user metric from
 float (metric points, higher is better), and/or a maximum number of layers in float. With only the
@@ -166,6 +167,10 @@ def choose_float_layers(
             continue
         _, cand, trial = best
         bought = _value(trial, measure) - _value(current, measure)
+        if rule.min_step_gain is not None and bought < rule.min_step_gain and not rule.holds(trial, float_metric):
+            log.info("fallback: the best next layer, %s, buys %+.4g (%s): less than %g, stopping", cand, bought,
+                     measure, rule.min_step_gain)
+            break
         steps.append(FallbackStep(cand, op_types.get(cand, "?"), current, trial, bought))
         log.info("fallback: %s to float bought %+.4g (%s)", cand, bought, measure)
         pool.remove(cand)

@@ -73,6 +73,7 @@ DEAD_DB = -100.0  # a slice this far below the output's mean slice power carries
 MIN_FEEDS_TO_HOLD_OUT = 8
 MAX_HELD_OUT = 32
 HELD_OUT_FRACTION = 5  # one feed in five
+TAIL_FRACTION = 0.05  # OutputScore.tail_db: the slice below which a twentieth of an output's slices lie
 
 
 # ---------------------------------------------------------------------------------------------- split
@@ -131,6 +132,13 @@ class OutputScore:
     dead_slices: int = 0  # no signal of their own: left out of the slice figures
     match_rate: float | None = None  # kind "exact"
     note: str = ""
+    tail_sqnr_db: float | None = None  # the TAIL_FRACTION quantile of the live slices (None: == worst_sqnr_db)
+
+    @property
+    def tail_db(self) -> float:
+        """SQNR of the ``ceil(TAIL_FRACTION * live slices)``-th worst live slice (the worst for 20 slices
+        or fewer), not above the whole output's."""
+        return self.worst_sqnr_db if self.tail_sqnr_db is None else self.tail_sqnr_db
 
     @property
     def scored(self) -> bool:
@@ -243,9 +251,10 @@ def _float_score(name: str, signal: np.ndarray, noise: np.ndarray, count: np.nda
     per = np.array([sqnr_from_powers(p, e) for p, e in zip(power[live], noise_power[live])])
     k = int(np.argmin(per))
     worst_slice = None if axis is None or whole < per[k] - 1e-9 else int(np.flatnonzero(seen)[np.flatnonzero(live)[k]])
+    tail = float(np.sort(per)[math.ceil(TAIL_FRACTION * len(per)) - 1])
     return OutputScore(
         name, "float", whole, float(min(per[k], whole)), float(per.mean()), axis, len(signal), worst_slice,
-        int((~live).sum()), note=note,
+        int((~live).sum()), note=note, tail_sqnr_db=float(min(tail, whole)),
     )
 
 

@@ -16,6 +16,7 @@ class OutputFigure:
     sqnr_db: float
     worst_slice: str  # e.g. "axis 2 index 17", or "" for an output scored whole
     worst_sqnr_db: float
+    tail_sqnr_db: float | None = None  # the 5 % quantile of its slices (analysis.heldout.OutputScore.tail_db)
 
 
 @dataclass(frozen=True)

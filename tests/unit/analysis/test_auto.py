@@ -7,7 +7,8 @@ import pytest
 from helpers import residual_net
 
 import onnxq
-from onnxq.analysis.auto import poor_outputs
+from onnxq.analysis.auto import poor_margin, poor_outputs
+from onnxq.analysis.heldout import OutputScore
 from onnxq.config import ActivationSpec, QuantConfig
 from onnxq.records import MethodChoice, OutputFigure
 
@@ -68,12 +69,17 @@ def test_explicit_method_has_no_choice():
     assert result.report.choice is None and result.report.method == "minmax"
 
 
-@pytest.mark.parametrize("sqnr,worst,poor", [(30.0, 12.0, False), (9.0, 5.0, True), (25.0, -1.0, True),
-                                             (10.0, 0.0, False)])
-def test_poor_held_out_figures(sqnr, worst, poor):
+@pytest.mark.parametrize("sqnr,worst,tail,poor", [(30.0, 12.0, None, False), (9.0, 5.0, None, True),
+                                                  (25.0, -1.0, None, True), (10.0, 0.0, None, False),
+                                                  (26.0, 5.8, 7.0, True), (15.8, 2.9, 12.2, False),
+                                                  (15.0, 10.0, 10.0, False)])
+def test_poor_held_out_figures(sqnr, worst, tail, poor):
     choice = MethodChoice("mse", (("mse", worst),), "8 of 40 calibration feeds held out", True,
-                          (OutputFigure("y", sqnr, "axis 1 index 3", worst),))
+                          (OutputFigure("y", sqnr, "axis 1 index 3", worst, tail),))
     assert bool(poor_outputs(choice)) is poor
+    if tail is not None:  # poor_margin is negative exactly when poor_outputs names the output
+        score = OutputScore("y", "float", sqnr, worst, worst, 1, 22, 3, tail_sqnr_db=tail)
+        assert (poor_margin([score]) < 0) is poor
 
 
 def test_poor_result_warns_with_the_outputs_to_blame(monkeypatch, caplog):

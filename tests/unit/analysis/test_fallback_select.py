@@ -127,3 +127,23 @@ def test_select_sqnr_retries_a_layer_masked_by_a_dominant_error():
     result = choose_float_layers(_Table(units, table, start), report,
                                  FallbackRule(max_float_layers=2, min_sqnr_db=20.0), start=start)
     assert result.float_nodes == ("a",)
+
+
+def test_min_step_gain_stops_when_the_best_next_layer_buys_too_little():
+    """Hand-written scores: a buys 3 dB, then b (the best of the rest) 0.4: with min_step_gain 1 only a goes
+    float; a step that reaches the target is taken even when it buys less."""
+    units = ["a", "b", "c"]
+    start = Score(8.0, 0.9)
+    table = {frozenset("a"): Score(11.0, 0.95), frozenset("b"): Score(8.2, 0.9), frozenset("c"): Score(8.1, 0.9),
+             frozenset("ab"): Score(11.4, 0.95), frozenset("ac"): Score(11.1, 0.95)}
+    layers = tuple(LayerSensitivity(u, "Conv", k, None, None, None, None, float(-k)) for k, u in enumerate(units))
+    report = SensitivityReport("sqnr_db", 4, None, start, layers, 1, 0.0)
+    rule = FallbackRule(max_float_layers=3, min_sqnr_db=20.0, min_step_gain=1.0)
+    result = choose_float_layers(_Table(units, table, start), report, rule, start=start)
+    assert result.float_nodes == ("a",) and not result.met
+    without = choose_float_layers(_Table(units, table, start), report,
+                                  FallbackRule(max_float_layers=3, min_sqnr_db=20.0), start=start)
+    assert without.float_nodes[:2] == ("a", "b")
+    reached = choose_float_layers(_Table(units, table, start), report,
+                                  FallbackRule(max_float_layers=3, min_sqnr_db=11.3, min_step_gain=1.0), start=start)
+    assert reached.float_nodes == ("a", "b") and reached.met

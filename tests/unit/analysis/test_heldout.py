@@ -272,3 +272,22 @@ def test_model_score_is_the_worst_output_and_the_mean_breaks_ties():
 def test_feed_count_mismatch_raises():
     with pytest.raises(ValueError, match="feeds"):
         output_scores([[np.ones(2)]], [], ["y"])
+
+
+@pytest.mark.parametrize("bad,slices,tail_low", [(1, 100, False), (4, 100, False), (5, 100, True), (1, 20, True),
+                                                 (2, 22, True)])
+def test_tail_is_the_twentieth_worst_slice(bad, slices, tail_low):
+    """Slices at 30 dB but ``bad`` of them at 6 dB (noise power a quarter of the signal): the tail figure is
+    the ceil(5 %)-th worst live slice, so four outlier slices of 100 leave it high, five bring it low."""
+    rng = np.random.default_rng(7)
+    ref = rng.standard_normal((40, slices))
+    noise = rng.standard_normal((40, slices))
+    noise /= np.sqrt((noise**2).mean(axis=0))
+    gain = np.where(np.arange(slices) < bad, 10 ** (-6 / 20), 10 ** (-30 / 20))
+    cand = ref + noise * np.sqrt((ref**2).mean(axis=0)) * gain
+    score = _one([ref], [cand])
+    k = math.ceil(0.05 * slices)
+    per = np.sort(10 * np.log10((ref**2).sum(axis=0) / ((ref - cand) ** 2).sum(axis=0)))
+    assert score.tail_db == pytest.approx(min(per[k - 1], score.sqnr_db), abs=1e-6)  # the hand-sorted reference
+    assert score.worst_sqnr_db == pytest.approx(per[0], abs=1e-6)
+    assert (score.tail_db < 10.0) is tail_low
