@@ -90,8 +90,8 @@ def fallback_skips(skips: Sequence[Skip], result: FallbackResult) -> tuple[Skip,
     The final plan excludes them by anchored ``--exclude-node`` patterns (so the recorded config
     reproduces the model), which placement reports as a user exclusion; the report says why instead."""
     measure = "output SQNR" if result.measure == "sqnr_db" else "the metric"
-    reason = (f"kept in float by --auto-fallback: among the layers whose float form gained the most {measure} "
-              "(the fallback steps list each gain)")
+    reason = (f"kept in float by the fallback (--auto-fallback, or auto's own when its held-out result was poor): "
+              f"among the layers whose float form gained the most {measure} (the fallback steps list each gain)")
     chosen = set(result.float_nodes)
     return tuple(dataclasses.replace(s, rule=FALLBACK_RULE, reason=reason)
                  if s.node in chosen and s.rule == "user-exclude" else s for s in skips)

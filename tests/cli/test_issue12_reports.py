@@ -126,10 +126,10 @@ def test_fallback_layers_have_their_own_rule_and_the_json_holds_the_steps(root, 
                "--report", page) == 0
     out = json.loads(capsys.readouterr().out)
     html = page.read_text()
-    assert "kept in float by --auto-fallback" in html and "user-exclude" not in html
+    assert "kept in float by the fallback" in html and "user-exclude" not in html
     assert out == json.loads(report.read_text())
     fallback = [s for s in out["skipped"] if s["rule"] == "fallback"]
-    assert len(fallback) == 1 and fallback[0]["reason"].startswith("kept in float by --auto-fallback")
+    assert len(fallback) == 1 and fallback[0]["reason"].startswith("kept in float by the fallback")
     assert not [s for s in out["skipped"] if s["rule"] == "user-exclude"]  # no --exclude-node was given
     assert [s["node"] for s in out["fallback"]["steps"]] == [fallback[0]["node"]]
     assert out["fallback"]["float_nodes"] == [fallback[0]["node"]]
