@@ -107,8 +107,10 @@ def _choice(choice: MethodChoice) -> str:
     html.append(f", scored on {_e(choice.scoring)} by the worst output slice SQNR against float</p>")
     rows = [(name + (" (kept)" if name == choice.chosen else ""), _num(score, 4)) for name, score in choice.scores]
     html.append(_table(["candidate", "worst slice SQNR dB"], rows, numeric=(1,)))
-    rows = [(o.output, _num(o.sqnr_db, 4), o.worst_slice or "whole", _num(o.worst_sqnr_db, 4)) for o in choice.outputs]
-    html.append(_table(["output", "SQNR dB", "worst slice", "its SQNR dB"], rows, numeric=(1, 3)))
+    rows = [(o.output, _num(o.sqnr_db, 4), o.worst_slice or "whole", _num(o.worst_sqnr_db, 4),
+             _num(o.tail_sqnr_db, 4)) for o in choice.outputs]
+    html.append(_table(["output", "SQNR dB", "worst slice", "its SQNR dB", "twentieth-worst slice SQNR dB"], rows,
+                       numeric=(1, 3, 4)))
     return "".join(html)
 
 

@@ -104,6 +104,7 @@ def test_html_report_shows_the_choice():
     page = render_html(result.report, result.plan)
     choice = result.report.choice
     assert "Method: auto" in page and f"{choice.chosen} (kept)" in page
+    assert "twentieth-worst slice SQNR dB" in page and choice.outputs[0].tail_sqnr_db is not None
     assert all(name in page for name, _ in choice.scores) and choice.scoring in page
 
 
