@@ -70,3 +70,35 @@ def test_too_few_held_out_feeds_only_warn(caplog) -> None:
         result = api.quantize(_model(), FEEDS[:16])  # 3 held out: a slice SQNR on them says little
     assert poor_outputs(result.report.choice) and result.report.fallback is None
     assert any("too few held-out feeds" in r.getMessage() for r in caplog.records)
+
+
+def _tail_model() -> onnx.ModelProto:
+    """Y = X @ W, 22 output columns: 18 read X's 4 big features (~100), 4 read its 4 small ones (~1): one
+    per-tensor int8 scale on X leaves those 4 columns at a few dB, none under 0 dB, the whole output at ~40."""
+    w = np.zeros((8, 22), np.float32)
+    rng = np.random.default_rng(2)
+    w[:4, :18] = rng.standard_normal((4, 18))
+    w[4:, 18:] = rng.standard_normal((4, 4))
+    node = helper.make_node("MatMul", ["X", "W"], ["Y"], name="mm")
+    graph = helper.make_graph([node], "g", [helper.make_tensor_value_info("X", TensorProto.FLOAT, ["n", 8])],
+                              [helper.make_tensor_value_info("Y", TensorProto.FLOAT, ["n", 22])],
+                              [numpy_helper.from_array(w, "W")])
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
+
+
+TAIL_FEEDS = [{"X": (RNG.uniform(-1, 1, (4, 8)) * np.array([100] * 4 + [1] * 4)).astype(np.float32)}
+              for _ in range(48)]
+
+
+def test_a_twentieth_of_the_slices_under_10_db_is_poor_and_falls_back(caplog) -> None:
+    """The tail rule alone flags it (worst slice above 0 dB, whole output above 10 dB): the MatMul goes float."""
+    with caplog.at_level(logging.WARNING, logger="onnxq.api"):
+        kept = api.quantize(_tail_model(), TAIL_FEEDS, max_float_layers=0)
+    (figure,) = kept.report.choice.outputs
+    assert figure.sqnr_db > 10.0 and figure.worst_sqnr_db > 0.0 and figure.tail_sqnr_db < 10.0
+    assert "a twentieth of its slices under 10 dB" in " ".join(poor_outputs(kept.report.choice))
+    result = api.quantize(_tail_model(), TAIL_FEEDS)
+    assert result.report.fallback is not None and result.report.fallback.float_nodes == ("mm",)
+    ref = np.concatenate([runtime.run(runtime.make_session(_tail_model()), f)[0] for f in TAIL_FEEDS])
+    out = np.concatenate([runtime.run(runtime.make_session(result.model), f)[0] for f in TAIL_FEEDS])
+    np.testing.assert_allclose(out, ref, rtol=1e-5, atol=1e-4)  # nothing quantized is left on Y's path
