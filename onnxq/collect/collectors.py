@@ -150,7 +150,7 @@ def collect_all(
             outputs = [o.name for o in model.graph.output] if k == 0 else []
             state, seen, limit, first_run = run_pass(model, group, work, sizes, data, state, optimize, bar, limit,
                                                      outputs)
-        reference = reference or first_run
+        reference = first_run if k == 0 else reference
         most = max(most, limit)
         if k and seen != samples:
             raise CalibrationDataError(

@@ -161,6 +161,12 @@ class Reference:
     feed: Feed
     outputs: list[np.ndarray]
 
+    def ran(self, feed: Feed) -> bool:
+        """Whether ``feed`` is the feed these outputs are of (same names, dtypes, shapes and values)."""
+        return self.feed.keys() == feed.keys() and all(
+            np.asarray(self.feed[k]).dtype == np.asarray(v).dtype and np.shape(self.feed[k]) == np.shape(v)
+            and np.array_equal(self.feed[k], v) for k, v in feed.items())
+
 
 _Item = tuple[Feed, int, "list[np.ndarray] | None"]  # feed, source feeds in it, outputs if already run
 

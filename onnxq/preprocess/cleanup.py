@@ -85,7 +85,7 @@ def _already_clean(graph: onnx.GraphProto) -> bool:
     0.2 s on MiniLM, most often to change nothing. Conservative: anything graphsurgeon might act on (a
     Constant or Identity node, a node with only constant inputs, a Shape whose value is partly static where
     it is read, a Cast it could elide, a dead node or output, an unused initializer, a subgraph) answers
-    False, and the round trip runs. ``tests/unit/preprocess/test_cleanup.py`` holds both ways to each other.
+    False, and the round trip runs. ``tests/unit/preprocess/test_cleanup_shortcut.py`` holds both ways to each other.
     """
     if any(a.type in (onnx.AttributeProto.GRAPH, onnx.AttributeProto.GRAPHS) for n in graph.node for a in n.attribute):
         return False

@@ -49,12 +49,6 @@ def infer_shapes(model: onnx.ModelProto) -> onnx.ModelProto:
     return with_inferred(model, inferred_light(model))
 
 
-def inferred_light(model: onnx.ModelProto) -> onnx.ModelProto | None:
-    """The light copy of ``model`` (big weights as stubs: names, dtypes and dims kept) with inferred
-    ``value_info``; None when inference fails. Cheap: for a caller that only reads the structure."""
-    return _inferred(model)
-
-
 def with_inferred(model: onnx.ModelProto, inferred: onnx.ModelProto | None) -> onnx.ModelProto:
     """A copy of ``model`` with the value infos of ``inferred`` (:func:`inferred_light` of it);
     ``model`` itself when ``inferred`` is None."""
@@ -68,12 +62,14 @@ def with_inferred(model: onnx.ModelProto, inferred: onnx.ModelProto | None) -> o
 
 def annotate_shapes(model: onnx.ModelProto) -> None:
     """:func:`infer_shapes` in place, for a caller that owns ``model`` (no copy of its weights)."""
-    inferred = _inferred(model)
+    inferred = inferred_light(model)
     if inferred is not None:
         _put(inferred, model)
 
 
-def _inferred(model: onnx.ModelProto) -> onnx.ModelProto | None:
+def inferred_light(model: onnx.ModelProto) -> onnx.ModelProto | None:
+    """The light copy of ``model`` (big weights as stubs: names, dtypes and dims kept) with inferred
+    ``value_info``; None when inference fails. Cheap: for a caller that only reads the structure."""
     try:
         return onnx.shape_inference.infer_shapes(
             _light_copy(model), check_type=False, strict_mode=False, data_prop=True
