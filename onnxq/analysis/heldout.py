@@ -174,21 +174,28 @@ def sqnr_from_powers(signal: float, noise: float) -> float:
 
 
 def output_scores(
-    reference: Sequence[Sequence[np.ndarray]], candidate: Sequence[Sequence[np.ndarray]], names: Sequence[str]
+    reference: Sequence[Sequence[np.ndarray]], candidate: Sequence[Sequence[np.ndarray]], names: Sequence[str],
+    *, log_probabilities: bool = False,
 ) -> list[OutputScore]:
     """Score every output of ``candidate`` against ``reference`` (both ``[feed][output]``, outputs in the
-    order of ``names``) over all feeds: whole-output and per-slice SQNR (the rules: module docstring)."""
+    order of ``names``) over all feeds: whole-output and per-slice SQNR (the rules: module docstring).
+
+    ``log_probabilities``: an output whose float values are probability distributions
+    (:func:`distribution_axis`) is scored as centred log-probabilities (:func:`centred_log`), the view
+    ``auto`` ranks candidates by; the poor line is judged on the values as they are (what the task reads).
+    """
     if len(reference) != len(candidate):
         raise ValueError(f"{len(reference)} reference feeds but {len(candidate)} candidate feeds")
     out = []
     for k, name in enumerate(names):
         refs = [np.asarray(feed[k]) for feed in reference]
         cands = [np.asarray(feed[k]) for feed in candidate]
-        out.append(_score_output(name, refs, cands))
+        out.append(_score_output(name, refs, cands, log_probabilities))
     return out
 
 
-def _score_output(name: str, refs: list[np.ndarray], cands: list[np.ndarray]) -> OutputScore:
+def _score_output(name: str, refs: list[np.ndarray], cands: list[np.ndarray], log_probabilities: bool = False
+                  ) -> OutputScore:
     if not refs:
         return _skipped(name, "no scoring feeds")
     bad = next((i for i, (r, c) in enumerate(zip(refs, cands)) if r.shape != c.shape), None)
@@ -201,12 +208,59 @@ def _score_output(name: str, refs: list[np.ndarray], cands: list[np.ndarray]) ->
         axis, note = None, "rank varies between feeds: scored whole"
     else:
         axis = slice_axis([r.shape for r in refs])
+        classes = distribution_axis(refs) if log_probabilities else None
+        if classes is not None:
+            refs = [centred_log(r, classes) for r in refs]
+            cands = [centred_log(c, classes) for c in cands]
+            note = f"probabilities over axis {classes}: scored as centred log-probabilities"
     signal, noise, count, dropped = _slice_sums(refs, cands, axis)
     if not count.sum():
         return _skipped(name, "no finite float values")
     if dropped:
         note = "; ".join(filter(None, [note, f"{dropped} non-finite float values left out"]))
     return _float_score(name, signal, noise, count, axis, note)
+
+
+PROBABILITY_SUM_TOLERANCE = 1e-3
+_LOG_FLOOR = float(np.finfo(np.float32).tiny)  # float32 softmax underflows to 0 below it
+
+
+def distribution_axis(refs: Sequence[np.ndarray]) -> int | None:
+    """The axis along which every float output is a probability distribution (values in [0, 1], each row
+    summing to 1 within ``PROBABILITY_SUM_TOLERANCE``, at least 2 classes), the last axis tried first,
+    then axis 1; None when neither is.
+
+    Decided from the values, not the graph: a softmax behind reshapes, a Paddle ``[N, T, C]`` or a
+    ``[N, C, H, W]`` segmentation map are all found, and an output that merely lies in [0, 1] (sigmoid
+    scores) is not one.
+    """
+    rank = refs[0].ndim
+    for axis in dict.fromkeys(a for a in (rank - 1, 1) if 0 <= a < rank):
+        if all(r.shape[axis] >= 2 and r.size and _is_distribution(r, axis) for r in refs):
+            return axis
+    return None
+
+
+def _is_distribution(x: np.ndarray, axis: int) -> bool:
+    x = np.asarray(x, dtype=np.float64)
+    if not np.isfinite(x).all() or x.min() < 0.0 or x.max() > 1.0 + PROBABILITY_SUM_TOLERANCE:
+        return False
+    return bool(np.all(np.abs(x.sum(axis=axis) - 1.0) <= PROBABILITY_SUM_TOLERANCE))
+
+
+def centred_log(x: np.ndarray, axis: int) -> np.ndarray:
+    """``log p`` minus its mean along ``axis``: a softmax output back on the scale of its logits (exactly
+    the logits less their mean, up to float32 underflow, floored at the smallest normal float32).
+
+    Why: a probability's error is squeezed to nothing where the model is sure and blown up where two
+    classes are close, so its SQNR over a few dozen held-out feeds is decided by one or two borderline
+    samples. On PP-OCR cls (2 classes) the probability score over 32 held-out crops swung 10-20 dB with
+    8 more feeds and picked a different method each time (97.0 to 98.0 % agreement on 500 crops); on
+    centred logits, 200 random draws of 32 crops picked an equalized variant 197 times, as the full set
+    does. Softmax ignores a shift common to all classes, and so does the centring.
+    """
+    logs = np.log(np.maximum(np.asarray(x, dtype=np.float64), _LOG_FLOOR))
+    return logs - logs.mean(axis=axis, keepdims=True)
 
 
 def _slice_sums(refs: list[np.ndarray], cands: list[np.ndarray], axis: int | None

@@ -147,3 +147,41 @@ def test_a_metric_replaces_the_slice_score() -> None:
 
 def _metric_case():
     return residual_net(1), _feeds(40)
+
+
+def test_a_softmax_output_is_ranked_on_its_logits_and_judged_on_its_probabilities() -> None:
+    """Candidate A scales the logits by 1.1 (a 20 dB error on every logit, invisible in the sure samples'
+    probabilities); candidate B shifts one logit by 0.3 (34 dB on logits, but it moves the two borderline
+    samples' probabilities most). Probabilities would keep A; the logits, what the model computes, keep B.
+    The held-out figures are B's probabilities, as the poor line reads them."""
+    from onnx import TensorProto, helper
+
+    from onnxq.analysis.auto import choose
+    from onnxq.analysis.heldout import output_scores
+
+    def softmax_of(op: str, value: list[float]):
+        nodes = [helper.make_node(op, ["x", "c"], ["l"]), helper.make_node("Softmax", ["l"], ["y"], axis=1)]
+        graph = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 2])],
+                                  [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 2])],
+                                  [helper.make_tensor("c", TensorProto.FLOAT, [2], value)])
+        return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+
+    rng = np.random.default_rng(0)
+    sure = [np.array([[8.0, -8.0]]) * rng.choice([-1, 1]) + rng.normal(scale=0.5, size=(1, 2)) for _ in range(30)]
+    feeds = [{"x": x.astype(np.float32)} for x in sure + [np.array([[0.1, -0.1]]), np.array([[-0.1, 0.1]])]]
+    float_model = softmax_of("Mul", [1.0, 1.0])
+    a, b = softmax_of("Mul", [1.1, 1.1]), softmax_of("Add", [0.3, 0.0])
+    k, choice = choose([("a", lambda: a), ("b", lambda: b)], float_model, feeds, "32 feeds", True)
+    assert k == 1 and choice.chosen == "b"
+
+    def probs(model):
+        import onnxruntime as ort
+        s = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
+        return [s.run(None, f) for f in feeds]
+
+    plain_a = output_scores(probs(float_model), probs(a), ["y"])[0]
+    plain_b = output_scores(probs(float_model), probs(b), ["y"])[0]
+    assert plain_a.sqnr_db > plain_b.sqnr_db + 10  # on probabilities A looks far better
+    assert choice.outputs[0].sqnr_db == pytest.approx(plain_b.sqnr_db, abs=0.01)  # figures: B's probabilities
+    assert dict(choice.scores)["b"] == pytest.approx(34.0, abs=1.5)  # the ranking figures: logits
+    assert dict(choice.scores)["a"] == pytest.approx(20.0, abs=0.1)

@@ -17,9 +17,9 @@ from onnxq.analysis.heldout import (
 )
 
 
-def _one(ref, cand, name="y"):
+def _one(ref, cand, name="y", **kw):
     """Score one output given as a list of feeds."""
-    return output_scores([[r] for r in ref], [[c] for c in cand], [name])[0]
+    return output_scores([[r] for r in ref], [[c] for c in cand], [name], **kw)[0]
 
 
 # ------------------------------------------------------------------------------------------ split
@@ -291,3 +291,80 @@ def test_tail_is_the_twentieth_worst_slice(bad, slices, tail_low):
     assert score.tail_db == pytest.approx(min(per[k - 1], score.sqnr_db), abs=1e-6)  # the hand-sorted reference
     assert score.worst_sqnr_db == pytest.approx(per[0], abs=1e-6)
     assert (score.tail_db < 10.0) is tail_low
+
+
+# ------------------------------------------------------------------------------------------ probabilities
+
+def _softmax(x, axis):
+    e = np.exp(x - x.max(axis=axis, keepdims=True))
+    return e / e.sum(axis=axis, keepdims=True)
+
+
+def test_distribution_axis_is_found_from_the_values():
+    from onnxq.analysis.heldout import distribution_axis
+    rng = np.random.default_rng(0)
+    assert distribution_axis([_softmax(rng.normal(size=(4, 7)), 1) for _ in range(3)]) == 1
+    assert distribution_axis([_softmax(rng.normal(size=(1, 5, 9)), 2)]) == 2  # [N, T, C] recogniser
+    assert distribution_axis([_softmax(rng.normal(size=(1, 3, 4, 4)), 1)]) == 1  # segmentation map
+    sigmoid = 1 / (1 + np.exp(-rng.normal(size=(4, 7))))
+    assert distribution_axis([sigmoid]) is None  # in [0, 1] but rows do not sum to 1
+    assert distribution_axis([np.ones((4, 1))]) is None  # one class: nothing to compare
+    one_off = [_softmax(rng.normal(size=(4, 7)), 1), sigmoid]
+    assert distribution_axis(one_off) is None  # every feed must be a distribution
+    bad = _softmax(rng.normal(size=(4, 7)), 1)
+    bad[0, 0] = np.nan
+    assert distribution_axis([bad]) is None
+
+
+def test_centred_log_gives_back_the_logits_less_their_mean():
+    from onnxq.analysis.heldout import centred_log
+    logits = np.array([[2.0, -1.0, 0.5], [10.0, 9.5, -30.0]])
+    got = centred_log(_softmax(logits, 1), 1)
+    np.testing.assert_allclose(got, logits - logits.mean(axis=1, keepdims=True), atol=1e-9)
+    # a probability float32 rounds to 0 is floored, not -inf
+    assert np.isfinite(centred_log(np.array([[1.0, 0.0]], np.float32), 1)).all()
+
+
+def test_a_probability_output_is_scored_on_its_centred_logits():
+    rng = np.random.default_rng(1)
+    logits = [rng.normal(scale=3.0, size=(2, 5)) for _ in range(6)]
+    noisy = [x + rng.normal(scale=0.2, size=x.shape) for x in logits]
+    probs = [_softmax(x, 1).astype(np.float32) for x in logits]
+    noisy_probs = [_softmax(x, 1).astype(np.float32) for x in noisy]
+    score = _one(probs, noisy_probs, log_probabilities=True)
+    # the reference by hand: per class column over all feeds, logits centred per row
+    f = np.concatenate([x - x.mean(1, keepdims=True) for x in logits])
+    q = np.concatenate([x - x.mean(1, keepdims=True) for x in noisy])
+    whole = 10 * np.log10((f ** 2).sum() / ((f - q) ** 2).sum())
+    cols = 10 * np.log10((f ** 2).sum(0) / ((f - q) ** 2).sum(0))
+    assert score.sqnr_db == pytest.approx(whole, abs=1e-3)
+    assert score.worst_sqnr_db == pytest.approx(min(cols.min(), whole), abs=1e-3)
+    assert score.mean_slice_sqnr_db == pytest.approx(cols.mean(), abs=1e-3)
+    assert "log-probabilities" in score.note
+    plain = _one(probs, noisy_probs)  # the figures poor is judged on: the probabilities as they are
+    p_f, p_q = np.concatenate(probs).astype(np.float64), np.concatenate(noisy_probs).astype(np.float64)
+    assert plain.sqnr_db == pytest.approx(10 * np.log10((p_f ** 2).sum() / ((p_f - p_q) ** 2).sum()), abs=1e-3)
+    assert plain.note == ""
+
+
+def test_a_borderline_sample_does_not_decide_a_probability_score():
+    """Two samples near 50/50 and many sure ones: the same small logit noise everywhere. On probabilities
+    the borderline samples carry nearly all the error power (softmax squeezes it out of the sure ones), so
+    moving the noise onto them alone would barely change a probability score; on logits it counts as
+    what it is, a small part of the noise."""
+    rng = np.random.default_rng(2)
+    sure = [np.array([[8.0, -8.0]]) + rng.normal(scale=0.5, size=(1, 2)) for _ in range(30)]
+    border = [np.array([[0.1, -0.1]]), np.array([[-0.1, 0.1]])]
+    logits = sure + border
+    noise = [rng.normal(scale=0.3, size=(1, 2)) for _ in logits]
+    everywhere = [x + n for x, n in zip(logits, noise)]
+    border_only = [x + (n if k >= 30 else 0.0) for k, (x, n) in enumerate(zip(logits, noise))]
+    probs = lambda xs: [_softmax(x, 1) for x in xs]
+    s_all = _one(probs(logits), probs(everywhere), log_probabilities=True)
+    s_border = _one(probs(logits), probs(border_only), log_probabilities=True)
+    # on logits: 30 of 32 samples' noise removed is ~12 dB better; probabilities would show ~0 dB
+    assert s_border.sqnr_db - s_all.sqnr_db > 8.0
+    p_f = np.concatenate(probs(logits))
+    p_all, p_border = np.concatenate(probs(everywhere)), np.concatenate(probs(border_only))
+    prob_gap = 10 * np.log10(((p_f - p_all) ** 2).sum() / ((p_f - p_border) ** 2).sum())
+    assert prob_gap < 1.0  # what the probability score would have said
