@@ -46,6 +46,7 @@ from onnxq.graph.existing import existing_quantization
 from onnxq.graph.query import GraphIndex, import_graph
 from onnxq.graph.scopes import all_nodes
 from onnxq.graph.size import fits_protobuf
+from onnxq.graph.usage import all_nodes as all_proto_nodes
 from onnxq.placement import plan
 from onnxq.placement.unrun import drop_unrun
 from onnxq.preprocess import preprocess
@@ -574,7 +575,7 @@ def _data_description(source: data_mod.DataSource | None, data_used: bool) -> st
 def check_exclusions(model: onnx.ModelProto, config: QuantConfig, *, warn: bool = True) -> None:
     """ConfigError for an excluded op type mistyped in case (``conv``); with ``warn``, a logged warning per
     exclusion that matches nothing in the preprocessed ``model`` (see config.exclusion_problems)."""
-    nodes = model.graph.node
+    nodes = all_proto_nodes(model.graph)  # placement applies the exclusions in subgraph bodies too
     ops = {n.op_type for n in nodes}
     known = ops | {schema.name for schema in onnx.defs.get_all_schemas()}
     errors, warnings = exclusion_problems(config, [n.name for n in nodes], ops, known)

@@ -270,3 +270,18 @@ def test_a_branch_the_data_never_takes_stays_float(method):
     a, b = f.run(None, taken_else)[0], q.run(None, taken_else)[0]
     sqnr = 10 * np.log10(np.sum(a ** 2) / max(np.sum((a - b) ** 2), 1e-20))
     assert sqnr > 25  # else_conv (x and W1 quantized) is close; else_conv2 computes in float
+
+
+def test_exclusions_naming_body_nodes_act_without_a_false_warning(caplog):
+    """--exclude-node / --exclude-op act in bodies (placement applies them per scope), so the check for
+    exclusions that match nothing must look there too: a body node's name is not 'nothing'."""
+    model, feeds = if_model(), [{"x": RNG.standard_normal((1, 3, 8, 8)).astype(np.float32) + 0.5} for _ in range(4)]
+    with caplog.at_level("WARNING", logger="onnxq"):
+        result = onnxq.quantize(model, feeds, QuantConfig(activations=MINMAX, exclude_nodes=("then_conv2",),
+                                                          exclude_ops=("Relu",)))
+    assert not [r for r in caplog.records if "excludes nothing" in r.getMessage()]
+    assert "then_conv2" not in result.plan.quantized_nodes and "then_conv1" in result.plan.quantized_nodes
+    caplog.clear()
+    with caplog.at_level("WARNING", logger="onnxq"):
+        onnxq.quantize(model, feeds, QuantConfig(activations=MINMAX, exclude_nodes=("no_such_node",)))
+    assert [r for r in caplog.records if "'no_such_node' excludes nothing" in r.getMessage()]
