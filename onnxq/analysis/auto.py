@@ -74,12 +74,13 @@ def choose(
             scores.append((name, round(float(score), 2)))
             log.info("auto: %s scores %.2f dB (worst slice over all outputs)", name, score)
         if best is None or key > best[1]:
-            best = (k, key, per_output)
+            best = (k, key, per_output, ranked)
     assert best is not None, "no candidates"
-    k, _, per_output = best
+    k, _, per_output, ranked = best
     figures = tuple(_figure(s) for s in per_output if s.scored)
+    logs = tuple(s.output for s in ranked if s.log_probabilities)
     return k, MethodChoice(candidates[k][0], tuple(scores), scoring, held_out, figures, by_metric=metric is not None,
-                           feeds=len(feeds))
+                           feeds=len(feeds), log_probability_outputs=logs)
 
 
 # A held-out result is poor when an output's error power reaches a tenth of its signal, when one slice of

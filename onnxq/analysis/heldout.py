@@ -62,6 +62,7 @@ some feed (data-dependent shapes, e.g. after NMS) is not scored (note).
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -133,6 +134,7 @@ class OutputScore:
     match_rate: float | None = None  # kind "exact"
     note: str = ""
     tail_sqnr_db: float | None = None  # the TAIL_FRACTION quantile of the live slices (None: == worst_sqnr_db)
+    log_probabilities: bool = False  # scored as centred log-probabilities (output_scores' log_probabilities)
 
     @property
     def tail_db(self) -> float:
@@ -203,7 +205,7 @@ def _score_output(name: str, refs: list[np.ndarray], cands: list[np.ndarray], lo
         return _skipped(name, f"feed {bad}: shape {refs[bad].shape} in float, {cands[bad].shape} quantized")
     if refs[0].dtype.kind not in "fc":
         return _exact(name, refs, cands)
-    note = ""
+    note, classes = "", None
     if any(r.ndim != refs[0].ndim for r in refs):
         axis, note = None, "rank varies between feeds: scored whole"
     else:
@@ -218,7 +220,8 @@ def _score_output(name: str, refs: list[np.ndarray], cands: list[np.ndarray], lo
         return _skipped(name, "no finite float values")
     if dropped:
         note = "; ".join(filter(None, [note, f"{dropped} non-finite float values left out"]))
-    return _float_score(name, signal, noise, count, axis, note)
+    score = _float_score(name, signal, noise, count, axis, note)
+    return dataclasses.replace(score, log_probabilities=True) if log_probabilities and classes is not None else score
 
 
 PROBABILITY_SUM_TOLERANCE = 1e-3

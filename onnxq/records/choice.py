@@ -38,6 +38,7 @@ class MethodChoice:
     equalized: bool = False  # whether the kept candidate has equalized depthwise inputs
     by_metric: bool = False  # ``scores`` are the user's --metric-script values (higher is better), not dB
     feeds: int = 0  # how many feeds scored the candidates
+    log_probability_outputs: tuple[str, ...] = ()  # outputs of probabilities, ranked on centred log-probabilities
 
     @property
     def score_db(self) -> float | None:

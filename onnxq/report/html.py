@@ -104,7 +104,9 @@ def _choice(choice: MethodChoice) -> str:
     html = ["<h2>Method: auto</h2>", f"<p>kept <b>{_e(choice.chosen)}</b>"]
     if not choice.scores:
         return "".join(html) + f" without scoring: {_e(choice.reason)}</p>"
-    html.append(f", scored on {_e(choice.scoring)} by the worst output slice SQNR against float</p>")
+    logs = (f" (probability outputs {_e(', '.join(choice.log_probability_outputs))} as centred log-probabilities, "
+            "their figures below as probabilities)" if choice.log_probability_outputs else "")
+    html.append(f", scored on {_e(choice.scoring)} by the worst output slice SQNR against float{logs}</p>")
     rows = [(name + (" (kept)" if name == choice.chosen else ""), _num(score, 4)) for name, score in choice.scores]
     html.append(_table(["candidate", "worst slice SQNR dB"], rows, numeric=(1,)))
     rows = [(o.output, _num(o.sqnr_db, 4), o.worst_slice or "whole", _num(o.worst_sqnr_db, 4),

@@ -59,8 +59,15 @@ def choice_line(choice: MethodChoice) -> str:
         return (f"method     auto kept {choice.chosen}: your metric {choice.score_db:.6g} on {choice.scoring} "
                 f"({others}; ties go to the worst output slice SQNR)")
     others = ", ".join(f"{name} {score:.2f}" for name, score in choice.scores)
+    logs = (f"; {_names(choice.log_probability_outputs)} ranked as centred log-probabilities"
+            if choice.log_probability_outputs else "")
     return (f"method     auto kept {choice.chosen}: worst output slice {choice.score_db:.2f} dB SQNR on "
-            f"{choice.scoring} ({others}; within 0.05 dB the mean slice SQNR decides)")
+            f"{choice.scoring} ({others}; within 0.05 dB the mean slice SQNR decides{logs})")
+
+
+def _names(outputs: tuple[str, ...]) -> str:
+    """``output 'prob'`` / ``outputs 'a', 'b'``."""
+    return ("output " if len(outputs) == 1 else "outputs ") + ", ".join(repr(o) for o in outputs)
 
 
 def sample_count(report: QuantReport) -> str:

@@ -185,3 +185,6 @@ def test_a_softmax_output_is_ranked_on_its_logits_and_judged_on_its_probabilitie
     assert choice.outputs[0].sqnr_db == pytest.approx(plain_b.sqnr_db, abs=0.01)  # figures: B's probabilities
     assert dict(choice.scores)["b"] == pytest.approx(34.0, abs=1.5)  # the ranking figures: logits
     assert dict(choice.scores)["a"] == pytest.approx(20.0, abs=0.1)
+    assert choice.log_probability_outputs == ("y",)  # the report says which outputs were ranked so
+    from onnxq.report.render import choice_line
+    assert "output 'y' ranked as centred log-probabilities" in choice_line(choice)
