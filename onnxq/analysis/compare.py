@@ -33,10 +33,11 @@ from tqdm import tqdm
 
 from onnxq import runtime
 from onnxq.analysis.metrics import ErrorSums, accumulate, loss_pct, plausibly_class_scores
-from onnxq.analysis.pairing import FetchPlan, check_inputs, node_outputs, sessions
+from onnxq.analysis.pairing import FetchPlan, check_inputs, every_node_output, initializers, sessions
 from onnxq.collect.feeds import DataSource, batch_size, input_specs_from_model
 from onnxq.collect.validate import validated
 from onnxq.errors import UnsupportedModelError
+from onnxq.graph.usage import all_nodes
 from onnxq.records.compare import CompareReport, LayerComparison, MetricLoss, OutputComparison
 
 # metric(outputs_float, outputs_quant) -> (float_score, quant_score); each argument holds, per sample,
@@ -122,8 +123,8 @@ def compare(
     acc = _Running(plan, keep=metric is not None)
     with tqdm(total=source.count, disable=not progress, unit="sample", desc="comparing", leave=False) as bar:
         for feed in source:
-            fv = {**feed, **dict(zip(f_fetch, runtime.run(fs, feed, f_fetch)))}
-            qv = {**feed, **dict(zip(q_fetch, runtime.run(qs, feed, q_fetch)))}
+            fv = {**feed, **fs(feed, f_fetch)}
+            qv = {**feed, **qs(feed, q_fetch)}
             if opt is not None:
                 qv.update(zip(plan.outputs, runtime.run(opt, feed, plan.outputs)))
             if acc.samples == 0:
@@ -141,7 +142,7 @@ def compare(
 def _weight_sums(quant_model: onnx.ModelProto, plan: FetchPlan,
                  qv: dict[str, np.ndarray]) -> dict[str, ErrorSums]:
     """Weight error once: the float initializer against its dequantized value (data does not change it)."""
-    inits = {t.name: t for t in quant_model.graph.initializer if t.name in plan.weights}
+    inits = initializers(quant_model)
     out: dict[str, ErrorSums] = {}
     for name, dq in plan.weights.items():
         _add(out, name, numpy_helper.to_array(inits[name]), qv[dq])
@@ -149,12 +150,12 @@ def _weight_sums(quant_model: onnx.ModelProto, plan: FetchPlan,
 
 
 def _layers(qm: onnx.ModelProto, plan: FetchPlan, sums: dict[str, ErrorSums], pre: dict[str, ErrorSums]):
-    q_nodes = node_outputs(qm)
-    dq_consumer = {i: (k, n) for k, n in enumerate(qm.graph.node) for i in n.input}
+    q_nodes = every_node_output(qm)
+    dq_consumer = {i: (k, n) for k, n in enumerate(all_nodes(qm.graph)) for i in n.input}
     rows = []
     for t in plan.layers:
-        if t not in sums:
-            continue  # shapes differed: not the same tensor
+        if t not in sums or not sums[t].elements:
+            continue  # shapes differed (not the same tensor), or its If branch never ran
         # the quantized graph's node: its name is what --exclude-node matches (BN folding, for one, makes
         # a Conv produce the tensor a BatchNormalization produced in the float model)
         name, op, position = ("", "input", -1) if t in plan.inputs else (

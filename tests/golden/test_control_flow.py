@@ -17,7 +17,7 @@ from onnx import helper, numpy_helper
 import onnxq
 from onnxq.collect.collectors import collect
 from onnxq.collect.python_sources import from_iterable
-from onnxq.config import ActivationSpec, Method, QuantConfig, Target
+from onnxq.config import ActivationSpec, Method, QuantConfig, Target, WeightSpec
 from onnxq.placement import plan
 from onnxq.preprocess import preprocess
 from onnxq.preprocess.names import name_nodes
@@ -285,3 +285,31 @@ def test_exclusions_naming_body_nodes_act_without_a_false_warning(caplog):
     with caplog.at_level("WARNING", logger="onnxq"):
         onnxq.quantize(model, feeds, QuantConfig(activations=MINMAX, exclude_nodes=("no_such_node",)))
     assert [r for r in caplog.records if "'no_such_node' excludes nothing" in r.getMessage()]
+
+
+def test_compare_per_layer_sees_tensors_inside_bodies():
+    """`onnxq compare --per-layer` on an If model: the then-branch tensors are compared as if the branch
+    were the graph itself (the same nodes at top level, quantized the same way, give the same figures), and
+    a branch the data never takes lists nothing."""
+    from onnxq.analysis.compare import compare
+
+    then = next(a.g for a in if_model().graph.node[-1].attribute if a.name == "then_branch")
+    flat = _model(list(then.node), [_vi("x", TP.FLOAT, [1, 3, 8, 8])], [_vi("t", TP.FLOAT, [1, 4, 8, 8])],
+                  [_w("W1", (4, 3, 3, 3)), *then.initializer])
+    model = if_model()
+    w1 = next(t for t in model.graph.initializer if t.name == "W1")
+    flat.graph.initializer[0].CopyFrom(w1)  # the same weights in both
+    feeds = [{"x": (RNG.standard_normal((1, 3, 8, 8)) + 1.0).astype(np.float32)} for _ in range(6)]  # then
+    config = QuantConfig(activations=MINMAX, weights=WeightSpec(bias_correction=False))  # not measured in bodies
+    q_if, q_flat = onnxq.quantize(model, feeds, config).model, onnxq.quantize(flat, feeds, config).model
+    in_body = {r.tensor: r for r in compare(model, q_if, from_iterable(feeds), per_layer=True).layers}
+    at_top = {r.tensor: r for r in compare(flat, q_flat, from_iterable(feeds), per_layer=True).layers}
+    for tensor in ("a", "b"):
+        assert in_body[tensor].sqnr_db == pytest.approx(at_top[tensor].sqnr_db, abs=1e-6)
+        assert in_body[tensor].role == at_top[tensor].role
+    assert in_body["b"].role == "activation"  # its Q/DQ pair inside the branch was found
+    assert in_body["b"].pre_qdq_sqnr_db == pytest.approx(at_top["b"].pre_qdq_sqnr_db, abs=1e-6)
+    assert in_body["W2"].role == "weight"  # a branch initializer's weight error too
+    negative = [{"x": (RNG.standard_normal((1, 3, 8, 8)) - 1.0).astype(np.float32)} for _ in range(3)]
+    taken_else = {r.tensor for r in compare(model, q_if, from_iterable(negative), per_layer=True).layers}
+    assert "a" not in taken_else and "e0" in taken_else
