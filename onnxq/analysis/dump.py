@@ -7,9 +7,7 @@ from collections.abc import Iterator
 import numpy as np
 import onnx
 
-from onnxq import runtime
-from onnxq.analysis.pairing import check_inputs, node_outputs
-from onnxq.collect.augment import expose
+from onnxq.analysis.pairing import check_inputs, every_node_output, fetcher, float_body_tensors, node_outputs
 from onnxq.collect.batching import take
 from onnxq.collect.feeds import DataSource, input_specs_from_model
 from onnxq.collect.validate import validated
@@ -22,9 +20,15 @@ def dump_tensors(
     (graph optimizations off, so each tensor exists by its name), for debugging one layer by hand."""
     check_inputs(float_model, quant_model)
     source = take(validated(source, input_specs_from_model(float_model)), limit)
-    fs = runtime.make_session(expose(float_model, list(node_outputs(float_model))))
-    qs = runtime.make_session(expose(quant_model, list(node_outputs(quant_model))))
-    f_names, q_names = runtime.output_names(fs), runtime.output_names(qs)
+    fs, qs = fetcher(float_model, _tensors(float_model)), fetcher(quant_model, _tensors(quant_model))
     for feed in source:
-        yield (dict(zip(f_names, runtime.run(fs, feed, f_names))),
-               dict(zip(q_names, runtime.run(qs, feed, q_names))))
+        yield fs(feed), qs(feed)
+
+
+def _tensors(model: onnx.ModelProto) -> list[str]:
+    """The graph outputs, every node output of the main graph, and the float ones computed inside bodies
+    (a routed body tensor must declare its type; its values cover every execution of its body, empty when
+    its branch did not run)."""
+    body = float_body_tensors(model)
+    names = [o.name for o in model.graph.output] + list(node_outputs(model))
+    return list(dict.fromkeys(names + [t for t in every_node_output(model) if t in body]))

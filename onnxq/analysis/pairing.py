@@ -129,11 +129,11 @@ def sessions(fm: onnx.ModelProto, qm: onnx.ModelProto, per_layer: bool, optimize
     outputs = shared_outputs(fm, qm)
     if not per_layer:
         plan = FetchPlan(outputs)
-        fs, qs = _fetcher(fm, plan.float_fetch()), _fetcher(qm, plan.quant_fetch())
+        fs, qs = fetcher(fm, plan.float_fetch()), fetcher(qm, plan.quant_fetch())
         return fs, qs, runtime.make_session(qm, optimize=True) if optimize else None, plan
     f_nodes, q_nodes = every_node_output(fm), every_node_output(qm)
     top_f, top_q = node_outputs(fm), node_outputs(qm)
-    f_body, q_body = _float_body_tensors(fm), _float_body_tensors(qm)
+    f_body, q_body = float_body_tensors(fm), float_body_tensors(qm)
     candidates = [t for t in q_nodes if t in f_nodes
                   and (t in top_q and t in top_f or t in f_body and t in q_body)]
     pairs = qdq_pairs(qm)
@@ -151,7 +151,8 @@ def sessions(fm: onnx.ModelProto, qm: onnx.ModelProto, per_layer: bool, optimize
     return fs, qs, runtime.make_session(qm, optimize=True) if optimize else None, plan
 
 
-def _fetcher(model: onnx.ModelProto, tensors: Sequence[str]) -> Fetcher:
+def fetcher(model: onnx.ModelProto, tensors: Sequence[str]) -> Fetcher:
+    """A :class:`Fetcher` for ``tensors`` of ``model`` (body tensors routed out; their type must be known)."""
     exp = exposure(model, list(tensors))
     return Fetcher(runtime.make_session(exp.model), exp)
 
@@ -166,7 +167,7 @@ _FLOAT_ELEMS = frozenset({onnx.TensorProto.FLOAT, onnx.TensorProto.DOUBLE, onnx.
                           onnx.TensorProto.BFLOAT16})
 
 
-def _float_body_tensors(model: onnx.ModelProto) -> set[str]:
+def float_body_tensors(model: onnx.ModelProto) -> set[str]:
     """Node outputs inside bodies whose element type is recorded, or inferred, as float."""
     if not any(a.type in (onnx.AttributeProto.GRAPH, onnx.AttributeProto.GRAPHS)
                for n in model.graph.node for a in n.attribute):

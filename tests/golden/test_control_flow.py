@@ -313,3 +313,25 @@ def test_compare_per_layer_sees_tensors_inside_bodies():
     negative = [{"x": (RNG.standard_normal((1, 3, 8, 8)) - 1.0).astype(np.float32)} for _ in range(3)]
     taken_else = {r.tensor for r in compare(model, q_if, from_iterable(negative), per_layer=True).layers}
     assert "a" not in taken_else and "e0" in taken_else
+
+
+def test_dump_holds_tensors_inside_bodies():
+    """`onnxq compare --dump`: a then-branch tensor's value is the one the same nodes give at top level."""
+    import onnxruntime as ort
+
+    from onnxq.analysis.dump import dump_tensors
+    from onnxq.collect.augment import expose
+
+    model = if_model()
+    then = next(a.g for a in model.graph.node[-1].attribute if a.name == "then_branch")
+    flat = _model(list(then.node), [_vi("x", TP.FLOAT, [1, 3, 8, 8])], [_vi("t", TP.FLOAT, [1, 4, 8, 8])],
+                  [next(t for t in model.graph.initializer if t.name == "W1"), *then.initializer])
+    feed = {"x": (RNG.standard_normal((1, 3, 8, 8)) + 1.0).astype(np.float32)}
+    q_if = onnxq.quantize(model, [feed] * 4, QuantConfig(activations=MINMAX)).model
+    f_vals, q_vals = next(iter(dump_tensors(model, q_if, from_iterable([feed]))))
+    session = ort.InferenceSession(expose(flat, ["a", "b"]).SerializeToString(), providers=["CPUExecutionProvider"])
+    a, b = session.run(["a", "b"], feed)
+    np.testing.assert_allclose(f_vals["a"], a, rtol=1e-6, atol=1e-6)
+    np.testing.assert_allclose(f_vals["b"], b, rtol=1e-6, atol=1e-6)
+    assert q_vals["b"].shape == b.shape and "y" in f_vals and "y" in q_vals
+    assert "e0" in f_vals and f_vals["e0"].size == 0  # the else branch did not run: empty
