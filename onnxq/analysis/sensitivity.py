@@ -49,6 +49,7 @@ from onnxq.analysis.segmented import SegmentRunner, live_bytes, run_from_cuts
 from onnxq.collect.feeds import Feed
 from onnxq.config import QuantConfig
 from onnxq.errors import ConfigError, OnnxqError
+from onnxq.graph.usage import all_nodes
 from onnxq.records import LayerSensitivity, QuantParams, QuantPlan, Score, SensitivityReport
 from onnxq.rewrite.gates import GatedModel, QuantForm, build_gated, prequantized_weights
 
@@ -296,4 +297,4 @@ def _rank_key(s: LayerSensitivity) -> tuple[float, float, float]:
 
 
 def _op_types(model: onnx.ModelProto) -> dict[str, str]:
-    return {n.name: n.op_type for n in model.graph.node}
+    return {n.name: n.op_type for n in all_nodes(model.graph)}  # units inside bodies too

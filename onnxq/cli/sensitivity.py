@@ -38,7 +38,9 @@ from onnxq.collect.images import from_images
 from onnxq.collect.stats_file import load_stats
 from onnxq.config import FallbackRule, Method
 from onnxq.errors import ConfigError, QualityGateError
+from onnxq.graph.usage import all_nodes
 from onnxq.placement import plan
+from onnxq.placement.unrun import drop_unrun
 from onnxq.records import FallbackResult, MethodChoice
 from onnxq.report.html import render_html
 from onnxq.report.sensitivity_render import sensitivity_json, sensitivity_markdown, sensitivity_text
@@ -164,6 +166,9 @@ def _analyse(args: argparse.Namespace, model, config, calib, evaluation, metric)
                                 histograms=True if args.report else None)
         stats, runs = collected.stats, collected.describe(config.batch_size)
         calib_line = f"{calib.description} ({collected.samples} samples)" + (f"; {runs}" if runs else "")
+    counts = {t: s.count for t, s in stats.items()}
+    if not all(counts.values()):  # as quantize does: a node whose input the data never reached stays float
+        qplan = drop_unrun(qplan, counts, {n.name: n.op_type for n in all_nodes(pre.graph)})
     calibration = api.as_source(calib, pre, config.batch_size) if calib is not None else None
     config, _ = api.resolve_method(pre, qplan, stats, config, calibration)
     params = solve(stats, qplan, config)

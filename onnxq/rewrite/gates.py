@@ -42,6 +42,7 @@ from onnxq.formats import fake_quantize_as, int_format
 from onnxq.graph.export import export_onnx
 from onnxq.graph.names import UniqueNames
 from onnxq.graph.query import GraphIndex
+from onnxq.graph.scopes import Scope, all_nodes, node_scopes
 from onnxq.records import QuantParams, QuantPlan, Role, TensorQuantSpec
 from onnxq.rewrite.insert_qdq import _copy_model_fields
 
@@ -50,7 +51,8 @@ GATES_INPUT = "onnxq_gates"
 
 @dataclass(frozen=True)
 class GatedModel:
-    """The gated model, the unit order of its ``gates`` input and each unit's ``If`` node."""
+    """The gated model, the unit order of its ``gates`` input and, per unit, the top-level node its ``If``
+    lies in (the ``If`` itself, or the If/Loop/Scan whose body holds it)."""
 
     model: onnx.ModelProto
     units: tuple[str, ...]
@@ -140,11 +142,18 @@ def build_gated(
     fix = corrections(model, form.corrected) if form.corrected is not None else Corrections({}, {})
     units = tuple(plan.quantized_nodes if units is None else units)
     graph = gs.import_onnx(model)
-    index = GraphIndex.build(graph)
-    nodes = {n.name: n for n in graph.nodes}
+    scope_of = node_scopes(graph)  # units inside If/Loop/Scan bodies are gated in their own body
+    nodes = all_nodes(graph)
     missing = [u for u in units if u not in nodes]
     if missing:
         raise KeyError(f"units not in the graph: {missing[:3]}")
+    indexes: dict[int, GraphIndex] = {}
+
+    def index_of(name: str) -> GraphIndex:
+        body = scope_of[name].graph
+        return indexes.setdefault(id(body), GraphIndex.build(body))
+
+    producers = {t.name: n for n in nodes.values() for t in n.outputs}
     names = UniqueNames.of_graph(graph)
     gates = gs.Variable(names.new(GATES_INPUT), dtype=np.bool_, shape=[len(units)])
     graph.inputs.append(gates)
@@ -152,15 +161,30 @@ def build_gated(
     for spec in plan.specs:
         for node_name, idx in spec.consumers:
             edges.setdefault(node_name, []).append((idx, spec))
-    gate_of = {unit: _gate(graph, names, gates, k) for k, unit in enumerate(units)}
+    unit_index = {unit: k for k, unit in enumerate(units)}
+    made: dict[tuple[int, int], gs.Variable] = {}
+
+    def gate(unit: str, where: str) -> gs.Variable:
+        """Unit ``unit``'s gate as a tensor of the scope of node ``where``: each scope reads the gates
+        input (a graph input, visible in every body) itself, so no gate crosses a scope boundary."""
+        body = scope_of[where].graph
+        key = (id(body), unit_index[unit])
+        if key not in made:
+            made[key] = _gate(body, names, gates, unit_index[unit])
+        return made[key]
+
     shared: dict[tuple[str, str], gs.Variable] = {}  # (spec key, gate) -> the gated Q/DQ output
     for node_name, node_edges in edges.items():
         if node_name not in units:
-            _quantize_non_unit(graph, names, index, nodes[node_name], node_edges, params, gate_of, shared,
-                               dq_only, fix)
-    if_nodes = tuple(
-        _gate_node(graph, names, index, nodes[unit], edges.get(unit, []), params, gate_of[unit], dq_only, fix)
-        for unit in units)
+            gate_of = {u: gate(u, node_name) for u in _producing_units(node_edges, producers, unit_index)}
+            _quantize_non_unit(scope_of[node_name].graph, names, index_of(node_name), nodes[node_name],
+                               node_edges, params, gate_of, shared, dq_only, fix, producers)
+    gated_ifs = [_gate_node(scope_of[unit].graph, names, index_of(unit), nodes[unit], edges.get(unit, []),
+                            params, gate(unit, unit), dq_only, fix) for unit in units]
+    # the top-level node each unit's If lies in: its own If at top level, else the If/Loop/Scan holding the
+    # body it lies in (what onnxq.rewrite.segments cuts at)
+    if_nodes = tuple(name if scope_of[unit].owner is None else _top_level(scope_of[unit]).name
+                     for unit, name in zip(units, gated_ifs))
     graph.cleanup(remove_unused_graph_inputs=False).toposort()
     out = export_onnx(graph, do_type_check=True)
     _copy_model_fields(model, out)
@@ -174,10 +198,25 @@ def _gate(graph: gs.Graph, names: UniqueNames, gates: gs.Variable, k: int) -> gs
     return out
 
 
+def _producing_units(node_edges: list[tuple[int, TensorQuantSpec]], producers: dict[str, gs.Node],
+                     unit_index: dict[str, int]) -> list[str]:
+    """The units producing the tensors of ``node_edges`` (in any scope)."""
+    found = (producers.get(spec.tensor) for _, spec in node_edges)
+    return [p.name for p in found if p is not None and p.name in unit_index]
+
+
+def _top_level(scope: Scope) -> gs.Node:
+    """The top-level node whose body (nested or not) is ``scope``."""
+    while scope.parent is not None and scope.parent.owner is not None:
+        scope = scope.parent
+    assert scope.owner is not None, "a body scope has an owner"
+    return scope.owner
+
+
 def _quantize_non_unit(graph: gs.Graph, names: UniqueNames, index: GraphIndex, node: gs.Node,
                        node_edges: list[tuple[int, TensorQuantSpec]], params: dict[str, QuantParams],
                        gate_of: dict[str, gs.Variable], shared: dict[tuple[str, str], gs.Variable],
-                       dq_only: bool, fix: Corrections) -> None:
+                       dq_only: bool, fix: Corrections, producers: dict[str, gs.Node]) -> None:
     """Quantize the planned edges of ``node``, which is not a unit (a node the plan leaves float).
 
     The ORT-CPU target quantizes a unit's output for every reader, float readers included (an excluded
@@ -188,7 +227,7 @@ def _quantize_non_unit(graph: gs.Graph, names: UniqueNames, index: GraphIndex, n
     """
     gated, fixed = [], []
     for idx, spec in node_edges:
-        producer = index.producer.get(spec.tensor)
+        producer = producers.get(spec.tensor)
         gate = gate_of.get(producer.name) if producer is not None else None
         (gated if gate is not None and spec.role is Role.ACTIVATION else fixed).append((idx, spec, gate))
     inputs, extra = _quantized_inputs(names, index, node, [(i, s) for i, s, _ in fixed], params, dq_only, fix)

@@ -74,8 +74,12 @@ def split_gated(gated: GatedModel, segments: int) -> tuple[GatedSegment, ...]:
     graph = gated.model.graph
     nodes = list(graph.node)
     position = {n.name: i for i, n in enumerate(nodes)}
-    unit_cuts = cut_points(gated, segments)
-    starts = [0] + [position[gated.if_nodes[u]] for u in unit_cuts]
+    # a cut before unit u must leave every earlier unit before it and every later one after it; units
+    # inside one body share their top-level node (gates.GatedModel.if_nodes), so no cut falls between them
+    where = [position[name] for name in gated.if_nodes]
+    unit_cuts = [u for u in cut_points(gated, segments)
+                 if max(where[:u], default=-1) < where[u] <= min(where[u:])]
+    starts = [0] + [where[u] for u in unit_cuts]
     seg_of = [sum(1 for s in starts[1:] if s <= i) for i in range(len(nodes))]
     constants = {t.name for t in graph.initializer}
     uses = [_uses(n) for n in nodes]

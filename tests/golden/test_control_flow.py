@@ -335,3 +335,41 @@ def test_dump_holds_tensors_inside_bodies():
     np.testing.assert_allclose(f_vals["b"], b, rtol=1e-6, atol=1e-6)
     assert q_vals["b"].shape == b.shape and "y" in f_vals and "y" in q_vals
     assert "e0" in f_vals and f_vals["e0"].size == 0  # the else branch did not run: empty
+
+
+@pytest.mark.parametrize("target", [Target.TENSORRT, Target.ORT_CPU])
+@pytest.mark.parametrize("case", sorted(CASES))
+def test_gated_model_switches_units_inside_bodies(case, target):
+    """Sensitivity and the fallback run one gated model (onnxq.rewrite.gates): for units inside bodies,
+    each subset of gates on must give what insert_qdq writes for the plan restricted to that subset."""
+    from helpers import ort_run, restrict_plan
+
+    from onnxq import api
+    from onnxq.collect.collectors import collect as collect_stats
+    from onnxq.rewrite import insert_qdq
+    from onnxq.rewrite.gates import QuantForm, build_gated
+
+    build, feed = CASES[case]
+    config = QuantConfig(target=target, activations=MINMAX)
+    pre, _ = api.prepare(build())
+    qplan = plan(pre, config)
+    feeds = [feed() for _ in range(6)]
+    stats, _ = collect_stats(pre, qplan, from_iterable(feeds), config)
+    params = onnxq.solve(stats, qplan, config)
+    dq_only = target is Target.ORT_CPU
+    gated = build_gated(pre, qplan, params, form=QuantForm(dq_only=dq_only))
+    units = gated.units
+    assert units and set(units) == set(qplan.quantized_nodes)
+    top = {n.name for n in pre.graph.node}
+    assert any(u not in top for u in units)  # units inside bodies are gated
+    assert set(gated.if_nodes) <= {n.name for n in gated.model.graph.node}  # top-level nodes (segments cut there)
+
+    def run(model, fd):
+        return ort_run(model, fd, prepack=False)  # optimizations off; unpacked weights: one summation order
+
+    subsets = [()] + [(u,) for u in units] + [tuple(v for v in units if v != u) for u in units] + [units]
+    for subset in subsets:
+        want = run(insert_qdq(pre, restrict_plan(qplan, set(subset)), params, dq_only=dq_only), feeds[0])
+        got = run(gated.model, {**feeds[0], **gated.feed(subset)})
+        for w, g in zip(want, got):
+            np.testing.assert_array_equal(g, w, err_msg=f"{case} {target} subset {subset}")
