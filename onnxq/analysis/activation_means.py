@@ -43,6 +43,7 @@ from onnxq.config import QuantConfig
 from onnxq.errors import CalibrationDataError
 from onnxq.formats import fake_quantize_as
 from onnxq.graph.query import GraphIndex
+from onnxq.graph.scopes import walk
 from onnxq.records import QuantParams, QuantPlan
 from onnxq.rewrite.bias_correction import correct_biases
 
@@ -68,11 +69,18 @@ class CorrectableNode:
 def correctable_nodes(model: onnx.ModelProto | GraphIndex, names: Iterable[str] | None = None
                       ) -> list[CorrectableNode]:
     """Conv/Gemm/MatMul nodes (optionally only ``names``) with a constant weight and a variable input."""
-    index = model if isinstance(model, GraphIndex) else GraphIndex.build(gs.import_onnx(model))
-    graph = index.graph
+    top = model if isinstance(model, GraphIndex) else GraphIndex.build(gs.import_onnx(model))
     wanted = None if names is None else set(names)
     out = []
-    for node in graph.nodes:
+    for scope in walk(top.graph):  # bodies too: their moments are collected through routes like any tensor
+        index = top if scope.owner is None else GraphIndex.build(scope.graph)
+        out += _correctable_in(index, wanted)
+    return out
+
+
+def _correctable_in(index: GraphIndex, wanted: set[str] | None) -> list[CorrectableNode]:
+    out = []
+    for node in index.graph.nodes:
         if node.op not in CORRECTABLE_OPS or (wanted is not None and node.name not in wanted):
             continue
         if len(node.inputs) < 2 or index.is_constant(node.inputs[0]) or not index.is_constant(node.inputs[1]):
@@ -126,34 +134,42 @@ def input_moments(
     """
     quantizers = quantizers or {}
     tensors = list(dict.fromkeys(n.activation for n in nodes))
-    # optimised like the calibration run (onnxq.collect.collectors), so both give the same means
-    session = runtime.make_session(augment.expose(model, tensors), optimize=True)
+    # optimised like the calibration run (onnxq.collect.collectors), so both give the same means; body
+    # tensors are routed out as there
+    exposed = augment.exposure(model, tensors)
+    session = runtime.make_session(exposed.model, optimize=True)
     out: dict[str, InputMoments | None] = {n.node: None for n in nodes}
+    seen = False
     for feed in feeds:
-        values = dict(zip(tensors, runtime.run(session, feed, tensors)))
+        seen = True
+        values = dict(zip(tensors, exposed.values(runtime.run(session, feed, list(exposed.outputs)))))
         for node in nodes:
-            moments = _moments(node, values[node.activation], quantizers.get(node.node))
-            out[node.node] = merge_moments(out[node.node], moments)
-    if any(m is None for m in out.values()):
+            x = values[node.activation]
+            if x.size:  # empty: an If branch that did not run on this feed
+                out[node.node] = merge_moments(out[node.node], _moments(node, x, quantizers.get(node.node)))
+    if not seen:
         raise CalibrationDataError("the data produced no samples for bias correction; give at least one")
-    return out  # type: ignore[return-value]
+    return {name: m for name, m in out.items() if m is not None}  # None: a branch the data never took
 
 
 def output_means(model: onnx.ModelProto, axes: Mapping[str, int], feeds: Feeds) -> dict[str, np.ndarray]:
     """Per-channel mean (float64) of each tensor in ``axes`` (tensor -> channel axis) over ``feeds``."""
     tensors = list(axes)
-    session = runtime.make_session(augment.expose(model, tensors))
+    exposed = augment.exposure(model, tensors)
+    session = runtime.make_session(exposed.model)
     sums: dict[str, np.ndarray] = {}
     counts: dict[str, int] = dict.fromkeys(tensors, 0)
     for feed in feeds:
-        for name, value in zip(tensors, runtime.run(session, feed, tensors)):
+        for name, value in zip(tensors, exposed.values(runtime.run(session, feed, list(exposed.outputs)))):
+            if not np.size(value):
+                continue
             v = np.moveaxis(np.asarray(value, dtype=np.float64), axes[name], -1)
             rows = v.reshape(-1, v.shape[-1])
             sums[name] = sums.get(name, 0.0) + rows.sum(axis=0)
             counts[name] += rows.shape[0]
     if not sums:
         raise CalibrationDataError("the data produced no samples for bias correction; give at least one")
-    return {name: sums[name] / counts[name] for name in tensors}
+    return {name: sums[name] / counts[name] for name in tensors if name in sums}
 
 
 def correction_nodes(model: onnx.ModelProto | GraphIndex, plan: QuantPlan) -> list[CorrectableNode]:

@@ -159,10 +159,10 @@ def collect_all(
                 "(or a larger memory budget, --memory-mb, so that one pass suffices)"
             )
         samples = seen
-    missing = [key for key, value in state.reduced.items() if value is None]
-    if missing:
-        raise CalibrationDataError(f"the data produced no samples for {missing[0]!r}; give at least one")
-    return Collection(state.stats, samples, state.reduced, len(passes), most, reference)
+    # a reduction with no value read a tensor of an If branch the data never took (an empty source was
+    # refused above): nothing was measured for it, and placement leaves such a node in float
+    reduced = {key: value for key, value in state.reduced.items() if value is not None}
+    return Collection(state.stats, samples, reduced, len(passes), most, reference)
 
 
 def _again(source: DataSource, k: int) -> Iterable[Feed]:

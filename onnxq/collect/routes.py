@@ -113,12 +113,15 @@ def _route_one(model: onnx.ModelProto, where: _Where, tensor: str, names: Unique
 
 def unpack(value: np.ndarray, route: Route | None) -> np.ndarray:
     """The body tensor's values in ``value`` (what onnxruntime returned for ``route.output``): iteration
-    axes merged into the leading axis; empty when an If branch on the way did not run."""
+    axes merged into the leading axis (a vector per iteration comes out as ``[iterations, K]``: its own
+    axis stays last, as a MatMul's input moments need); empty when an If branch on the way did not run."""
     if route is None or route.stacked == 0:
         return value
     value = np.asarray(value)
-    if value.ndim > route.stacked:
+    if value.ndim > route.stacked + 1:
         return value.reshape((-1, *value.shape[route.stacked + 1:]))
+    if value.ndim == route.stacked + 1:  # a vector per iteration: iterations become its leading axis
+        return value.reshape((-1, value.shape[-1]))
     return value.reshape(-1)
 
 

@@ -14,6 +14,7 @@ TensorRT rule; for the onnxruntime CPU target ``insert_qdq`` quantizes the corre
 from __future__ import annotations
 
 import logging
+from collections import Counter
 from collections.abc import Mapping
 
 import numpy as np
@@ -24,6 +25,7 @@ from onnxq.calibrate.bias_correction import CORRECTABLE_OPS, InputMoments, corre
 from onnxq.formats import fake_quantize_as
 from onnxq.graph.names import UniqueNames
 from onnxq.graph.query import GraphIndex
+from onnxq.graph.scopes import all_nodes, all_tensors, node_scopes
 from onnxq.preprocess._gs import quiet_gs, to_model
 from onnxq.records import QuantParams, QuantPlan
 
@@ -44,14 +46,17 @@ def output_shifts(
     shifts: dict[str, np.ndarray] = {}
     if not means:
         return shifts
-    nodes = {n.name: n for n in index.graph.nodes}
+    nodes = all_nodes(index.graph)  # bodies too (their moments come through routes)
+    tensors: dict[str, gs.Tensor] | None = None
     for spec in plan.weights():
         w = plan.values.get(spec.tensor)
         if w is None:
-            w = index.constant_value(index.tensors[spec.tensor])
+            if spec.tensor not in index.tensors and tensors is None:
+                tensors = all_tensors(index.graph)
+            w = index.constant_value(index.tensors.get(spec.tensor) or tensors[spec.tensor])
         w_q = fake_quantize_as(w, params[spec.key])  # as QuantizeLinear in the graph: the full grid
         for node_name, idx in spec.consumers:
-            node = nodes.get(node_name)  # None: a node of a control-flow body, not corrected (no moments)
+            node = nodes.get(node_name)
             if node is None or idx != 1 or node.op not in CORRECTABLE_OPS or node_name not in means:
                 continue
             shifts[node_name] = output_shift(node.op, node.attrs, w, w_q, means[node_name])
@@ -79,26 +84,32 @@ def apply_bias_shifts(graph: gs.Graph, shifts: Mapping[str, np.ndarray], plan: Q
     """Lower node ``n``'s output bias by ``shifts[n]`` (one value per channel), in ``graph`` (in place)."""
     if not shifts:
         return
-    index = GraphIndex.build(graph)
     planned_biases = {s.tensor for s in plan.biases()} if plan is not None else set()
-    nodes = {n.name: n for n in graph.nodes}
+    scope_of = node_scopes(graph)  # a node of a body is corrected in its body
+    nodes = all_nodes(graph)
+    # readers model-wide: an outer initializer may be read in several bodies (one gs object for all)
+    readers = Counter(t.name for n in nodes.values() for t in n.inputs if t.name)
+    indexes: dict[int, GraphIndex] = {}
     done = 0
     for name, shift in shifts.items():
-        node = nodes.get(name)
-        if node is None:
+        scope = scope_of.get(name)
+        if scope is None:
             raise KeyError(f"bias correction for node {name!r}, which is not in the graph")
         if not np.any(shift):
             continue
+        index = indexes.setdefault(id(scope.graph), GraphIndex.build(scope.graph))
+        node = nodes[name]
         if node.op == "MatMul":
             done += _shift_matmul_add(index, node, shift)
         else:
-            done += _shift_bias_input(graph, index, node, shift, planned_biases)
+            done += _shift_bias_input(graph, index, node, shift, planned_biases, readers)
     log.debug("bias correction changed %d of %d biases", done, len(shifts))
     graph.cleanup(remove_unused_graph_inputs=False)  # a replaced Constant-node bias has no reader left
 
 
 def _shift_bias_input(
-    graph: gs.Graph, index: GraphIndex, node: gs.Node, shift: np.ndarray, planned: set[str]
+    graph: gs.Graph, index: GraphIndex, node: gs.Node, shift: np.ndarray, planned: set[str],
+    readers: Counter[str],
 ) -> int:
     beta = float(node.attrs.get("beta", 1.0)) if node.op == "Gemm" else 1.0
     channels = shift.shape[0]
@@ -108,7 +119,7 @@ def _shift_bias_input(
         if value is None or value.size != channels or beta == 0.0:
             log.info("bias of %s is not a constant of %d values; not corrected", node.name, channels)
             return 0
-        shared = len(index.consumers.get(bias.name, [])) > 1
+        shared = readers[bias.name] > 1
         if shared and bias.name in planned:
             log.info("bias %s is shared and planned as int32; %s not corrected", bias.name, node.name)
             return 0

@@ -84,14 +84,21 @@ class Corrections:
 
 def corrections(model: onnx.ModelProto, corrected: onnx.ModelProto) -> Corrections:
     """The differences of ``corrected`` (``model`` after bias correction, same node names) from ``model``."""
-    a, b = GraphIndex.build(gs.import_onnx(model)), GraphIndex.build(gs.import_onnx(corrected))
-    nodes_b = {n.name: n for n in b.graph.nodes}
+    graph_a, graph_b = gs.import_onnx(model), gs.import_onnx(corrected)
+    scopes_a, scopes_b = node_scopes(graph_a), node_scopes(graph_b)  # nodes of bodies too
+    nodes_b = all_nodes(graph_b)
+    indexes: dict[int, GraphIndex] = {}
+
+    def index(scope: Scope) -> GraphIndex:
+        return indexes.setdefault(id(scope.graph), GraphIndex.build(scope.graph))
+
     inputs: dict[tuple[str, int], np.ndarray] = {}
     after: dict[str, np.ndarray] = {}
-    for node in a.graph.nodes:
+    for node in all_nodes(graph_a).values():
         other = nodes_b.get(node.name)
         if other is None:
             continue
+        a, b = index(scopes_a[node.name]), index(scopes_b[node.name])
         for i in range(2, len(other.inputs)):
             new = b.constant_value(other.inputs[i]) if other.inputs[i].name else None
             old = a.constant_value(node.inputs[i]) if i < len(node.inputs) and node.inputs[i].name else None
