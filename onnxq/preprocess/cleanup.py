@@ -52,14 +52,32 @@ def fold_constants(model: onnx.ModelProto) -> onnx.ModelProto:
     inferred = inferred_light(model)
     if inferred is not None and _already_clean(inferred.graph) and not model.functions:
         return _level_sorted(model)  # what graphsurgeon would return, without its round trip (below)
+    out = _round_trip(model, inferred, _never_fold)
+    if _well_formed(out.graph):
+        return out
+    # graphsurgeon inlined an If whose condition became constant by folding a Shape, and lost producers of
+    # the branch's outputs (Silero VAD's op15 and half exports: an LSTM-cell branch holding a nested If; its
+    # If inlining ignores should_exclude_node). Folding without shapes keeps such conditions dynamic.
+    logger.info("constant folding left a node reading a tensor nothing produces; folding again without shapes")
+    kept_ifs = _round_trip(model, inferred, _never_fold, fold_shapes=False)
+    if _well_formed(kept_ifs.graph):
+        return kept_ifs
+    logger.warning("constant folding broke the graph (a node reads a tensor nothing produces); continuing "
+                   "without it")
+    return out if not _well_formed(model.graph) else model  # the validity check downstream names the flaw
+
+
+def _round_trip(model: onnx.ModelProto, inferred: onnx.ModelProto | None, exclude,
+                fold_shapes: bool = True) -> onnx.ModelProto:
+    """graphsurgeon's fold, cleanup and sort of ``model`` (``exclude``: nodes never folded)."""
     graph = _gs.to_graph(with_inferred(model, inferred))
     try:
         with _gs.quiet_gs():
             graph.fold_constants(
-                fold_shapes=True,
+                fold_shapes=fold_shapes,
                 recurse_subgraphs=False,  # graphsurgeon does not pass should_exclude_node to subgraphs
                 error_ok=True,
-                should_exclude_node=_never_fold,
+                should_exclude_node=exclude,
             )
     except Exception as exc:  # noqa: BLE001 - folding is an optimisation; graphsurgeon crashes on malformed
         # graphs (an If without branches, ...). Go on unfolded: the validity check downstream names the flaw.
@@ -162,6 +180,21 @@ def _level_sorted(model: onnx.ModelProto) -> onnx.ModelProto:
     del out.graph.node[:]
     out.graph.node.extend(nodes)
     return out
+
+
+def _well_formed(graph: onnx.GraphProto, outer: frozenset[str] = frozenset()) -> bool:
+    """Every node input produced before it (or an input, initializer, or outer-scope name), in bodies too,
+    and every graph output produced: what a fold must never break."""
+    defined = set(outer) | {i.name for i in graph.input} | {t.name for t in graph.initializer}
+    for node in graph.node:
+        if any(name and name not in defined for name in node.input):
+            return False
+        for attr in node.attribute:
+            bodies = [attr.g] if attr.type == onnx.AttributeProto.GRAPH else list(attr.graphs)
+            if any(not _well_formed(body, frozenset(defined)) for body in bodies):
+                return False
+        defined.update(name for name in node.output if name)
+    return all(o.name in defined for o in graph.output)
 
 
 def _never_fold(node: gs.Node) -> bool:
