@@ -124,10 +124,18 @@ def _shift_bias_input(
             log.info("bias %s is shared and planned as int32; %s not corrected", bias.name, node.name)
             return 0
         new_value = corrected_bias(value, shift, scale=beta)
-        if shared or not isinstance(bias, gs.Constant):
-            node.inputs[2] = gs.Constant(_fresh(graph, f"{node.name}_bias_corrected"), new_value)
-        else:
+        producer = index.producer.get(bias.name)
+        if not shared and isinstance(bias, gs.Constant):
             bias.values = new_value
+        elif not shared and producer is not None and producer.op == "Constant":
+            # a Constant node (bodies keep theirs: folding does not reach them) gives way to a constant of
+            # the same name, the name the plan holds (an int32 bias on ort-cpu). Its attribute is not changed
+            # in place: graph copies (auto's candidates) share attributes, and every candidate would add
+            # its shift to the same value
+            producer.outputs.clear()
+            node.inputs[2] = gs.Constant(bias.name, new_value)
+        else:
+            node.inputs[2] = gs.Constant(_fresh(graph, f"{node.name}_bias_corrected"), new_value)
         return 1
     if node.op == "Gemm":
         node.attrs["beta"] = 1.0  # C was absent, so beta multiplied nothing; the new C enters as is

@@ -373,3 +373,48 @@ def test_gated_model_switches_units_inside_bodies(case, target):
         got = run(gated.model, {**feeds[0], **gated.feed(subset)})
         for w, g in zip(want, got):
             np.testing.assert_array_equal(g, w, err_msg=f"{case} {target} subset {subset}")
+
+
+def _if_with_constant_node_bias() -> onnx.ModelProto:
+    """If(mean(x) > 0) whose then-branch Conv takes its bias from a Constant node inside the branch
+    (folding does not reach bodies, so bodies keep their Constant nodes), its weight from the outer scope."""
+    bias = numpy_helper.from_array((RNG.standard_normal(4) * 0.5).astype(np.float32), "bias_value")
+    then = helper.make_graph(
+        [helper.make_node("Constant", [], ["b_then"], name="then_bias", value=bias),
+         helper.make_node("Conv", ["x", "W1", "b_then"], ["a"], name="then_conv", pads=[1, 1, 1, 1]),
+         helper.make_node("Relu", ["a"], ["t"], name="then_relu")],
+        "then", [], [_vi("t", TP.FLOAT, [1, 4, 8, 8])])
+    other = helper.make_graph(
+        [helper.make_node("Conv", ["x", "W1"], ["e0"], name="else_conv", pads=[1, 1, 1, 1]),
+         helper.make_node("Relu", ["e0"], ["e"], name="else_relu")],
+        "else", [], [_vi("e", TP.FLOAT, [1, 4, 8, 8])])
+    nodes = [helper.make_node("ReduceMean", ["x"], ["m"], name="mean", keepdims=0),
+             helper.make_node("Greater", ["m", "zero"], ["cond"], name="gt"),
+             helper.make_node("If", ["cond"], ["y"], name="if", then_branch=then, else_branch=other)]
+    inits = [_w("W1", (4, 3, 3, 3)), numpy_helper.from_array(np.array(0, np.float32), "zero")]
+    return _model(nodes, [_vi("x", TP.FLOAT, [1, 3, 8, 8])], [_vi("y", TP.FLOAT, [1, 4, 8, 8])], inits)
+
+
+@pytest.mark.parametrize("target", [Target.TENSORRT, Target.ORT_CPU])
+def test_bias_correction_of_a_constant_node_bias_in_a_body(target):
+    """The corrected bias keeps its name (ort-cpu plans it as int32: renaming it was a KeyError) and each of
+    auto's candidates corrects its own copy: the model auto writes is the one its method writes alone
+    (a shift written into a shared attribute accumulated over the candidates)."""
+    model = _if_with_constant_node_bias()
+    feeds = [{"x": (RNG.standard_normal((1, 3, 8, 8)) + 0.8).astype(np.float32)} for _ in range(40)]
+    auto = onnxq.quantize(model, feeds, QuantConfig(target=target))
+    chosen = auto.report.choice.method
+    alone = onnxq.quantize(model, feeds, QuantConfig(target=target, activations=ActivationSpec(method=chosen)))
+    assert "then_conv" in auto.plan.quantized_nodes
+
+    def constants(m):  # every initializer and Constant-node value, bodies included
+        out = {}
+        for g in _graphs(m.graph):
+            out.update((t.name, t.SerializeToString()) for t in g.initializer)
+            out.update((n.output[0], n.attribute[0].t.SerializeToString()) for n in g.node if n.op_type == "Constant")
+        return out
+
+    assert constants(auto.model) == constants(alone.model)
+    uncorrected = onnxq.quantize(model, feeds, QuantConfig(target=target, activations=ActivationSpec(method=chosen),
+                                                           weights=onnxq.WeightSpec(bias_correction=False)))
+    assert constants(alone.model) != constants(uncorrected.model)  # the branch's bias was corrected
